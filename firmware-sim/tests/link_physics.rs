@@ -130,7 +130,7 @@ fn gys_gains_and_error_rates_match_the_decoy_state_formulas() {
             let mu = intensity.mean_photon_number;
             let (q, e) = gys_expected(mu, distance_km);
             // The class's pulse count is binomial around its expectation: include that spread.
-            let share = world.source().class_share(class);
+            let share = world.source().key_share(class);
             let sent = pulses * share;
             if sent * q < 100.0 {
                 continue; // too few expected clicks for a Gaussian tolerance (the vacuum, near)

@@ -255,6 +255,11 @@ impl ControllerOptics {
         self.kind == OpticsKind::Squeezers
     }
 
+    /// Fixed part of the time before a command takes effect, in ps.
+    pub fn settle_time_ps(&self) -> i64 {
+        self.settle_time_ps
+    }
+
     /// The setting in effect.
     pub fn setting(&self) -> &[f64] {
         &self.setting

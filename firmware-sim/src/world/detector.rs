@@ -140,6 +140,7 @@ enum DarkProcess {
 /// A detector's state while the world runs.
 #[derive(Debug, Clone)]
 pub struct Detector {
+    spec: DetectorSpec,
     efficiency: f64,
     dead_time_ps: i64,
     afterpulse_probability: f64,
@@ -202,6 +203,7 @@ impl Detector {
         )?;
         let jitter_fwhm = section.check("jitter_fwhm_ps", spec.jitter_fwhm_ps, 0.0, 1e6, "ps")?;
         Ok(Detector {
+            spec: *spec,
             efficiency,
             dead_time_ps,
             afterpulse_probability,
@@ -215,6 +217,11 @@ impl Detector {
             next_afterpulse: NEVER,
             rng,
         })
+    }
+
+    /// The parameters the detector was built from (dead time as configured at start).
+    pub fn spec(&self) -> &DetectorSpec {
+        &self.spec
     }
 
     /// Detection efficiency.

@@ -71,6 +71,7 @@ struct Arrival {
 /// The emulated entanglement-based link. Node 0 is A, node 1 is B.
 #[derive(Debug, Clone)]
 pub struct EntangledWorld {
+    pair_rate_hz: f64,
     nodes: [ReceiverNode; 2],
     /// Index of the node whose photons arrive first (shorter fiber).
     first: usize,
@@ -79,6 +80,7 @@ pub struct EntangledWorld {
     p_both: f64,
     p_first_only: f64,
     next_emission_ps: i64,
+    source_enabled: bool,
     pairs: u64,
     queues: [VecDeque<Arrival>; 2],
     rng: SimRng,
@@ -156,6 +158,7 @@ impl EntangledWorld {
         let p_any = 1.0 - (1.0 - cf) * (1.0 - cs);
         let candidate_rate = pair_rate * p_any;
         let mut world = EntangledWorld {
+            pair_rate_hz: pair_rate,
             nodes,
             first,
             candidate_gap_ps: if candidate_rate > 0.0 {
@@ -170,6 +173,7 @@ impl EntangledWorld {
                 0.0
             },
             next_emission_ps: 0,
+            source_enabled: true,
             pairs: 0,
             queues: [VecDeque::new(), VecDeque::new()],
             rng: SimRng::new(seed, stream::PAIRS),
@@ -208,6 +212,26 @@ impl EntangledWorld {
         &mut self.nodes[index]
     }
 
+    /// Mean rate of pairs leaving the source, in Hz.
+    pub fn pair_rate_hz(&self) -> f64 {
+        self.pair_rate_hz
+    }
+
+    /// Whether the source emits pairs.
+    pub fn source_enabled(&self) -> bool {
+        self.source_enabled
+    }
+
+    /// Switches pair emission on or off from now on (pairs in flight still arrive).
+    pub fn set_source_enabled(&mut self, enabled: bool) {
+        self.source_enabled = enabled;
+        self.next_emission_ps = if enabled {
+            self.emission_after(self.now_ps)
+        } else {
+            NEVER
+        };
+    }
+
     /// Requests a polarization-controller setting at node `index`.
     pub fn set_controller(&mut self, index: usize, setting: &[f64]) -> Result<i64, ActuatorError> {
         self.nodes[index]
@@ -237,7 +261,11 @@ impl EntangledWorld {
             emitted_ps: t,
         });
         self.pairs += 1;
-        self.next_emission_ps = self.emission_after(t);
+        self.next_emission_ps = if self.source_enabled {
+            self.emission_after(t)
+        } else {
+            NEVER
+        };
     }
 
     /// Measures the photon of `arrival` at node `index`; returns the detector that counted it.

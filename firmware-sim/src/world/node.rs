@@ -134,6 +134,13 @@ impl ReceiverNode {
             .update_tables(&self.fiber.rotation(), self.fiber.visibility());
     }
 
+    /// Biases (counting) or unbiases detector `index` from world time `now`.
+    pub fn set_detector_enabled(&mut self, index: usize, enabled: bool, now: i64) {
+        if let Some(d) = self.receiver.detectors.get_mut(index) {
+            d.set_enabled(enabled, now, &self.gates);
+        }
+    }
+
     /// Handles detector `detector`'s next dark count or afterpulse.
     pub fn fire_internal(&mut self, detector: usize, out: &mut NodeOutput) {
         if let Some((t, origin)) = self.receiver.detectors[detector].fire_internal(&self.gates) {

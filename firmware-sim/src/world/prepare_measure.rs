@@ -222,13 +222,6 @@ impl PrepareMeasureWorld {
         self.node.receiver.request_setting(self.now_ps, setting)
     }
 
-    /// Detector `index` biased (counting) or not, from now on.
-    pub fn set_detector_enabled(&mut self, index: usize, enabled: bool) {
-        if let Some(d) = self.node.receiver.detectors.get_mut(index) {
-            d.set_enabled(enabled, self.now_ps, &self.node.gates);
-        }
-    }
-
     fn restart_candidates(&mut self) {
         let first = self.node.gates.first_at_or_after(self.now_ps);
         self.draw_candidate_from(first);

@@ -247,14 +247,9 @@ impl WcpSource {
         })
     }
 
-    /// Probability that a slot is sent with intensity class `class` (references use the signal).
-    pub fn class_share(&self, class: usize) -> f64 {
-        let normal = (1.0 - self.reference_share) * self.probabilities[class];
-        if class == 0 {
-            normal + self.reference_share
-        } else {
-            normal
-        }
+    /// Probability that a slot is a key slot (not a reference) of intensity class `class`.
+    pub fn key_share(&self, class: usize) -> f64 {
+        (1.0 - self.reference_share) * self.probabilities.get(class).copied().unwrap_or(0.0)
     }
 }
 
@@ -299,7 +294,11 @@ mod tests {
             z += u64::from(c.basis == Basis::Z);
             ones += u64::from(c.bit);
             refs += u64::from(c.reference);
-            classes[usize::from(c.intensity)] += 1;
+            if c.reference {
+                assert_eq!(c.intensity, 0, "references use the signal intensity");
+            } else {
+                classes[usize::from(c.intensity)] += 1;
+            }
         }
         let within = |count: u64, p: f64| {
             let sigma = (n as f64 * p * (1.0 - p)).sqrt();
@@ -310,7 +309,7 @@ mod tests {
         assert!(within(refs, 0.1));
         for (class, &count) in classes.iter().enumerate() {
             assert!(
-                within(count, src.class_share(class)),
+                within(count, src.key_share(class)),
                 "class {class}: {count}"
             );
         }

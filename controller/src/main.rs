@@ -1,0 +1,37 @@
+//! `qkd`: the command-line face of a qkd-node.
+
+mod emulate;
+mod flags;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Controller of one node of a quantum key distribution link.
+#[derive(Debug, Parser)]
+#[command(name = "qkd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the emulated optical bench and report what an operator looks at first.
+    Emulate(emulate::EmulateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Emulate(args) => emulate::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

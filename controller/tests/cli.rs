@@ -1,0 +1,114 @@
+//! The `qkd` command line as users and scripts see it.
+// Test helpers outside #[test] functions may unwrap: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn qkd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qkd"))
+        .args(args)
+        .output()
+        .expect("the qkd binary runs")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = qkd(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+#[test]
+fn emulate_json_has_the_contracted_fields() {
+    let report = json(&[
+        "emulate",
+        "--preset",
+        "snspd",
+        "--distance-km",
+        "50",
+        "--seconds",
+        "0.01",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    for field in [
+        "pulses",
+        "detections",
+        "double_clicks",
+        "gain",
+        "qber_z",
+        "qber_x",
+        "wall_s",
+        "events_per_s",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field}");
+    }
+    for detector in ["H", "V", "D", "A"] {
+        assert!(report["detections"][detector].as_u64().unwrap() > 0);
+    }
+    // 100 MHz for 10 ms, less the pulses still in 50 km of fiber (245 µs).
+    assert_eq!(report["pulses"].as_u64().unwrap(), 1_000_000 - 24_485);
+    let gain = report["gain"].as_f64().unwrap();
+    assert!(gain > 0.03 && gain < 0.036, "gain {gain}");
+}
+
+#[test]
+fn emulate_is_deterministic_by_seed() {
+    let run = |seed: &str| {
+        let mut r = json(&["emulate", "--seconds", "0.005", "--seed", seed, "--json"]);
+        let obj = r.as_object_mut().unwrap();
+        obj.remove("wall_s");
+        obj.remove("events_per_s");
+        r
+    };
+    assert_eq!(run("9"), run("9"));
+    assert_ne!(run("9"), run("10"));
+}
+
+#[test]
+fn full_intercept_resend_shows_a_quarter_qber() {
+    let report = json(&[
+        "emulate",
+        "--distance-km",
+        "10",
+        "--seconds",
+        "0.01",
+        "--eve-fraction",
+        "1",
+        "--json",
+    ]);
+    let qber = report["qber_z"].as_f64().unwrap();
+    assert!((qber - 0.255).abs() < 0.01, "{qber}");
+}
+
+#[test]
+fn bad_input_is_refused_naming_the_flag_and_range() {
+    for (args, message) in [
+        (
+            vec!["--distance-km", "-5"],
+            "--distance-km: -5 km is outside the allowed range [0, 20000] km",
+        ),
+        (vec!["--mu", "NaN"], "--mu: NaN is not a value"),
+        (
+            vec!["--eve-fraction", "1.5"],
+            "--eve-fraction: 1.5 is outside the allowed range [0, 1]",
+        ),
+        (vec!["--seconds", "0"], "--seconds: 0 s is outside"),
+        (
+            vec!["--preset", "nope"],
+            "unknown preset `nope`; known presets: gys, snspd, ingaas-free, ingaas-gated",
+        ),
+    ] {
+        let mut full = vec!["emulate"];
+        full.extend(args);
+        let out = qkd(&full);
+        assert_eq!(out.status.code(), Some(2), "{full:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{full:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "nothing on stdout on error");
+    }
+}

@@ -1,0 +1,111 @@
+//! Polarization controllers: N actuators in device units, with limits and a settle time.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::DeviceIdentity;
+use crate::error::PolarizationError;
+
+/// The unit an actuator is driven in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActuatorUnit {
+    /// Drive voltage in millivolts (fiber squeezers).
+    Millivolts,
+    /// Paddle angle in degrees.
+    Degrees,
+    /// Motor encoder steps.
+    Steps,
+    /// Raw DAC code.
+    DacCode,
+}
+
+/// One actuator of a polarization controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActuatorSpec {
+    /// Name, e.g. `squeezer 1` or `paddle 2 (λ/2)`.
+    pub name: String,
+    /// Unit of its values.
+    pub unit: ActuatorUnit,
+    /// Lowest accepted value.
+    pub min: f64,
+    /// Highest accepted value.
+    pub max: f64,
+}
+
+impl ActuatorSpec {
+    /// Checks a full setting against the actuators: count and ranges (never clamped).
+    pub fn check_setting(
+        actuators: &[ActuatorSpec],
+        values: &[f64],
+    ) -> Result<(), PolarizationError> {
+        if values.len() != actuators.len() {
+            return Err(PolarizationError::WrongCount {
+                expected: actuators.len(),
+                got: values.len(),
+            });
+        }
+        for (actuator, (spec, &value)) in actuators.iter().zip(values).enumerate() {
+            if !(value >= spec.min && value <= spec.max) {
+                return Err(PolarizationError::OutOfRange {
+                    actuator,
+                    value,
+                    min: spec.min,
+                    max: spec.max,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A device that rotates polarization with a set of actuators.
+pub trait PolarizationController: Send {
+    /// The device's identity.
+    fn identity(&self) -> &DeviceIdentity;
+
+    /// The actuators, in the order light meets them.
+    fn actuators(&self) -> &[ActuatorSpec];
+
+    /// Time after an accepted command before the new state can be trusted (for motorised
+    /// controllers, plus travel time proportional to the move).
+    fn settle_time(&self) -> Duration;
+
+    /// Commands every actuator at once; returns when the device has accepted the command.
+    fn set(&mut self, values: &[f64])
+    -> impl Future<Output = Result<(), PolarizationError>> + Send;
+
+    /// Reads the actuator values back from the device.
+    fn get(&mut self) -> impl Future<Output = Result<Vec<f64>, PolarizationError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked_for_count_range_and_nan() {
+        let spec = |min, max| ActuatorSpec {
+            name: "a".into(),
+            unit: ActuatorUnit::Millivolts,
+            min,
+            max,
+        };
+        let actuators = [spec(-5000.0, 5000.0), spec(0.0, 10.0)];
+        assert!(ActuatorSpec::check_setting(&actuators, &[0.0, 10.0]).is_ok());
+        assert!(matches!(
+            ActuatorSpec::check_setting(&actuators, &[0.0]),
+            Err(PolarizationError::WrongCount {
+                expected: 2,
+                got: 1
+            })
+        ));
+        assert!(matches!(
+            ActuatorSpec::check_setting(&actuators, &[0.0, f64::NAN]),
+            Err(PolarizationError::OutOfRange { actuator: 1, .. })
+        ));
+        assert!(matches!(
+            ActuatorSpec::check_setting(&actuators, &[-5001.0, 1.0]),
+            Err(PolarizationError::OutOfRange { actuator: 0, .. })
+        ));
+    }
+}
