@@ -64,16 +64,7 @@ fn the_polarization_controller_really_rotates_the_state() {
         axis: [0.0, 1.0, 0.0],
         angle_rad: std::f64::consts::FRAC_PI_2,
     };
-    spec.receiver.controller = ControllerSpec::Squeezers {
-        squeezers: vec![qkd_firmware_sim::world::controller_optics::SqueezerSpec {
-            axis_rad: std::f64::consts::FRAC_PI_4,
-            v_pi_volts: 2.0,
-            bias_rad: 0.0,
-            min_volts: -5.0,
-            max_volts: 5.0,
-        }],
-        settle_time_ps: 0,
-    };
+    spec.receiver.controller = ControllerSpec::one_squeezer(std::f64::consts::FRAC_PI_4, 0);
     let measure = |volts: f64| {
         let mut world = PrepareMeasureWorld::new(&spec, 32).unwrap();
         world.set_controller(&[volts]).unwrap();
@@ -165,4 +156,17 @@ fn runs_are_reproducible_by_seed() {
     };
     assert_eq!(output(5), output(5));
     assert_ne!(output(5).tag_times_ps, output(6).tag_times_ps);
+}
+
+#[test]
+fn link_specs_load_from_json_and_refuse_unknown_keys() {
+    let spec = LinkPreset::IngaasGated.spec(30.0);
+    let text = serde_json::to_string(&spec).unwrap();
+    let back: LinkSpec = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, spec);
+    let typo = text.replacen("\"length_km\"", "\"lenght_km\"", 1);
+    let err = serde_json::from_str::<LinkSpec>(&typo)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `lenght_km`"), "{err}");
 }

@@ -11,7 +11,6 @@ use qkd_drivers::{
     PolarizationController, PolarizationError, SinglePhotonDetectors, SourceError, TagBatch,
     TaggerError, TimeTagger, WcpSettings, WcpSource,
 };
-use qkd_firmware_sim::world::controller_optics::SqueezerSpec;
 use qkd_firmware_sim::world::{
     ControllerSpec, EntangledLinkSpec, FiberSpec, InitialRotation, LinkPreset, LinkSpec,
     ReceiverSpec, SpdcSourceSpec, TaggerSpec,
@@ -28,16 +27,9 @@ fn misaligned_bench() -> EmulatedBench {
         angle_rad: std::f64::consts::FRAC_PI_2,
     };
     spec.fiber.misalignment = 0.0;
-    spec.receiver.controller = ControllerSpec::Squeezers {
-        squeezers: vec![SqueezerSpec {
-            axis_rad: std::f64::consts::FRAC_PI_4,
-            v_pi_volts: 2.0,
-            bias_rad: 0.0,
-            min_volts: -5.0,
-            max_volts: 5.0,
-        }],
-        settle_time_ps: 100_000_000,
-    };
+    // Settling takes 100 µs, so a test must wait for the move.
+    spec.receiver.controller =
+        ControllerSpec::one_squeezer(std::f64::consts::FRAC_PI_4, 100_000_000);
     EmulatedBench::prepare_measure(&spec, 7).unwrap()
 }
 
@@ -55,8 +47,8 @@ async fn stream(tagger: &mut impl TimeTagger, batches: usize) -> TagBatch {
     all
 }
 
-/// Arrival time of slot 0: the first sync tag of a stream read from the start.
-fn slot_zero(tags: &TagBatch) -> i64 {
+/// Time of the first sync tag of a batch.
+fn first_sync(tags: &TagBatch) -> i64 {
     tags.time_ps
         .iter()
         .zip(&tags.channel)
@@ -97,7 +89,7 @@ async fn moving_the_controller_changes_what_the_detectors_see() {
     let mut tagger = bench.tagger(0, BATCH).unwrap();
 
     let first = stream(&mut tagger, 5).await;
-    let zero = slot_zero(&first);
+    let zero = first_sync(&first); // read from the start: the arrival of slot 0
     let (uncompensated, n) = z_error_rate(&first, &mut source, zero).await;
     assert!(n > 5_000, "{n} sifted");
     assert!((uncompensated - 0.5).abs() < 5.0 * (0.25 / n as f64).sqrt());
@@ -191,14 +183,6 @@ async fn delays_and_trigger_levels_act_per_channel() {
     };
     let bench = EmulatedBench::prepare_measure(&spec, 4).unwrap();
     let mut tagger = bench.tagger(0, BATCH).unwrap();
-    let first_sync = |tags: &TagBatch| {
-        tags.time_ps
-            .iter()
-            .zip(&tags.channel)
-            .find(|(_, c)| **c == 0)
-            .map(|(t, _)| *t)
-            .unwrap()
-    };
     let before = first_sync(&stream(&mut tagger, 1).await);
     tagger.set_delay(0, Picoseconds(1234)).await.unwrap();
     let after = first_sync(&stream(&mut tagger, 1).await);

@@ -65,6 +65,21 @@ pub enum ControllerSpec {
 }
 
 impl ControllerSpec {
+    /// One unbiased squeezer at `axis_rad` (Vπ = 2 V, ±5 V): the smallest controller that can
+    /// undo a known rotation about one axis.
+    pub fn one_squeezer(axis_rad: f64, settle_time_ps: i64) -> Self {
+        ControllerSpec::Squeezers {
+            squeezers: vec![SqueezerSpec {
+                axis_rad,
+                v_pi_volts: 2.0,
+                bias_rad: 0.0,
+                min_volts: -5.0,
+                max_volts: 5.0,
+            }],
+            settle_time_ps,
+        }
+    }
+
     /// Four squeezers at 0°, 45°, 0°, 45° driven over ±5 V, like the OZ Optics EPC driver.
     pub fn four_squeezers() -> Self {
         let axis = [0.0, std::f64::consts::FRAC_PI_4];
@@ -332,16 +347,7 @@ mod tests {
     #[test]
     fn squeezer_voltage_sets_retardance_linearly() {
         // One squeezer at 45°: a π/2 retardance turns H into circular, π turns it into V.
-        let spec = ControllerSpec::Squeezers {
-            squeezers: vec![SqueezerSpec {
-                axis_rad: std::f64::consts::FRAC_PI_4,
-                v_pi_volts: 2.0,
-                bias_rad: 0.0,
-                min_volts: -5.0,
-                max_volts: 5.0,
-            }],
-            settle_time_ps: 0,
-        };
+        let spec = ControllerSpec::one_squeezer(std::f64::consts::FRAC_PI_4, 0);
         let optics = ControllerOptics::new(&spec, Section("c")).unwrap();
         let s = optics.rotation_for(&[2.0]).apply(H);
         assert!((s[0] + 1.0).abs() < 1e-12, "{s:?}");

@@ -128,6 +128,14 @@ impl TokenBucket {
     }
 }
 
+/// The per-input setting of `channel`, or the error naming the inputs that exist.
+fn input<T>(settings: &mut [T], channel: usize) -> Result<&mut T, TaggerSettingError> {
+    let count = settings.len();
+    settings
+        .get_mut(channel)
+        .ok_or(TaggerSettingError::NoSuchChannel { channel, count })
+}
+
 /// The tagger while the world runs.
 #[derive(Debug, Clone)]
 pub struct Tagger {
@@ -240,11 +248,7 @@ impl Tagger {
         channel: usize,
         volts: f64,
     ) -> Result<(), TaggerSettingError> {
-        let count = self.levels_volts.len();
-        let level = self
-            .levels_volts
-            .get_mut(channel)
-            .ok_or(TaggerSettingError::NoSuchChannel { channel, count })?;
+        let level = input(&mut self.levels_volts, channel)?;
         if volts.is_nan() || volts.abs() > TRIGGER_LIMIT_VOLTS {
             return Err(TaggerSettingError::TriggerLevel {
                 volts,
@@ -262,11 +266,7 @@ impl Tagger {
 
     /// Sets an input's delay.
     pub fn set_delay(&mut self, channel: usize, ps: i64) -> Result<(), TaggerSettingError> {
-        let count = self.delays_ps.len();
-        let delay = self
-            .delays_ps
-            .get_mut(channel)
-            .ok_or(TaggerSettingError::NoSuchChannel { channel, count })?;
+        let delay = input(&mut self.delays_ps, channel)?;
         if ps.abs() > DELAY_LIMIT_PS {
             return Err(TaggerSettingError::Delay {
                 ps,
