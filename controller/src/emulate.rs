@@ -1,9 +1,13 @@
 //! `qkd emulate`: run the emulated bench for a stretch of emulated time and report counts,
 //! gain, error rates and how fast the emulation ran.
 
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use qkd_drivers::ptu::{PtuWriter, RecordingInfo};
 use qkd_firmware_sim::world::{Basis, LinkPreset, LinkStats, NodeOutput, PrepareMeasureWorld};
 use serde::Serialize;
 
@@ -37,6 +41,9 @@ pub struct EmulateArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also record the receiver's time tags to this PicoQuant PTU (T2) file.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 /// Clicks per detector.
@@ -105,6 +112,26 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
     let mut world =
         PrepareMeasureWorld::new(&spec, args.seed).context("the bench cannot be built")?;
 
+    let mut recorder = match &args.record {
+        Some(path) => {
+            let info = RecordingInfo {
+                resolution_ps: spec.tagger.resolution_ps,
+                input_channels: 4,
+                sync_rate_hz: (spec.source.rep_rate_hz / u64::from(spec.source.sync_divider.max(1)))
+                    as u32,
+                hardware: "qkd-node emulator".into(),
+                comment: format!(
+                    "qkd emulate --preset {} --distance-km {distance_km} --seed {}",
+                    preset.name(),
+                    args.seed
+                ),
+            };
+            let file =
+                File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            Some(PtuWriter::new(BufWriter::new(file), &info)?)
+        }
+        None => None,
+    };
     let started = Instant::now();
     let mut progress = Progress::new("emulated");
     let mut stats = LinkStats::new(spec.source.intensities.len(), args.seed);
@@ -116,11 +143,17 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
         world.run_until((world.now_ps() + STEP_PS).min(end_ps), &mut out);
         stats.add(&out.clicks, &world.source().pattern);
         tags += out.tag_times_ps.len() as u64;
+        if let Some(writer) = &mut recorder {
+            writer.write(&out.tag_times_ps, &out.tag_channels)?;
+        }
         missed += out.missed_tags;
         progress.update(world.now_ps() as f64 * 1e-12, seconds);
     }
     stats.finish(&world.source().pattern);
     progress.finish();
+    if let Some(writer) = recorder {
+        writer.finish()?;
+    }
     let wall_s = started.elapsed().as_secs_f64();
 
     let signal_pulses = world.pulses() as f64 * world.source().key_share(0);

@@ -1,8 +1,10 @@
 //! `qkd`: the command-line face of a qkd-node.
 
+mod bench;
 mod emulate;
 mod flags;
 mod progress;
+mod tags;
 
 use std::process::ExitCode;
 
@@ -20,12 +22,20 @@ struct Cli {
 enum Command {
     /// Run the emulated optical bench and report what an operator looks at first.
     Emulate(emulate::EmulateArgs),
+    /// Work with recorded time tags.
+    #[command(subcommand)]
+    Tags(tags::TagsCommand),
+    /// Measure throughput (JSON with --json).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Emulate(args) => emulate::run(&args),
+        Command::Bench(command) => bench::run(&command),
+        Command::Tags(command) => tags::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

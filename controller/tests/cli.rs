@@ -112,3 +112,62 @@ fn bad_input_is_refused_naming_the_flag_and_range() {
         assert!(out.stdout.is_empty(), "nothing on stdout on error");
     }
 }
+
+#[test]
+fn tags_inspect_reads_an_emulated_recording_with_the_contracted_fields() {
+    let dir = std::env::temp_dir().join(format!("qkd-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("run.ptu");
+    let path = file.to_str().unwrap();
+    let run = json(&[
+        "emulate",
+        "--seconds",
+        "0.002",
+        "--distance-km",
+        "10",
+        "--record",
+        path,
+        "--json",
+    ]);
+    let summary = json(&["tags", "inspect", path, "--json"]);
+    assert_eq!(summary["record_type"], "0x00010207");
+    assert_eq!(summary["mode"], "T2");
+    assert_eq!(summary["resolution_ps"], 1.0);
+    let photons: u64 = summary["channels"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let syncs = summary["sync_events"].as_u64().unwrap();
+    assert_eq!(photons + syncs, run["tags"].as_u64().unwrap());
+    for field in [
+        "records",
+        "markers",
+        "overflow_records",
+        "first_ps",
+        "last_ps",
+    ] {
+        assert!(summary.get(field).is_some(), "missing {field}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tags_inspect_refuses_a_damaged_file_with_the_offset() {
+    let dir = std::env::temp_dir().join(format!("qkd-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cut.ptu");
+    let path = file.to_str().unwrap();
+    json(&["emulate", "--seconds", "0.001", "--record", path, "--json"]);
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
+    let out = qkd(&["tags", "inspect", path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("truncated") && stderr.contains("byte offset"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -122,6 +122,10 @@ family_error!(
         NoSuchChannel { channel: usize, count: usize } => "tagger channel {channel} does not exist (the device has {count})",
         /// Reading while the tagger is stopped.
         NotRunning {} => "the tagger is not running: start it first",
+        /// A replayed recording has no more tags.
+        EndOfRecording {} => "the recording has no more tags",
+        /// A replayed recording cannot be decoded further.
+        Recording(String) => "the recording is unreadable: {0}",
     }
 );
 

@@ -8,6 +8,7 @@
 pub mod detector;
 pub mod error;
 pub mod polarization;
+pub mod ptu;
 pub mod source;
 pub mod tagger;
 
@@ -21,7 +22,7 @@ pub use error::{
 };
 pub use polarization::{ActuatorSpec, ActuatorUnit, PolarizationController};
 pub use source::{Basis, EmissionRecords, IntensityClass, PairSource, WcpSettings, WcpSource};
-pub use tagger::{ChannelRole, TagBatch, TaggerChannel, TimeTagger};
+pub use tagger::{ChannelRole, Pacing, TagBatch, TaggerChannel, TimeTagger};
 
 /// Who a device says it is: checked against calibration files and shown to operators.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

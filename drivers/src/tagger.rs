@@ -27,6 +27,17 @@ pub struct TaggerChannel {
     pub role: ChannelRole,
 }
 
+/// How a tagger that is not bound to real time (an emulator, a replayed recording) relates its
+/// stream time to the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pacing {
+    /// As fast as the machine allows (CI, benchmarks, offline studies).
+    #[default]
+    AsFastAsPossible,
+    /// Never run ahead of the wall clock (live displays, rehearsing a run).
+    RealTime,
+}
+
 /// A batch of tags in arrival order, as parallel arrays, with the losses real taggers report.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TagBatch {

@@ -26,21 +26,12 @@ pub use tagger::EmulatedTagger;
 
 use crate::DeviceIdentity;
 use crate::error::InvalidSetting;
+pub use crate::tagger::Pacing;
 
 /// Tags a node's buffer holds by default before it overflows (about 16 M, 144 MiB).
 pub const NODE_BUFFER_TAGS: usize = 1 << 24;
 /// World time advanced per internal step, bounding the scratch memory of one step.
 const STEP_PS: i64 = 10_000_000_000;
-
-/// How emulated time relates to wall-clock time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Pacing {
-    /// Emulate as fast as the machine allows (CI, benchmarks, offline studies).
-    #[default]
-    AsFastAsPossible,
-    /// Never run ahead of the wall clock (live operator displays).
-    RealTime,
-}
 
 /// The link the bench emulates.
 #[derive(Debug)]

@@ -217,6 +217,15 @@ impl EntangledWorld {
         self.pair_rate_hz
     }
 
+    /// Ground truth for coincidence finding: `t_b - t_a` for a pair whose photon A's tagger
+    /// stamps at `t_a` (ignoring jitter and quantisation).
+    pub fn partner_offset_ps(&self, t_a: i64) -> f64 {
+        let [a, b] = &self.nodes;
+        let emitted = a.tagger.world_time(t_a) - a.fiber.delay_ps() as f64;
+        let at_b = (emitted + b.fiber.delay_ps() as f64).round() as i64;
+        b.tagger.local_time(at_b) as f64 - t_a as f64
+    }
+
     /// Whether the source emits pairs.
     pub fn source_enabled(&self) -> bool {
         self.source_enabled

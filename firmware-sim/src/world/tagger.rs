@@ -288,6 +288,11 @@ impl Tagger {
         t + self.offset_ps + (t as f64 * self.drift).round() as i64
     }
 
+    /// The world time at which the tagger clock reads `local` (inverse of [`Self::local_time`]).
+    pub fn world_time(&self, local: i64) -> f64 {
+        (local - self.offset_ps) as f64 / (1.0 + self.drift)
+    }
+
     #[inline]
     fn quantise(&self, t: i64) -> i64 {
         t.div_euclid(self.resolution_ps) * self.resolution_ps

@@ -1,0 +1,34 @@
+//! `qkd bench …`: throughput figures printed as JSON, each with the machine it ran on and a
+//! baseline measured in the same run (these machines are shared and noisy).
+
+mod ingest;
+mod machine;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Tag ingest: slot recovery, PTU decoding and the coincidence offset search.
+    Ingest(ingest::IngestArgs),
+}
+
+pub fn run(command: &BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Ingest(args) => ingest::run(args),
+    }
+}
+
+/// Runs `work` `repeat` times and returns the median wall time in seconds.
+pub fn median_seconds(repeat: usize, mut work: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..repeat.max(1))
+        .map(|_| {
+            let start = std::time::Instant::now();
+            work();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}

@@ -1,0 +1,146 @@
+//! Coincidence finding between two free-running taggers on emulated entangled pairs: an unknown
+//! offset found without prior knowledge, drift followed, pairs matched against ground truth.
+// Test helpers outside #[test] functions may unwrap: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use qkd_firmware_sim::world::{
+    DetectorPreset, EntangledLinkSpec, EntangledWorld, FiberSpec, NodeOutput, ReceiverSpec,
+    SpdcSourceSpec, TaggerSpec,
+};
+use qkd_postprocess::coincidence::{
+    CoincidenceTracker, OffsetError, OffsetSearch, Pairs, find_offset,
+};
+
+fn link(offset_a: i64, offset_b: i64, drift_b_ppm: f64) -> EntangledLinkSpec {
+    let receiver = ReceiverSpec::uniform(DetectorPreset::Snspd.spec());
+    EntangledLinkSpec {
+        source: SpdcSourceSpec {
+            pair_rate_hz: 1e6,
+            coupling_efficiency: 0.4,
+        },
+        fiber_a: FiberSpec::standard(3.0),
+        fiber_b: FiberSpec::standard(11.0),
+        receiver_a: receiver.clone(),
+        receiver_b: receiver,
+        tagger_a: TaggerSpec {
+            offset_ps: offset_a,
+            ..TaggerSpec::default()
+        },
+        tagger_b: TaggerSpec {
+            offset_ps: offset_b,
+            drift_ppm: drift_b_ppm,
+            ..TaggerSpec::default()
+        },
+    }
+}
+
+fn streams(spec: &EntangledLinkSpec, seconds: f64) -> ([NodeOutput; 2], EntangledWorld) {
+    let mut world = EntangledWorld::new(spec, 77).unwrap();
+    let mut out = [NodeOutput::default(), NodeOutput::default()];
+    world.run_until((seconds * 1e12) as i64, &mut out);
+    (out, world)
+}
+
+#[test]
+fn finds_an_unknown_offset_of_either_sign_and_the_drift() {
+    for (offset_a, offset_b, drift) in [(0, 830_000_000, 7.0), (912_000_000, 0, -4.0)] {
+        let spec = link(offset_a, offset_b, drift);
+        let ([a, b], world) = streams(&spec, 1.0);
+        let estimate =
+            find_offset(&a.tag_times_ps, &b.tag_times_ps, &OffsetSearch::default()).unwrap();
+        let m = estimate.model;
+        let truth = world.partner_offset_ps(m.reference_ps);
+        let error = m.offset_ps - truth;
+        assert!(
+            error.abs() < 30.0,
+            "offset off by {error} ps (true {truth})"
+        );
+        assert!(
+            (m.drift * 1e6 - drift).abs() < 0.05,
+            "drift {} ppm vs {drift}",
+            m.drift * 1e6
+        );
+        assert!(estimate.significance > 8.0);
+    }
+}
+
+#[test]
+fn tracked_pairs_are_the_true_pairs() {
+    let spec = link(0, 400_000_000, 12.0);
+    let ([a, b], _) = streams(&spec, 0.5);
+    let estimate = find_offset(&a.tag_times_ps, &b.tag_times_ps, &OffsetSearch::default()).unwrap();
+    let mut tracker = CoincidenceTracker::new(estimate.model, 400);
+    let mut pairs = Pairs::default();
+    // Feed in interleaved batches of 10 ms, as two taggers would deliver them.
+    let chunk = |times: &[i64], from: i64, to: i64| {
+        let lo = times.partition_point(|&t| t < from);
+        let hi = times.partition_point(|&t| t < to);
+        lo..hi
+    };
+    let step = 10_000_000_000;
+    let mut from = 0;
+    while from < 600_000_000_000 {
+        let ra = chunk(&a.tag_times_ps, from, from + step);
+        let rb = chunk(&b.tag_times_ps, from, from + step);
+        tracker.process(
+            &a.tag_times_ps[ra.clone()],
+            &a.tag_channels[ra],
+            &b.tag_times_ps[rb.clone()],
+            &b.tag_channels[rb],
+            &mut pairs,
+        );
+        from += step;
+    }
+    tracker.finish(&mut pairs);
+    // Ground truth: photons of the same pair clicked on both sides.
+    let clicked = |o: &NodeOutput| -> std::collections::HashSet<u64> {
+        (0..o.clicks.len())
+            .filter(|&i| o.clicks.origin[i] == qkd_firmware_sim::world::ClickOrigin::Photon)
+            .map(|i| o.clicks.slot[i])
+            .collect()
+    };
+    let true_pairs = clicked(&a).intersection(&clicked(&b)).count();
+    assert!(true_pairs > 10_000);
+    let found = pairs.len();
+    assert!(
+        (found as f64 - true_pairs as f64).abs() < 0.005 * true_pairs as f64,
+        "{found} vs {true_pairs}"
+    );
+    // Aligned fibers and |Φ+⟩: pairs measured in the same basis agree, so matched pairs are real.
+    let (mut same_basis, mut disagree) = (0, 0);
+    for (&ca, &cb) in pairs.a_channel.iter().zip(&pairs.b_channel) {
+        if (ca - 1) / 2 == (cb - 1) / 2 {
+            same_basis += 1;
+            disagree += u32::from(ca != cb);
+        }
+    }
+    assert!(
+        f64::from(disagree) < 0.005 * f64::from(same_basis),
+        "{disagree} of {same_basis}"
+    );
+    // Residuals stay centred: the tracker followed the 12 ppm drift over the run.
+    let tail = &pairs.residual_ps[pairs.len() - 1000..];
+    let mean = tail.iter().sum::<i64>() as f64 / 1000.0;
+    assert!(mean.abs() < 20.0, "residual mean {mean} ps at the end");
+}
+
+#[test]
+fn unrelated_streams_have_no_peak() {
+    let ([a, _], _) = streams(&link(0, 0, 0.0), 0.2);
+    let mut other = link(0, 0, 0.0);
+    other.source.pair_rate_hz = 0.9e6;
+    let mut world = EntangledWorld::new(&other, 12345).unwrap();
+    let mut out = [NodeOutput::default(), NodeOutput::default()];
+    world.run_until(200_000_000_000, &mut out);
+    let err = find_offset(
+        &a.tag_times_ps,
+        &out[1].tag_times_ps,
+        &OffsetSearch::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, OffsetError::NoPeak { .. }), "{err}");
+    assert!(matches!(
+        find_offset(&[], &[1], &OffsetSearch::default()),
+        Err(OffsetError::NoData { .. })
+    ));
+}
