@@ -5,7 +5,18 @@
 //!
 //! - [`slots`]: slot recovery for prepare-and-measure links (sync tracking, delays, gating).
 //! - [`coincidence`]: offset search and coincidence finding for entanglement-based links.
+//! - [`sift`]: sifting with decoy classes, double-click squashing, test-basis errors.
+//! - [`estimate`]: finite-key decoy-state bounds (Lim et al. 2014) and asymptotic rates.
+//! - [`cascade`]: Cascade error correction as batched parity questions.
+//! - [`toeplitz`]: 2-universal Toeplitz hashing for verification and privacy amplification.
+//! - [`auth`]: Wegman-Carter authentication of channel messages with accounted key use.
 
+pub mod auth;
+pub mod bits;
+pub mod cascade;
 pub mod coincidence;
+pub mod estimate;
+pub mod sift;
 pub mod slots;
+pub mod toeplitz;
 mod xcorr;

@@ -1,0 +1,327 @@
+//! Toeplitz hashing over GF(2): verification tags (a few dozen output bits) and privacy
+//! amplification (millions), from one definition.
+//!
+//! An `m × n` Toeplitz matrix is fixed by a seed of `n + m − 1` bits: `T[i][j] = seed[i − j + n − 1]`.
+//! The family is 2-universal when the seed is uniform, which is what the leftover hash lemma
+//! (privacy amplification) and the correctness bound of verification need. Output bit
+//! `y_i = ⊕_j T[i][j] x_j` is entry `i + n − 1` of the integer convolution `seed ∗ x`, reduced
+//! mod 2.
+//!
+//! Two ways to compute it: [`hash_direct`], word-parallel and exact, costs `m·n/64` word
+//! operations (verification tags, and the reference the fast path is checked against);
+//! [`ToeplitzHasher`] computes the convolution with real FFTs in `O((n+m) log(n+m))`. The
+//! convolution's integer sums must come out exact before the parity is taken: with 0/1 inputs
+//! the f64 FFT's error is bounded by `‖seed‖·‖x‖·c·ε·log2 N` (Percival), about 10^-6 for
+//! `n = 10^8`, far below the 0.5 that rounding tolerates; every output is still checked to lie
+//! within 0.25 of an integer, and a block that does not is refused rather than trusted.
+
+use realfft::num_complex::Complex;
+use realfft::{RealFftPlanner, RealToComplex};
+use std::sync::Arc;
+
+use crate::bits::Bits;
+
+/// Why a hash could not be computed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ToeplitzError {
+    /// Seed length does not match `n + m − 1`.
+    #[error("Toeplitz seed of {got} bits, {needed} needed for {inputs} → {outputs} bits")]
+    SeedLength {
+        /// Bits given.
+        got: usize,
+        /// Bits needed.
+        needed: usize,
+        /// Input length.
+        inputs: usize,
+        /// Output length.
+        outputs: usize,
+    },
+    /// The output must not be longer than the input, nor empty.
+    #[error("cannot hash {inputs} bits to {outputs} bits")]
+    Shape {
+        /// Input length.
+        inputs: usize,
+        /// Output length.
+        outputs: usize,
+    },
+    /// A convolution sum came out too far from an integer to trust.
+    #[error("FFT rounding exceeded the safe margin (worst {worst:.3})")]
+    Precision {
+        /// Largest distance from an integer seen.
+        worst: f64,
+    },
+}
+
+fn check_shape(input: usize, output: usize, seed: usize) -> Result<(), ToeplitzError> {
+    if output == 0 || output > input {
+        return Err(ToeplitzError::Shape {
+            inputs: input,
+            outputs: output,
+        });
+    }
+    if seed != input + output - 1 {
+        return Err(ToeplitzError::SeedLength {
+            got: seed,
+            needed: input + output - 1,
+            inputs: input,
+            outputs: output,
+        });
+    }
+    Ok(())
+}
+
+/// `64` bits of `bits` starting at bit `start` (zeros past the end).
+#[inline]
+fn window(words: &[u64], start: usize) -> u64 {
+    let (w, shift) = (start / 64, start % 64);
+    let low = words.get(w).copied().unwrap_or(0) >> shift;
+    if shift == 0 {
+        low
+    } else {
+        low | (words.get(w + 1).copied().unwrap_or(0) << (64 - shift))
+    }
+}
+
+/// The input reversed: `y_i = ⊕_j seed[i + n − 1 − j] x_j = ⊕_k seed[i + k] r_k`.
+fn reversed(input: &Bits) -> Bits {
+    let n = input.len();
+    let mut r = Bits::zeros(n);
+    for j in 0..n {
+        if input.get(j) {
+            r.set(n - 1 - j, true);
+        }
+    }
+    r
+}
+
+/// Output bit `i` from the reversed input, word-parallel.
+fn row(reversed: &Bits, seed: &Bits, i: usize) -> bool {
+    let acc = reversed
+        .words()
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (w, &r)| {
+            acc ^ (window(seed.words(), i + 64 * w) & r)
+        });
+    acc.count_ones() % 2 == 1
+}
+
+/// Toeplitz hash of `input` to `output` bits, computed directly (word-parallel, exact).
+pub fn hash_direct(input: &Bits, seed: &Bits, output: usize) -> Result<Bits, ToeplitzError> {
+    check_shape(input.len(), output, seed.len())?;
+    let r = reversed(input);
+    let mut out = Bits::zeros(output);
+    for i in 0..output {
+        out.set(i, row(&r, seed, i));
+    }
+    Ok(out)
+}
+
+/// Selected output bits of the hash, computed directly: the slow reference that large FFT
+/// hashes are checked against on a sample of rows.
+pub fn hash_rows(
+    input: &Bits,
+    seed: &Bits,
+    output: usize,
+    rows: &[usize],
+) -> Result<Vec<bool>, ToeplitzError> {
+    check_shape(input.len(), output, seed.len())?;
+    let r = reversed(input);
+    rows.iter()
+        .map(|&i| {
+            if i < output {
+                Ok(row(&r, seed, i))
+            } else {
+                Err(ToeplitzError::Shape {
+                    inputs: input.len(),
+                    outputs: i + 1,
+                })
+            }
+        })
+        .collect()
+}
+
+/// Largest distance from an integer accepted in the FFT's output.
+const SAFE_MARGIN: f64 = 0.25;
+
+/// Privacy amplification by FFT convolution, with plans cached for a transform length.
+#[derive(Clone)]
+pub struct ToeplitzHasher {
+    len: usize,
+    forward: Arc<dyn RealToComplex<f64>>,
+    inverse: Arc<dyn realfft::ComplexToReal<f64>>,
+}
+
+impl std::fmt::Debug for ToeplitzHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ToeplitzHasher(len {})", self.len)
+    }
+}
+
+/// Smallest even `2^a · 3^b` (`b ≤ 2`) that is at least `n`: fast FFT sizes, up to a third
+/// smaller than the next power of two. Even, so the spectrum's last bin is the real Nyquist term.
+fn transform_length(n: usize) -> usize {
+    [1usize, 3, 9]
+        .iter()
+        .map(|&three| three * n.div_ceil(three).next_power_of_two().max(2))
+        .min()
+        .unwrap_or(2)
+}
+
+impl ToeplitzHasher {
+    /// A hasher for `input` bits to `output` bits.
+    pub fn new(input: usize, output: usize) -> Self {
+        // A circular convolution of this length wraps only into entries below n − 1, which the
+        // hash does not use.
+        let len = transform_length(input + output - 1);
+        let mut planner = RealFftPlanner::<f64>::new();
+        ToeplitzHasher {
+            len,
+            forward: planner.plan_fft_forward(len),
+            inverse: planner.plan_fft_inverse(len),
+        }
+    }
+
+    fn spectrum(&self, bits: &Bits) -> Vec<Complex<f64>> {
+        let mut signal = vec![0.0; self.len];
+        for (w, &word) in bits.words().iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let bit = rest.trailing_zeros() as usize;
+                signal[64 * w + bit] = 1.0;
+                rest &= rest - 1;
+            }
+        }
+        let mut out = self.forward.make_output_vec();
+        // Lengths come from the plan itself, so the transform cannot fail.
+        let _ = self.forward.process(&mut signal, &mut out);
+        out
+    }
+
+    /// Hashes `input` to `output` bits with `seed` (`input + output − 1` bits), using two threads
+    /// for the two forward transforms.
+    pub fn hash(&self, input: &Bits, seed: &Bits, output: usize) -> Result<Bits, ToeplitzError> {
+        let n = input.len();
+        check_shape(n, output, seed.len())?;
+        if transform_length(n + output - 1) != self.len {
+            return Err(ToeplitzError::Shape {
+                inputs: n,
+                outputs: output,
+            });
+        }
+        let (mut product, x) = std::thread::scope(|scope| {
+            let seed_spectrum = scope.spawn(|| self.spectrum(seed));
+            let x = self.spectrum(input);
+            (seed_spectrum.join().unwrap_or_default(), x)
+        });
+        if product.len() != x.len() {
+            return Err(ToeplitzError::Precision { worst: f64::NAN });
+        }
+        for (p, q) in product.iter_mut().zip(&x) {
+            *p *= q;
+        }
+        if let Some(first) = product.first_mut() {
+            first.im = 0.0;
+        }
+        if let Some(last) = product.last_mut() {
+            last.im = 0.0;
+        }
+        let mut sums = self.inverse.make_output_vec();
+        let _ = self.inverse.process(&mut product, &mut sums);
+        let scale = 1.0 / self.len as f64;
+        let mut out = Bits::zeros(output);
+        let mut worst: f64 = 0.0;
+        for (i, &v) in sums[n - 1..n - 1 + output].iter().enumerate() {
+            let v = v * scale;
+            let rounded = v.round();
+            worst = worst.max((v - rounded).abs());
+            if (rounded as i64) & 1 == 1 {
+                out.set(i, true);
+            }
+        }
+        if worst > SAFE_MARGIN {
+            return Err(ToeplitzError::Precision { worst });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_bits(n: usize, seed: u64) -> Bits {
+        let mut s = seed | 1;
+        let words = (0..n.div_ceil(64))
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s
+            })
+            .collect();
+        Bits::from_words(words, n)
+    }
+
+    /// The definition, bit by bit.
+    fn by_definition(x: &Bits, seed: &Bits, m: usize) -> Bits {
+        let n = x.len();
+        let mut out = Bits::zeros(m);
+        for i in 0..m {
+            let mut acc = false;
+            for j in 0..n {
+                acc ^= seed.get(i + n - 1 - j) & x.get(j);
+            }
+            out.set(i, acc);
+        }
+        out
+    }
+
+    #[test]
+    fn direct_and_fft_hashes_match_the_definition() {
+        for (n, m) in [(1, 1), (7, 3), (64, 64), (65, 1), (300, 129), (1000, 999)] {
+            let x = random_bits(n, n as u64);
+            let seed = random_bits(n + m - 1, 77 + m as u64);
+            let truth = by_definition(&x, &seed, m);
+            assert_eq!(hash_direct(&x, &seed, m).unwrap(), truth, "direct {n}→{m}");
+            assert_eq!(
+                ToeplitzHasher::new(n, m).hash(&x, &seed, m).unwrap(),
+                truth,
+                "fft {n}→{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn shapes_and_seed_lengths_are_checked() {
+        let x = random_bits(10, 1);
+        assert!(matches!(
+            hash_direct(&x, &random_bits(12, 2), 4),
+            Err(ToeplitzError::SeedLength { needed: 13, .. })
+        ));
+        assert!(matches!(
+            hash_direct(&x, &random_bits(20, 2), 11),
+            Err(ToeplitzError::Shape { .. })
+        ));
+    }
+
+    #[test]
+    fn transform_lengths_are_smooth_and_sufficient() {
+        for n in [1, 2, 3, 5, 100, 1_000_000, 15_000_000] {
+            let l = transform_length(n);
+            assert!(l >= n);
+            let mut r = l;
+            while r.is_multiple_of(2) {
+                r /= 2;
+            }
+            while r.is_multiple_of(3) {
+                r /= 3;
+            }
+            assert_eq!(r, 1, "{l} is not 2^a 3^b");
+            assert!(l.is_multiple_of(2));
+        }
+        assert_eq!(transform_length(15_000_000), 1 << 24);
+        assert_eq!(transform_length(12_000_000), 3 << 22);
+        assert_eq!(transform_length(9), 12);
+    }
+}
