@@ -11,7 +11,7 @@
 //! key is reused (every tag is encrypted by its own pad); pads never are. Keys come from a
 //! pre-shared secret first and from the node's own output afterwards; every bit is counted.
 
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::Zeroize;
 
 /// Bytes of a tag.
 pub const TAG_BYTES: usize = 16;
@@ -85,13 +85,19 @@ fn field_element(bytes: [u8; 16]) -> u128 {
 }
 
 /// Secret material for one direction: the hash key and the pads still unused.
-#[derive(Zeroize, ZeroizeOnDrop)]
 struct DirectionKeys {
     hash_key: u128,
     /// Pads; bytes before `next` are spent (and already wiped).
     pads: Vec<u8>,
     next: usize,
     spent_bits: u64,
+}
+
+impl Drop for DirectionKeys {
+    fn drop(&mut self) {
+        self.hash_key.zeroize();
+        self.pads.zeroize();
+    }
 }
 
 impl DirectionKeys {
@@ -142,13 +148,18 @@ pub enum Role {
 }
 
 /// A running hash of one direction's messages since the last seal.
-#[derive(Debug, Clone, Copy, Default, Zeroize)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Transcript {
     acc: u128,
     messages: u64,
 }
 
 impl Transcript {
+    fn reset(&mut self) {
+        self.acc.zeroize();
+        self.messages = 0;
+    }
+
     fn absorb(&mut self, key: u128, seq: u64, message: &[u8]) {
         let mut step = |chunk: &[u8]| {
             let mut bytes = [0u8; 16];
@@ -288,8 +299,15 @@ impl Authenticator {
     pub fn seal(&mut self) -> Result<[u8; TAG_BYTES], AuthError> {
         let pad = self.send.take_pad()?;
         let tag = reduce(self.sent.acc + pad).to_le_bytes();
-        self.sent.zeroize();
+        self.sent.reset();
         Ok(tag)
+    }
+
+    /// Forgets both transcripts without spending key: for a block both sides abandoned before
+    /// any key could come of it, so that the next seal covers only what follows.
+    pub fn discard_transcripts(&mut self) {
+        self.sent.reset();
+        self.received.reset();
     }
 
     /// Checks the peer's seal over everything received since the last check.
@@ -297,7 +315,7 @@ impl Authenticator {
         let pad = self.receive.take_pad()?;
         let expected = reduce(self.received.acc + pad).to_le_bytes();
         let messages = self.received.messages;
-        self.received.zeroize();
+        self.received.reset();
         if expected == *tag {
             Ok(())
         } else {

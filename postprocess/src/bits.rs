@@ -1,15 +1,21 @@
 //! Bit strings packed 64 to a word: sifted keys, corrected keys, hashes.
 
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::Zeroize;
 
 /// A string of bits, least significant bit of word 0 first.
 ///
 /// Bit strings are key material more often than not (sifted, corrected and final keys), so
 /// they are wiped when dropped and never print their content.
-#[derive(Clone, PartialEq, Eq, Default, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Bits {
     words: Vec<u64>,
     len: usize,
+}
+
+impl Drop for Bits {
+    fn drop(&mut self) {
+        self.words.zeroize();
+    }
 }
 
 impl std::fmt::Debug for Bits {

@@ -1,6 +1,7 @@
 //! `qkd bench …`: throughput figures printed as JSON, each with the machine it ran on and a
 //! baseline measured in the same run (these machines are shared and noisy).
 
+mod emulate;
 mod ingest;
 mod machine;
 
@@ -10,12 +11,15 @@ use clap::Subcommand;
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Emulated detection events per second, per preset.
+    Emulate(emulate::EmulateBenchArgs),
     /// Tag ingest: slot recovery, PTU decoding and the coincidence offset search.
     Ingest(ingest::IngestArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<()> {
     match command {
+        BenchCommand::Emulate(args) => emulate::run(args),
         BenchCommand::Ingest(args) => ingest::run(args),
     }
 }
