@@ -1,14 +1,9 @@
 //! `qkd`: the command-line face of a qkd-node.
 
-mod bench;
-mod emulate;
-mod flags;
-mod progress;
-mod tags;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use qkd_controller::{bench, emulate, link, tags};
 
 /// Controller of one node of a quantum key distribution link.
 #[derive(Debug, Parser)]
@@ -22,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the emulated optical bench and report what an operator looks at first.
     Emulate(emulate::EmulateArgs),
+    /// Run both nodes of a link against the emulator, through post-processing to keys.
+    Link(link::LinkArgs),
     /// Work with recorded time tags.
     #[command(subcommand)]
     Tags(tags::TagsCommand),
@@ -34,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Emulate(args) => emulate::run(&args),
+        Command::Link(args) => link::run(&args),
         Command::Bench(command) => bench::run(&command),
         Command::Tags(command) => tags::run(&command),
     };

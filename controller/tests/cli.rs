@@ -52,8 +52,9 @@ fn emulate_json_has_the_contracted_fields() {
     }
     // 100 MHz for 10 ms, less the pulses still in 50 km of fiber (245 µs).
     assert_eq!(report["pulses"].as_u64().unwrap(), 1_000_000 - 24_485);
+    // 1 − exp(−μ η t), μ = 0.6, η t = 0.8 · 0.9 · 0.1, less a few % to the 30 ns dead time.
     let gain = report["gain"].as_f64().unwrap();
-    assert!(gain > 0.03 && gain < 0.036, "gain {gain}");
+    assert!(gain > 0.038 && gain < 0.0432, "gain {gain}");
 }
 
 #[test]
@@ -170,4 +171,53 @@ fn tags_inspect_refuses_a_damaged_file_with_the_offset() {
         "{stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn link_gives_matching_keys_at_50_km_with_the_contracted_fields() {
+    let report = json(&["link", "--seconds", "0.7", "--json"]);
+    for field in [
+        "distance_km",
+        "seconds",
+        "pulses",
+        "detections",
+        "sifted_bits",
+        "qber_z",
+        "qber_x",
+        "ec_efficiency",
+        "disclosed_bits",
+        "secret_bits",
+        "secret_key_rate_bps",
+        "blocks",
+        "aborted_blocks",
+        "keys_match",
+        "wall_s",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(report["keys_match"], true);
+    assert!(report["secret_bits"].as_u64().unwrap() > 50_000);
+    let f = report["ec_efficiency"].as_f64().unwrap();
+    assert!(f > 1.0 && f < 1.1, "efficiency {f}");
+    let qber = report["qber_z"].as_f64().unwrap();
+    assert!((qber - 0.01).abs() < 0.002, "qber {qber}");
+}
+
+#[test]
+fn link_with_a_full_intercept_resend_eavesdropper_yields_no_key() {
+    let report = json(&["link", "--seconds", "0.7", "--eve-fraction", "1", "--json"]);
+    assert_eq!(report["secret_bits"], 0);
+    assert!(report["blocks"].as_u64().unwrap() >= 1);
+    assert_eq!(report["blocks"], report["aborted_blocks"]);
+    assert!(report["qber_x"].as_f64().unwrap() > 0.2);
+}
+
+#[test]
+fn link_is_deterministic_by_seed() {
+    let run = || {
+        let mut r = json(&["link", "--seconds", "0.7", "--seed", "4", "--json"]);
+        r.as_object_mut().unwrap().remove("wall_s");
+        r
+    };
+    assert_eq!(run(), run());
 }

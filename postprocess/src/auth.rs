@@ -281,6 +281,11 @@ impl Authenticator {
         seq
     }
 
+    /// The sequence number the next incoming message must carry.
+    pub fn expected_receive(&self) -> u64 {
+        self.next_receive
+    }
+
     /// Records an incoming message. A number out of order fails at once; a forged content
     /// fails at the next [`Self::check`].
     pub fn record_received(&mut self, seq: u64, message: &[u8]) -> Result<(), AuthError> {

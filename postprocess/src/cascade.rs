@@ -16,6 +16,7 @@
 //! in earlier passes (the cascade effect). All searches of a round go into one message.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -143,40 +144,32 @@ impl Permuted {
     }
 }
 
-/// The public shuffles of every pass for one key length, reusable across blocks.
-#[derive(Debug, Clone)]
-pub struct Shuffles {
+/// The public permutations of every pass for one key length: independent of block sizes, so
+/// one set serves every block of that length whatever its QBER.
+#[derive(Debug)]
+pub struct Permutations {
     n: usize,
-    block_sizes: Vec<usize>,
     /// `order[p][i]`: key index at position `i` of pass `p`.
     order: Vec<Vec<u32>>,
     /// `position[p][b]`: position of key index `b` in pass `p`.
     position: Vec<Vec<u32>>,
-    /// For passes of at most two blocks: the key indices of the first block, as a mask.
-    first_block_mask: Vec<Option<Bits>>,
 }
 
-impl Shuffles {
-    /// Shuffles for `n` bits following `plan`, drawn from the public `seed`.
-    pub fn new(n: usize, plan: &CascadePlan, seed: u64) -> Result<Self, CascadeError> {
+impl Permutations {
+    /// `passes` permutations of `n` indices drawn from the public `seed`.
+    pub fn new(n: usize, passes: usize, seed: u64) -> Result<Self, CascadeError> {
         if n == 0 || n > MAX_BITS {
             return Err(CascadeError(format!(
                 "key length {n} outside 1..={MAX_BITS}"
             )));
         }
-        if plan.block_sizes.is_empty()
-            || plan.block_sizes.len() > 64
-            || plan.block_sizes.contains(&0)
-        {
-            return Err(CascadeError(
-                "a plan needs 1 to 64 passes of non-empty blocks".into(),
-            ));
+        if passes == 0 || passes > 64 {
+            return Err(CascadeError(format!("{passes} passes: give 1 to 64")));
         }
         let mut rng = PublicRng(seed);
-        let mut order = Vec::with_capacity(plan.block_sizes.len());
-        let mut position = Vec::with_capacity(plan.block_sizes.len());
-        let mut first_block_mask = Vec::with_capacity(plan.block_sizes.len());
-        for &k in &plan.block_sizes {
+        let mut order = Vec::with_capacity(passes);
+        let mut position = Vec::with_capacity(passes);
+        for _ in 0..passes {
             let mut o: Vec<u32> = (0..n as u32).collect();
             for i in (1..n).rev() {
                 o.swap(i, rng.below(i + 1));
@@ -185,21 +178,88 @@ impl Shuffles {
             for (i, &b) in o.iter().enumerate() {
                 p[b as usize] = i as u32;
             }
-            first_block_mask.push((n.div_ceil(k) <= 2).then(|| {
-                let mut mask = Bits::zeros(n);
-                for &b in &o[..k.min(n)] {
-                    mask.set(b as usize, true);
-                }
-                mask
-            }));
             order.push(o);
             position.push(p);
         }
+        Ok(Permutations { n, order, position })
+    }
+
+    /// Number of passes these permutations serve.
+    pub fn passes(&self) -> usize {
+        self.order.len()
+    }
+}
+
+/// The public shuffles of every pass with the block sizes of one plan.
+#[derive(Debug, Clone)]
+pub struct Shuffles {
+    n: usize,
+    block_sizes: Vec<usize>,
+    permutations: Arc<Permutations>,
+    /// For passes of at most two blocks: the key indices of the first block, as a mask.
+    first_block_mask: Vec<Option<Arc<Bits>>>,
+}
+
+impl Shuffles {
+    /// Shuffles for `n` bits following `plan`, drawn from the public `seed`.
+    pub fn new(n: usize, plan: &CascadePlan, seed: u64) -> Result<Self, CascadeError> {
+        let permutations = Arc::new(Permutations::new(n, plan.block_sizes.len(), seed)?);
+        Self::with_permutations(permutations, plan)
+    }
+
+    /// Shuffles reusing `permutations` (which must cover the plan's passes).
+    pub fn with_permutations(
+        permutations: Arc<Permutations>,
+        plan: &CascadePlan,
+    ) -> Result<Self, CascadeError> {
+        Self::build(permutations, plan, None)
+    }
+
+    /// The same permutations with another plan, reusing the masks of passes whose block size
+    /// is unchanged (the half-key passes, whatever the QBER).
+    pub fn replan(&self, plan: &CascadePlan) -> Result<Self, CascadeError> {
+        Self::build(Arc::clone(&self.permutations), plan, Some(self))
+    }
+
+    fn build(
+        permutations: Arc<Permutations>,
+        plan: &CascadePlan,
+        previous: Option<&Shuffles>,
+    ) -> Result<Self, CascadeError> {
+        let n = permutations.n;
+        if plan.block_sizes.is_empty()
+            || plan.block_sizes.len() > permutations.passes()
+            || plan.block_sizes.contains(&0)
+        {
+            return Err(CascadeError(format!(
+                "a plan needs 1 to {} passes of non-empty blocks",
+                permutations.passes()
+            )));
+        }
+        let first_block_mask = plan
+            .block_sizes
+            .iter()
+            .enumerate()
+            .map(|(p, &k)| {
+                let reusable = previous
+                    .filter(|old| old.block_sizes.get(p) == Some(&k))
+                    .and_then(|old| old.first_block_mask[p].clone());
+                if reusable.is_some() {
+                    return reusable;
+                }
+                (n.div_ceil(k) <= 2).then(|| {
+                    let mut mask = Bits::zeros(n);
+                    for &b in &permutations.order[p][..k.min(n)] {
+                        mask.set(b as usize, true);
+                    }
+                    Arc::new(mask)
+                })
+            })
+            .collect();
         Ok(Shuffles {
             n,
             block_sizes: plan.block_sizes.clone(),
-            order,
-            position,
+            permutations,
             first_block_mask,
         })
     }
@@ -217,6 +277,11 @@ impl Shuffles {
     /// Number of passes.
     pub fn passes(&self) -> usize {
         self.block_sizes.len()
+    }
+
+    /// Block size of each pass.
+    pub fn block_sizes(&self) -> &[usize] {
+        &self.block_sizes
     }
 
     fn blocks(&self, pass: usize) -> usize {
@@ -261,7 +326,7 @@ impl Shuffles {
         let permuted = if let Some(p) = laid_out {
             p
         } else {
-            built = Permuted::new(key, &self.order[pass]);
+            built = Permuted::new(key, &self.permutations.order[pass]);
             &built
         };
         (0..self.blocks(pass))
@@ -272,7 +337,7 @@ impl Shuffles {
     /// Parity of `key` over a range of a pass's order, gathered bit by bit: cheaper than laying
     /// the key out when a pass sees a single search (the half-key passes).
     fn gathered_parity(&self, key: &Bits, r: Range) -> bool {
-        self.order[usize::from(r.pass)][r.start as usize..r.end as usize]
+        self.permutations.order[usize::from(r.pass)][r.start as usize..r.end as usize]
             .iter()
             .fold(false, |acc, &b| acc ^ key.get(b as usize))
     }
@@ -349,7 +414,7 @@ impl<'a> ParityResponder<'a> {
             } else if self.shuffles.gathers(pass) {
                 self.shuffles.gathered_parity(self.key, r)
             } else {
-                let (key, order) = (self.key, &self.shuffles.order[pass]);
+                let (key, order) = (self.key, &self.shuffles.permutations.order[pass]);
                 self.laid_out[pass]
                     .get_or_insert_with(|| Permuted::new(key, order))
                     .range(r)
@@ -605,7 +670,10 @@ impl<'a> Corrector<'a> {
     /// Starts correcting pass `p`: Bob's block parities and a search in every odd block.
     fn open_pass(&mut self, p: usize) {
         if !self.shuffles.gathers(p) {
-            self.passes[p].laid_out = Some(Permuted::new(&self.key, &self.shuffles.order[p]));
+            self.passes[p].laid_out = Some(Permuted::new(
+                &self.key,
+                &self.shuffles.permutations.order[p],
+            ));
         }
         let bob = self
             .shuffles
@@ -623,7 +691,10 @@ impl<'a> Corrector<'a> {
         let r = self.shuffles.block_range(p, b);
         let state = &mut self.passes[p];
         if state.laid_out.is_none() && !self.shuffles.gathers(p) {
-            state.laid_out = Some(Permuted::new(&self.key, &self.shuffles.order[p]));
+            state.laid_out = Some(Permuted::new(
+                &self.key,
+                &self.shuffles.permutations.order[p],
+            ));
         }
         if state.known.is_none() {
             state.known = Some(KnownParities::new(
@@ -661,7 +732,7 @@ impl<'a> Corrector<'a> {
                     self.passes[pu].search[bu] = None;
                     self.passes[pu].queued[bu] = false;
                     self.work.swap_remove(i);
-                    let bit = self.shuffles.order[pu][s.start as usize] as usize;
+                    let bit = self.shuffles.permutations.order[pu][s.start as usize] as usize;
                     self.flip(bit);
                     break;
                 }
@@ -715,7 +786,7 @@ impl<'a> Corrector<'a> {
         self.key.flip(bit);
         self.report.corrected += 1;
         for p in 0..=self.active {
-            let pos = self.shuffles.position[p][bit];
+            let pos = self.shuffles.permutations.position[p][bit];
             let b = self.shuffles.block_of(p, pos);
             let state = &mut self.passes[p];
             state.bob[b] ^= true;

@@ -132,6 +132,29 @@ fn peak(values: &[f64]) -> (usize, f64) {
     (index, (max - mean) / var.sqrt().max(1e-12))
 }
 
+/// Lags on each side of the peak that estimate its background.
+const NEIGHBOURHOOD: usize = 256;
+
+/// The largest value and its significance against its neighbourhood (excluding the two lags
+/// either side, where a peak split across bins lies): robust to the slow changes of background
+/// where one stream starts or ends inside the searched range.
+fn local_peak(values: &[f64]) -> (usize, f64) {
+    let (index, _) = peak(values);
+    let lo = index.saturating_sub(NEIGHBOURHOOD);
+    let hi = (index + NEIGHBOURHOOD + 1).min(values.len());
+    let around: Vec<f64> = (lo..hi)
+        .filter(|&i| i.abs_diff(index) > 2)
+        .map(|i| values[i])
+        .collect();
+    if around.len() < 8 {
+        return peak(values);
+    }
+    let n = around.len() as f64;
+    let mean = around.iter().sum::<f64>() / n;
+    let sd = (around.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    (index, (values[index] - mean) / sd.max(1e-12))
+}
+
 /// Narrows the residual peak from `±half` down to bins of `stop_bin`; returns the correction to
 /// the model's offset and the counts in the final peak.
 fn refine(a: &[i64], b: &[i64], model: &OffsetModel, mut half: i64, stop_bin: i64) -> (f64, u64) {
@@ -167,6 +190,9 @@ fn refine(a: &[i64], b: &[i64], model: &OffsetModel, mut half: i64, stop_bin: i6
     }
 }
 
+/// Tags per coarse bin the offset search aims at (λ in the significance estimate).
+const MAX_TAGS_PER_BIN: f64 = 0.2;
+
 /// Finds the offset (and drift) between two sorted tag streams without prior knowledge.
 pub fn find_offset(
     a: &[i64],
@@ -193,17 +219,23 @@ pub fn find_offset(
         return Err(OffsetError::NoData { a: a.len(), b: 0 });
     }
     // Stage 1: FFT cross-correlation over a stretch short enough that drift moves the peak by
-    // at most half a coarse bin.
+    // at most half a coarse bin. The peak stands out by about (coincidence/singles ratio) ·
+    // sqrt(1/(2·drift)) / sqrt(1 + 2λ) standard deviations, λ the tags per bin: busy streams
+    // get narrower bins so that λ stays small.
     let max_drift = search.max_drift_ppm * 1e-6;
     let span = a_end - a0;
-    let segment = ((search.coarse_bin_ps as f64 / (2.0 * max_drift)) as i64)
-        .clamp(search.coarse_bin_ps, span.max(search.coarse_bin_ps));
-    let bins_a = (segment / search.coarse_bin_ps) as usize + 1;
-    let lags = (2 * search.max_offset_ps / search.coarse_bin_ps) as usize + 1;
+    let busiest = (a.len().max(b.len()) as f64 / span.max(1) as f64).max(f64::MIN_POSITIVE);
+    let coarse_bin = ((MAX_TAGS_PER_BIN / busiest) as i64)
+        .clamp(50 * search.fine_bin_ps, search.coarse_bin_ps)
+        .min(search.coarse_bin_ps);
+    let segment =
+        ((coarse_bin as f64 / (2.0 * max_drift)) as i64).clamp(coarse_bin, span.max(coarse_bin));
+    let bins_a = (segment / coarse_bin) as usize + 1;
+    let lags = (2 * search.max_offset_ps / coarse_bin) as usize + 1;
     let b_start = a0 - search.max_offset_ps;
-    let a_bins = bin_events(a, a0, search.coarse_bin_ps, bins_a);
-    let b_bins = bin_events(b, b_start, search.coarse_bin_ps, bins_a + lags);
-    let (lag, significance) = peak(&correlate(&a_bins, &b_bins, lags));
+    let a_bins = bin_events(a, a0, coarse_bin, bins_a);
+    let b_bins = bin_events(b, b_start, coarse_bin, bins_a + lags);
+    let (lag, significance) = local_peak(&correlate(&a_bins, &b_bins, lags));
     if significance < search.min_significance {
         return Err(OffsetError::NoPeak {
             significance,
@@ -211,7 +243,7 @@ pub fn find_offset(
         });
     }
     let mut model = OffsetModel {
-        offset_ps: (b_start - a0) as f64 + (lag as f64 + 0.5) * search.coarse_bin_ps as f64,
+        offset_ps: (b_start - a0) as f64 + (lag as f64 + 0.5) * coarse_bin as f64,
         drift: 0.0,
         reference_ps: a0 + segment / 2,
     };
@@ -235,7 +267,7 @@ pub fn find_offset(
         let centre = (from + segment / 2) as f64;
         let distance = (from - a0) as f64;
         let half = if k == 0 {
-            2 * search.coarse_bin_ps
+            2 * coarse_bin
         } else {
             (max_drift * distance) as i64 / (k as i64) + 4 * smear
         };
@@ -291,6 +323,10 @@ fn fit_line(points: &[(f64, f64)], reference: i64) -> OffsetModel {
 /// Coincident pairs, as parallel arrays in A's time order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pairs {
+    /// Position of A's tag in everything fed to the tracker for A.
+    pub a_index: Vec<u64>,
+    /// Position of B's tag in everything fed to the tracker for B.
+    pub b_index: Vec<u64>,
     /// A's timestamp.
     pub a_time_ps: Vec<i64>,
     /// A's channel.
@@ -314,6 +350,8 @@ impl Pairs {
 
     /// Forgets all pairs, keeping the allocations.
     pub fn clear(&mut self) {
+        self.a_index.clear();
+        self.b_index.clear();
         self.a_time_ps.clear();
         self.a_channel.clear();
         self.b_channel.clear();
@@ -331,6 +369,9 @@ pub struct CoincidenceTracker {
     half_window: i64,
     a: Vec<(i64, u8)>,
     b: Vec<(i64, u8)>,
+    /// Stream positions of `a[0]` and `b[0]`.
+    a_first: u64,
+    b_first: u64,
     b_seen: i64,
     residual_sum: f64,
     residual_count: u32,
@@ -345,6 +386,8 @@ impl CoincidenceTracker {
             half_window: (window_ps / 2).max(1),
             a: Vec::new(),
             b: Vec::new(),
+            a_first: 0,
+            b_first: 0,
             b_seen: i64::MIN,
             residual_sum: 0.0,
             residual_count: 0,
@@ -396,6 +439,8 @@ impl CoincidenceTracker {
             }
             if j < self.b.len() && (self.b[j].0 as f64) <= expected + self.half_window as f64 {
                 let residual = self.b[j].0 as f64 - expected;
+                out.a_index.push(self.a_first + i as u64);
+                out.b_index.push(self.b_first + j as u64);
                 out.a_time_ps.push(ta);
                 out.a_channel.push(ca);
                 out.b_channel.push(self.b[j].1);
@@ -407,6 +452,8 @@ impl CoincidenceTracker {
         }
         self.a.drain(..i);
         self.b.drain(..j);
+        self.a_first += i as u64;
+        self.b_first += j as u64;
     }
 
     /// Follows the drift: each block of residuals moves the offset by their mean, and the change

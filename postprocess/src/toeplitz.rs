@@ -168,18 +168,35 @@ fn transform_length(n: usize) -> usize {
         .unwrap_or(2)
 }
 
-impl ToeplitzHasher {
-    /// A hasher for `input` bits to `output` bits.
-    pub fn new(input: usize, output: usize) -> Self {
+/// FFT plans kept across blocks: planning computes twiddle factors, which costs as much as a
+/// transform.
+#[derive(Default)]
+pub struct PlanCache(RealFftPlanner<f64>);
+
+impl std::fmt::Debug for PlanCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlanCache")
+    }
+}
+
+impl PlanCache {
+    /// A hasher for `input` bits to `output` bits, reusing plans of the same length.
+    pub fn hasher(&mut self, input: usize, output: usize) -> ToeplitzHasher {
         // A circular convolution of this length wraps only into entries below n − 1, which the
         // hash does not use.
         let len = transform_length(input + output - 1);
-        let mut planner = RealFftPlanner::<f64>::new();
         ToeplitzHasher {
             len,
-            forward: planner.plan_fft_forward(len),
-            inverse: planner.plan_fft_inverse(len),
+            forward: self.0.plan_fft_forward(len),
+            inverse: self.0.plan_fft_inverse(len),
         }
+    }
+}
+
+impl ToeplitzHasher {
+    /// A hasher for `input` bits to `output` bits (planned afresh; see [`PlanCache`]).
+    pub fn new(input: usize, output: usize) -> Self {
+        PlanCache::default().hasher(input, output)
     }
 
     fn spectrum(&self, bits: &Bits) -> Vec<Complex<f64>> {

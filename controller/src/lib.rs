@@ -1,0 +1,11 @@
+//! The qkd-node controller: node runtime, classical channel, and the commands of the `qkd`
+//! binary.
+
+pub mod bench;
+pub mod channel;
+pub mod emulate;
+pub mod flags;
+pub mod link;
+pub mod node;
+pub mod progress;
+pub mod tags;

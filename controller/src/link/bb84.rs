@@ -1,0 +1,194 @@
+//! The BB84 link: Alice's emulated source answers for her slots; Bob's emulated tagger feeds
+//! slot recovery.
+
+use anyhow::{Context, Result};
+use qkd_drivers::emulator::{EmulatedBench, EmulatedTagger, EmulatedWcpSource, World};
+use qkd_drivers::{Basis as DriverBasis, EmissionRecords, TagBatch, TimeTagger, WcpSource};
+use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations, squash};
+use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
+
+use super::report::{LinkReport, RunFigures};
+use super::{
+    BATCH, LinkArgs, Run, Sessions, decoy_settings, peers, progress_reporter, protocol_rng,
+};
+use crate::channel::{ChannelError, Peer, Transport};
+use crate::node::session::{MeasurementSource, PreparationSource, run_measurer, run_preparer};
+
+/// Alice's records of the announced slots, from her source.
+struct SourceRecords {
+    source: EmulatedWcpSource,
+    records: EmissionRecords,
+}
+
+impl PreparationSource for SourceRecords {
+    async fn preparations(&mut self, announcement: &Announcement) -> Result<Preparations, String> {
+        self.records.clear();
+        self.source
+            .emissions(&announcement.slot, &mut self.records)
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = &self.records;
+        Ok(Preparations {
+            basis: r
+                .basis
+                .iter()
+                .map(|b| match b {
+                    DriverBasis::Z => Basis::Z,
+                    DriverBasis::X => Basis::X,
+                })
+                .collect(),
+            bit: r.bit.clone(),
+            class: r.intensity.clone(),
+            reference: r.reference.clone(),
+        })
+    }
+}
+
+/// Bob's results: tagger batches through slot recovery, double clicks squashed.
+struct TaggedDetections {
+    tagger: EmulatedTagger,
+    slots: SlotRecovery,
+    batch: TagBatch,
+    detections: Detections,
+    batches_left: u64,
+    coin: u64,
+    finished: bool,
+}
+
+impl TaggedDetections {
+    fn squash(&mut self) -> Measurements {
+        let coin = &mut self.coin;
+        let measured = squash(&self.detections, || {
+            *coin ^= *coin << 13;
+            *coin ^= *coin >> 7;
+            *coin ^= *coin << 17;
+            *coin & 1 == 1
+        });
+        self.detections.clear();
+        measured
+    }
+}
+
+impl MeasurementSource for TaggedDetections {
+    async fn next_batch<T: Transport>(
+        &mut self,
+        _peer: &mut Peer<T>,
+    ) -> Result<Option<Measurements>, ChannelError> {
+        if self.batches_left == 0 {
+            if self.finished {
+                return Ok(None);
+            }
+            self.finished = true;
+            self.slots.finish(&mut self.detections);
+            return Ok(Some(self.squash()));
+        }
+        self.batches_left -= 1;
+        self.tagger
+            .read(&mut self.batch)
+            .await
+            .map_err(|e| ChannelError::Protocol(format!("Bob's tagger: {e}")))?;
+        self.slots.process(
+            &self.batch.time_ps,
+            &self.batch.channel,
+            &mut self.detections,
+        );
+        Ok(Some(self.squash()))
+    }
+}
+
+pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
+    let mut spec = run.preset.spec(run.distance_km);
+    if let Some(mu) = args.mu {
+        spec.source.intensities[0].mean_photon_number = mu;
+    }
+    spec.eve.intercept_fraction = run.eve_fraction;
+    let mu: Vec<f64> = spec
+        .source
+        .intensities
+        .iter()
+        .map(|c| c.mean_photon_number)
+        .collect();
+    let p: Vec<f64> = spec
+        .source
+        .intensities
+        .iter()
+        .map(|c| c.probability)
+        .collect();
+    let mut settings = run.settings.clone();
+    settings.decoy = Some(decoy_settings(&mu, &p, run)?);
+
+    let bench =
+        EmulatedBench::prepare_measure(&spec, args.seed).context("the bench cannot be built")?;
+    let source = bench
+        .wcp_source()
+        .context("the bench has no weak-coherent source")?;
+    let tagger = bench.tagger(0, BATCH).context("the bench has no tagger")?;
+    let rate = spec.source.rep_rate_hz as f64;
+    let slots = SlotRecovery::new(SlotConfig {
+        nominal_rate_hz: rate,
+        sync_divider: u64::from(spec.source.sync_divider),
+        sync_channel: 0,
+        detector_channels: [1, 2, 3, 4],
+        delays_ps: [0; 4],
+        gate_ps: (1e12 / rate / 2.0).min(1_000.0) as i64,
+        first_sync_slot: 0,
+        max_clock_error_ppm: 100.0,
+    })?;
+    let mut results = TaggedDetections {
+        tagger,
+        slots,
+        batch: TagBatch::default(),
+        detections: Detections::default(),
+        batches_left: (run.seconds / BATCH.as_secs_f64()).ceil() as u64,
+        coin: args.seed | 1,
+        finished: false,
+    };
+    let mut records = SourceRecords {
+        source,
+        records: EmissionRecords::default(),
+    };
+
+    let (mut alice, mut bob) = peers()?;
+    let alice_settings = settings.clone();
+    let seed = args.seed;
+    let alice_task = tokio::spawn(async move {
+        let mut rng = protocol_rng(seed);
+        let outcomes = run_preparer(&mut alice, &mut records, &alice_settings, &mut rng).await;
+        (outcomes, alice.auth_spent_bits())
+    });
+    let bob_outcomes = run_measurer(
+        &mut bob,
+        &mut results,
+        &settings,
+        progress_reporter(run.seconds),
+    )
+    .await;
+    let (alice_outcomes, auth_bits_spent) = alice_task.await.context("Alice's node failed")?;
+    let sessions = Sessions {
+        alice: alice_outcomes,
+        bob: bob_outcomes,
+    };
+    let (alice, (bob, _)) = (
+        sessions.alice.context("Alice's session")?,
+        sessions.bob.context("Bob's session")?,
+    );
+    let pulses = bench.inspect(|w| match w {
+        World::PrepareMeasure(pm) => pm.pulses(),
+        World::Entangled(_) => 0,
+    });
+    let stats = results.slots.stats().clone();
+    let figures = RunFigures {
+        protocol: "bb84",
+        preset: run.preset.name(),
+        distance_km: run.distance_km,
+        seconds: run.seconds,
+        seed: args.seed,
+        eve_fraction: run.eve_fraction,
+        block_bits: settings.block_bits,
+        pulses,
+        detections: stats.in_gate,
+        sifted_bits: alice.iter().map(|o| o.report.key_bits as u64).sum(),
+        auth_bits_spent,
+    };
+    Ok(LinkReport::new(figures, &alice, &bob))
+}

@@ -1,0 +1,208 @@
+//! What `qkd link` reports, computed from both nodes' block outcomes.
+
+use std::collections::BTreeMap;
+
+use qkd_postprocess::bits::{Bits, binary_entropy};
+use serde::Serialize;
+
+use crate::node::block::BlockOutcome;
+
+/// The run as the JSON on stdout shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkReport {
+    /// "bb84" or "bbm92".
+    pub protocol: &'static str,
+    /// Bench preset.
+    pub preset: &'static str,
+    /// Fiber length in km.
+    pub distance_km: f64,
+    /// Emulated link time.
+    pub seconds: f64,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Eavesdropper's share of pulses.
+    pub eve_fraction: f64,
+    /// Key bits per block.
+    pub block_bits: usize,
+    /// Pulses sent (BB84) or pairs with a photon towards a detector (BBM92).
+    pub pulses: u64,
+    /// Detections (BB84) or coincidences (BBM92) announced.
+    pub detections: u64,
+    /// Key-basis bits after sifting.
+    pub sifted_bits: u64,
+    /// Key-basis error rate corrected by Cascade (null without a corrected block).
+    pub qber_z: Option<f64>,
+    /// Test-basis error rate.
+    pub qber_x: Option<f64>,
+    /// Disclosed parities over `n·h(QBER)` of the corrected blocks.
+    pub ec_efficiency: Option<f64>,
+    /// Parities disclosed by error correction.
+    pub disclosed_bits: u64,
+    /// Cascade round trips, all blocks.
+    pub round_trips: u64,
+    /// Secret key delivered (after the authentication refill).
+    pub secret_bits: u64,
+    /// Secret bits per second of link time.
+    pub secret_key_rate_bps: f64,
+    /// Blocks opened.
+    pub blocks: u64,
+    /// Blocks that produced no key.
+    pub aborted_blocks: u64,
+    /// Why blocks produced no key, with counts.
+    pub abort_reasons: BTreeMap<String, u64>,
+    /// Both nodes hold the same keys (compared by fingerprint).
+    pub keys_match: bool,
+    /// Fingerprint of the keys (FNV-1a over the key words; identical on both nodes if they match).
+    pub key_fingerprint: String,
+    /// Authentication key spent by each node, bits (refilled from the keys).
+    pub auth_bits_spent: u64,
+    /// Wall-clock time of the run.
+    pub wall_s: f64,
+}
+
+/// FNV-1a over lengths and words: enough to compare two nodes' keys without printing them.
+fn fingerprint(keys: &[Option<Bits>]) -> u64 {
+    let mut h = 0xCBF2_9CE4_8422_2325u64;
+    let mut eat = |v: u64| {
+        for b in v.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+    };
+    for key in keys {
+        match key {
+            None => eat(u64::MAX),
+            Some(k) => {
+                eat(k.len() as u64);
+                k.words().iter().for_each(|&w| eat(w));
+            }
+        }
+    }
+    h
+}
+
+/// Figures of the run that do not come from the blocks.
+#[derive(Debug, Clone, Copy)]
+pub struct RunFigures {
+    pub protocol: &'static str,
+    pub preset: &'static str,
+    pub distance_km: f64,
+    pub seconds: f64,
+    pub seed: u64,
+    pub eve_fraction: f64,
+    pub block_bits: usize,
+    pub pulses: u64,
+    pub detections: u64,
+    pub sifted_bits: u64,
+    pub auth_bits_spent: u64,
+}
+
+impl LinkReport {
+    /// Builds the report from both sides' outcomes (the measurer's reports carry the corrected
+    /// error counts, the preparer's the authoritative disclosure counts).
+    pub fn new(run: RunFigures, alice: &[BlockOutcome], bob: &[BlockOutcome]) -> Self {
+        let keys = |side: &[BlockOutcome]| side.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
+        let (alice_keys, bob_keys) = (keys(alice), keys(bob));
+        let keys_match = alice_keys == bob_keys;
+        let mut abort_reasons = BTreeMap::new();
+        for o in bob {
+            if let Some(reason) = &o.report.aborted {
+                *abort_reasons.entry(reason.clone()).or_insert(0) += 1;
+            }
+        }
+        let corrected: Vec<_> = bob.iter().filter(|o| o.report.disclosed_bits > 0).collect();
+        let (errors, bits): (u64, u64) = corrected.iter().fold((0, 0), |(e, n), o| {
+            (e + o.report.corrected_bits, n + o.report.key_bits as u64)
+        });
+        let shannon: f64 = corrected
+            .iter()
+            .map(|o| {
+                let n = o.report.key_bits as f64;
+                n * binary_entropy(o.report.corrected_bits as f64 / n)
+            })
+            .sum();
+        let disclosed: u64 = alice.iter().map(|o| o.report.disclosed_bits).sum();
+        let (test_errors, test_bits) = bob.iter().fold((0, 0), |(e, n), o| {
+            (e + o.report.test_errors, n + o.report.test_bits as u64)
+        });
+        let secret_bits: u64 = bob.iter().map(|o| o.report.secret_bits).sum();
+        LinkReport {
+            protocol: run.protocol,
+            preset: run.preset,
+            distance_km: run.distance_km,
+            seconds: run.seconds,
+            seed: run.seed,
+            eve_fraction: run.eve_fraction,
+            block_bits: run.block_bits,
+            pulses: run.pulses,
+            detections: run.detections,
+            sifted_bits: run.sifted_bits,
+            qber_z: (bits > 0).then(|| errors as f64 / bits as f64),
+            qber_x: (test_bits > 0).then(|| test_errors as f64 / test_bits as f64),
+            ec_efficiency: (shannon > 0.0).then(|| {
+                corrected
+                    .iter()
+                    .map(|o| o.report.disclosed_bits)
+                    .sum::<u64>() as f64
+                    / shannon
+            }),
+            disclosed_bits: disclosed,
+            round_trips: bob.iter().map(|o| u64::from(o.report.round_trips)).sum(),
+            secret_bits,
+            secret_key_rate_bps: secret_bits as f64 / run.seconds,
+            blocks: bob.len() as u64,
+            aborted_blocks: bob.iter().filter(|o| o.key.is_none()).count() as u64,
+            abort_reasons,
+            keys_match,
+            key_fingerprint: format!("{:016x}", fingerprint(&bob_keys)),
+            auth_bits_spent: run.auth_bits_spent,
+            wall_s: 0.0,
+        }
+    }
+
+    /// The operator's table.
+    pub fn print(&self) {
+        let pct =
+            |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{:.3} %", 100.0 * r));
+        println!(
+            "{} link `{}`: {} km, {} s emulated, eve {} (seed {})",
+            self.protocol,
+            self.preset,
+            self.distance_km,
+            self.seconds,
+            self.eve_fraction,
+            self.seed
+        );
+        println!(
+            "  pulses / detections    {} / {}",
+            self.pulses, self.detections
+        );
+        println!("  sifted key bits        {}", self.sifted_bits);
+        println!(
+            "  QBER                   Z {}  X {}",
+            pct(self.qber_z),
+            pct(self.qber_x)
+        );
+        println!(
+            "  error correction       {} parities, f = {}, {} round trips",
+            self.disclosed_bits,
+            self.ec_efficiency
+                .map_or_else(|| "n/a".to_owned(), |f| format!("{f:.3}")),
+            self.round_trips
+        );
+        println!(
+            "  blocks                 {} ({} without key{})",
+            self.blocks,
+            self.aborted_blocks,
+            if self.abort_reasons.is_empty() {
+                String::new()
+            } else {
+                format!(": {:?}", self.abort_reasons)
+            }
+        );
+        println!(
+            "  secret key             {} bits, {:.1} bit/s, keys match: {}",
+            self.secret_bits, self.secret_key_rate_bps, self.keys_match
+        );
+        println!("  wall time              {:.2} s", self.wall_s);
+    }
+}
