@@ -7,5 +7,6 @@ pub mod emulate;
 pub mod flags;
 pub mod link;
 pub mod node;
+pub mod plan;
 pub mod progress;
 pub mod tags;

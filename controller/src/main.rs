@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use qkd_controller::{bench, emulate, link, tags};
+use qkd_controller::{bench, emulate, link, plan, tags};
 
 /// Controller of one node of a quantum key distribution link.
 #[derive(Debug, Parser)]
@@ -19,6 +19,8 @@ enum Command {
     Emulate(emulate::EmulateArgs),
     /// Run both nodes of a link against the emulator, through post-processing to keys.
     Link(link::LinkArgs),
+    /// Expected key rate for given hardware and distance (asymptotic and finite-key).
+    Plan(plan::PlanArgs),
     /// Work with recorded time tags.
     #[command(subcommand)]
     Tags(tags::TagsCommand),
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Emulate(args) => emulate::run(&args),
         Command::Link(args) => link::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Bench(command) => bench::run(&command),
         Command::Tags(command) => tags::run(&command),
     };

@@ -221,3 +221,137 @@ fn link_is_deterministic_by_seed() {
     };
     assert_eq!(run(), run());
 }
+
+fn plan(preset: &str, km: f64) -> serde_json::Value {
+    json(&[
+        "plan",
+        "--preset",
+        preset,
+        "--distance-km",
+        &km.to_string(),
+        "--json",
+    ])
+}
+
+fn entropy(p: f64) -> f64 {
+    if p <= 0.0 || p >= 1.0 {
+        0.0
+    } else {
+        -p * p.log2() - (1.0 - p) * (1.0 - p).log2()
+    }
+}
+
+/// Lo-Ma-Chen's asymptotic decoy rate for the GYS set (reference/numbers.md), q = 1/2, f = 1.22.
+fn gys_rate(eta: f64, mu: f64) -> f64 {
+    let (y0, e_d, e0, f) = (1.7e-6, 0.033, 0.5, 1.22);
+    let q_mu = y0 + 1.0 - (-eta * mu).exp();
+    let e_mu = (e0 * y0 + e_d * (1.0 - (-eta * mu).exp())) / q_mu;
+    let y1 = y0 + eta;
+    let e1 = (e0 * y0 + e_d * eta) / y1;
+    let q1 = y1 * mu * (-mu).exp();
+    (0.5 * (q1 * (1.0 - entropy(e1)) - f * q_mu * entropy(e_mu))).max(0.0)
+}
+
+#[test]
+fn plan_reproduces_the_gys_closed_form_and_its_optimal_mean_photon_number() {
+    for km in [0.0, 50.0, 100.0] {
+        let p = plan("gys", km);
+        for field in [
+            "distance_km",
+            "mu",
+            "gain",
+            "qber",
+            "secret_key_rate_per_pulse",
+            "secret_key_rate_bps",
+            "plob_bound_per_pulse",
+        ] {
+            assert!(p[field].is_number(), "{km} km: missing {field}");
+        }
+        let eta = 0.045 * 10f64.powf(-0.021 * km);
+        assert!((p["transmittance"].as_f64().unwrap() / eta - 1.0).abs() < 1e-12);
+        let mu = p["mu"].as_f64().unwrap();
+        let rate = p["secret_key_rate_per_pulse"].as_f64().unwrap();
+        let expected = gys_rate(eta, mu);
+        assert!(
+            (rate / expected - 1.0).abs() < 1e-9,
+            "{km} km: {rate} vs {expected}"
+        );
+        // The optimiser's μ is a maximum of the closed form, to its scan resolution.
+        for other in [0.8 * mu, 0.9 * mu, 1.1 * mu, 1.25 * mu] {
+            assert!(
+                gys_rate(eta, other) <= rate * (1.0 + 1e-6),
+                "{km} km: μ {other} beats {mu}"
+            );
+        }
+        assert!((0.4..0.6).contains(&mu), "{km} km: μ {mu}");
+        assert!((p["secret_key_rate_bps"].as_f64().unwrap() / (rate * 2e6) - 1.0).abs() < 1e-9);
+    }
+    // Lo-Ma-Chen's curve for this set ends near 140 km.
+    assert!(
+        plan("gys", 130.0)["secret_key_rate_per_pulse"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        plan("gys", 160.0)["secret_key_rate_per_pulse"]
+            .as_f64()
+            .unwrap()
+            <= 0.0
+    );
+}
+
+#[test]
+fn no_planned_rate_exceeds_the_repeaterless_bound() {
+    for preset in ["gys", "snspd", "ingaas-free", "ingaas-gated"] {
+        for km in [0.0, 1.0, 10.0, 50.0, 100.0, 200.0, 300.0] {
+            let p = plan(preset, km);
+            let bound = p["plob_bound_per_pulse"].as_f64().unwrap();
+            let eta = p["transmittance"].as_f64().unwrap();
+            assert!((bound + (1.0 - eta).log2()).abs() < 1e-12 * bound.max(1e-300));
+            let asymptotic = p["secret_key_rate_per_pulse"].as_f64().unwrap();
+            assert!(asymptotic >= 0.0 && asymptotic <= bound, "{preset} {km} km");
+            if let Some(finite) = p["finite_key"]["secret_key_rate_per_pulse"].as_f64() {
+                assert!(
+                    finite >= 0.0 && finite <= asymptotic,
+                    "{preset} {km} km: finite {finite}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn plan_refuses_an_unknown_preset_and_a_negative_distance() {
+    for args in [
+        &["plan", "--preset", "laser-pointer"][..],
+        &["plan", "--distance-km", "-5"][..],
+    ] {
+        let out = qkd(args);
+        assert!(!out.status.success());
+        assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    }
+}
+
+#[test]
+fn bench_ec_and_pa_report_the_contracted_fields() {
+    let ec = json(&[
+        "bench", "ec", "--qber", "0.03", "--bits", "20000", "--frames", "4", "--json",
+    ]);
+    for field in [
+        "efficiency",
+        "round_trips",
+        "frame_error_rate",
+        "mbit_per_s",
+    ] {
+        assert!(ec[field].is_number(), "bench ec: missing {field}");
+    }
+    // Cascade cannot beat the Shannon limit, and its frames must all be corrected here.
+    let f = ec["efficiency"].as_f64().unwrap();
+    assert!(f > 1.0 && f < 1.3, "efficiency {f}");
+    assert!(ec["frame_error_rate"].as_f64().unwrap() <= 0.0);
+    let pa = json(&["bench", "pa", "--bits", "200000", "--repeat", "1", "--json"]);
+    assert!(pa["mbit_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(pa["output_bits"].as_u64().unwrap(), 100_000);
+    assert_eq!(pa["rows_checked"].as_u64().unwrap(), 64);
+}

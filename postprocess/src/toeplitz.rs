@@ -16,7 +16,7 @@
 //! within 0.25 of an integer, and a block that does not is refused rather than trusted.
 
 use realfft::num_complex::Complex;
-use realfft::{RealFftPlanner, RealToComplex};
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use std::sync::Arc;
 
 use crate::bits::Bits;
@@ -44,6 +44,9 @@ pub enum ToeplitzError {
         /// Output length.
         outputs: usize,
     },
+    /// The FFT library refused the buffers it was given.
+    #[error("FFT failed: {0}")]
+    Transform(String),
     /// A convolution sum came out too far from an integer to trust.
     #[error("FFT rounding exceeded the safe margin (worst {worst:.3})")]
     Precision {
@@ -144,12 +147,55 @@ pub fn hash_rows(
 /// Largest distance from an integer accepted in the FFT's output.
 const SAFE_MARGIN: f64 = 0.25;
 
-/// Privacy amplification by FFT convolution, with plans cached for a transform length.
-#[derive(Clone)]
+/// Privacy amplification by FFT convolution. The hasher owns its plans and its working buffers:
+/// at 10^7 bits those are hundreds of megabytes, and allocating them per block costs more in page
+/// faults than the transforms themselves.
 pub struct ToeplitzHasher {
     len: usize,
     forward: Arc<dyn RealToComplex<f64>>,
-    inverse: Arc<dyn realfft::ComplexToReal<f64>>,
+    inverse: Arc<dyn ComplexToReal<f64>>,
+    seed_work: Workspace,
+    input_work: Workspace,
+}
+
+/// One forward transform's buffers.
+struct Workspace {
+    signal: Vec<f64>,
+    spectrum: Vec<Complex<f64>>,
+    scratch: Vec<Complex<f64>>,
+}
+
+impl Workspace {
+    /// Buffers for `forward`, with scratch enough for `inverse` too (the seed's workspace
+    /// also hosts the inverse transform).
+    fn new(forward: &dyn RealToComplex<f64>, inverse: &dyn ComplexToReal<f64>) -> Self {
+        let scratch = forward.get_scratch_len().max(inverse.get_scratch_len());
+        Self {
+            signal: forward.make_input_vec(),
+            spectrum: forward.make_output_vec(),
+            scratch: vec![Complex::default(); scratch],
+        }
+    }
+
+    /// The spectrum of `bits` as a 0/1 signal, left in `self.spectrum`.
+    fn transform(
+        &mut self,
+        forward: &dyn RealToComplex<f64>,
+        bits: &Bits,
+    ) -> Result<(), ToeplitzError> {
+        self.signal.fill(0.0);
+        for (w, &word) in bits.words().iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let bit = rest.trailing_zeros() as usize;
+                self.signal[64 * w + bit] = 1.0;
+                rest &= rest - 1;
+            }
+        }
+        forward
+            .process_with_scratch(&mut self.signal, &mut self.spectrum, &mut self.scratch)
+            .map_err(|e| ToeplitzError::Transform(e.to_string()))
+    }
 }
 
 impl std::fmt::Debug for ToeplitzHasher {
@@ -168,56 +214,57 @@ fn transform_length(n: usize) -> usize {
         .unwrap_or(2)
 }
 
-/// FFT plans kept across blocks: planning computes twiddle factors, which costs as much as a
-/// transform.
+/// FFT plans and the buffers of the latest transform length, kept across blocks: planning
+/// computes twiddle factors, which costs as much as a transform, and consecutive blocks of a
+/// session almost always share a length.
 #[derive(Default)]
-pub struct PlanCache(RealFftPlanner<f64>);
+pub struct PlanCache {
+    planner: RealFftPlanner<f64>,
+    latest: Option<ToeplitzHasher>,
+}
 
 impl std::fmt::Debug for PlanCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PlanCache")
+        write!(f, "PlanCache(latest {:?})", self.latest)
     }
 }
 
 impl PlanCache {
-    /// A hasher for `input` bits to `output` bits, reusing plans of the same length.
-    pub fn hasher(&mut self, input: usize, output: usize) -> ToeplitzHasher {
+    /// A hasher for `input` bits to `output` bits, reusing the latest one when the transform
+    /// length agrees.
+    pub fn hasher(&mut self, input: usize, output: usize) -> &mut ToeplitzHasher {
         // A circular convolution of this length wraps only into entries below n − 1, which the
         // hash does not use.
-        let len = transform_length(input + output - 1);
-        ToeplitzHasher {
-            len,
-            forward: self.0.plan_fft_forward(len),
-            inverse: self.0.plan_fft_inverse(len),
+        let len = transform_length(input + output.max(1) - 1);
+        let planner = &mut self.planner;
+        let reusable = self.latest.as_ref().is_some_and(|h| h.len == len);
+        if !reusable {
+            // Free the old buffers before allocating the new ones.
+            self.latest = None;
         }
+        self.latest.get_or_insert_with(|| {
+            let forward = planner.plan_fft_forward(len);
+            let inverse = planner.plan_fft_inverse(len);
+            ToeplitzHasher {
+                len,
+                seed_work: Workspace::new(forward.as_ref(), inverse.as_ref()),
+                input_work: Workspace::new(forward.as_ref(), inverse.as_ref()),
+                forward,
+                inverse,
+            }
+        })
     }
 }
 
 impl ToeplitzHasher {
-    /// A hasher for `input` bits to `output` bits (planned afresh; see [`PlanCache`]).
-    pub fn new(input: usize, output: usize) -> Self {
-        PlanCache::default().hasher(input, output)
-    }
-
-    fn spectrum(&self, bits: &Bits) -> Vec<Complex<f64>> {
-        let mut signal = vec![0.0; self.len];
-        for (w, &word) in bits.words().iter().enumerate() {
-            let mut rest = word;
-            while rest != 0 {
-                let bit = rest.trailing_zeros() as usize;
-                signal[64 * w + bit] = 1.0;
-                rest &= rest - 1;
-            }
-        }
-        let mut out = self.forward.make_output_vec();
-        // Lengths come from the plan itself, so the transform cannot fail.
-        let _ = self.forward.process(&mut signal, &mut out);
-        out
-    }
-
-    /// Hashes `input` to `output` bits with `seed` (`input + output − 1` bits), using two threads
-    /// for the two forward transforms.
-    pub fn hash(&self, input: &Bits, seed: &Bits, output: usize) -> Result<Bits, ToeplitzError> {
+    /// Hashes `input` to `output` bits with `seed` (`input + output − 1` bits), with the two
+    /// forward transforms on two threads.
+    pub fn hash(
+        &mut self,
+        input: &Bits,
+        seed: &Bits,
+        output: usize,
+    ) -> Result<Bits, ToeplitzError> {
         let n = input.len();
         check_shape(n, output, seed.len())?;
         if transform_length(n + output - 1) != self.len {
@@ -226,15 +273,18 @@ impl ToeplitzHasher {
                 outputs: output,
             });
         }
-        let (mut product, x) = std::thread::scope(|scope| {
-            let seed_spectrum = scope.spawn(|| self.spectrum(seed));
-            let x = self.spectrum(input);
-            (seed_spectrum.join().unwrap_or_default(), x)
-        });
-        if product.len() != x.len() {
-            return Err(ToeplitzError::Precision { worst: f64::NAN });
-        }
-        for (p, q) in product.iter_mut().zip(&x) {
+        let forward = self.forward.as_ref();
+        let (seed_work, input_work) = (&mut self.seed_work, &mut self.input_work);
+        std::thread::scope(|scope| {
+            let seed_done = scope.spawn(|| seed_work.transform(forward, seed));
+            let input_done = input_work.transform(forward, input);
+            let seed_done = seed_done.join().unwrap_or_else(|_| {
+                Err(ToeplitzError::Transform("transform thread failed".into()))
+            });
+            seed_done.and(input_done)
+        })?;
+        let product = &mut self.seed_work.spectrum;
+        for (p, q) in product.iter_mut().zip(&self.input_work.spectrum) {
             *p *= q;
         }
         if let Some(first) = product.first_mut() {
@@ -243,8 +293,10 @@ impl ToeplitzHasher {
         if let Some(last) = product.last_mut() {
             last.im = 0.0;
         }
-        let mut sums = self.inverse.make_output_vec();
-        let _ = self.inverse.process(&mut product, &mut sums);
+        let sums = &mut self.seed_work.signal;
+        self.inverse
+            .process_with_scratch(product, sums, &mut self.seed_work.scratch)
+            .map_err(|e| ToeplitzError::Transform(e.to_string()))?;
         let scale = 1.0 / self.len as f64;
         let mut out = Bits::zeros(output);
         let mut worst: f64 = 0.0;
@@ -302,7 +354,10 @@ mod tests {
             let truth = by_definition(&x, &seed, m);
             assert_eq!(hash_direct(&x, &seed, m).unwrap(), truth, "direct {n}→{m}");
             assert_eq!(
-                ToeplitzHasher::new(n, m).hash(&x, &seed, m).unwrap(),
+                PlanCache::default()
+                    .hasher(n, m)
+                    .hash(&x, &seed, m)
+                    .unwrap(),
                 truth,
                 "fft {n}→{m}"
             );

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use qkd_postprocess::bits::Bits;
-use qkd_postprocess::toeplitz::{ToeplitzHasher, hash_rows};
+use qkd_postprocess::toeplitz::{PlanCache, hash_rows};
 
 fn random_bits(n: usize, seed: u64) -> Bits {
     let mut s = seed | 1;
@@ -24,7 +24,10 @@ fn a_two_million_bit_block_agrees_with_the_direct_hash_on_sampled_rows() {
     let (n, m) = (1 << 21, 1_300_000);
     let x = random_bits(n, 5);
     let seed = random_bits(n + m - 1, 6);
-    let fast = ToeplitzHasher::new(n, m).hash(&x, &seed, m).unwrap();
+    let fast = PlanCache::default()
+        .hasher(n, m)
+        .hash(&x, &seed, m)
+        .unwrap();
     // Rows at both ends (where the circular wrap would show) and spread between.
     let mut rows: Vec<usize> = (0..32).chain(m - 32..m).collect();
     rows.extend((0..64).map(|k| k * (m / 64) + 17));

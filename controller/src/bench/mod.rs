@@ -1,9 +1,11 @@
 //! `qkd bench …`: throughput figures printed as JSON, each with the machine it ran on and a
 //! baseline measured in the same run (these machines are shared and noisy).
 
+mod ec;
 mod emulate;
 mod ingest;
 mod machine;
+mod pa;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -13,6 +15,10 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Emulated detection events per second, per preset.
     Emulate(emulate::EmulateBenchArgs),
+    /// Cascade error correction: efficiency, round trips, frame errors, throughput.
+    Ec(ec::EcArgs),
+    /// Privacy amplification throughput.
+    Pa(pa::PaArgs),
     /// Tag ingest: slot recovery, PTU decoding and the coincidence offset search.
     Ingest(ingest::IngestArgs),
 }
@@ -20,6 +26,8 @@ pub enum BenchCommand {
 pub fn run(command: &BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Emulate(args) => emulate::run(args),
+        BenchCommand::Ec(args) => ec::run(args),
+        BenchCommand::Pa(args) => pa::run(args),
         BenchCommand::Ingest(args) => ingest::run(args),
     }
 }
