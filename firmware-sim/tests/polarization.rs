@@ -12,7 +12,7 @@ use qkd_firmware_sim::world::polarization::{H, dot};
 use qkd_firmware_sim::world::rng::SimRng;
 use qkd_firmware_sim::world::{
     ClickOrigin, DetectorSpec, EntangledLinkSpec, EntangledWorld, FiberSpec, InitialRotation,
-    NodeOutput, ReceiverSpec, SpdcSourceSpec, TaggerSpec,
+    NodeOutput, ReceiverSpec, SpdcSourceSpec,
 };
 
 #[test]
@@ -64,18 +64,14 @@ fn entangled(rotation_a: InitialRotation, rotation_b: InitialRotation) -> Entang
         initial_rotation: rotation,
         ..FiberSpec::standard(km)
     };
-    EntangledLinkSpec {
-        source: SpdcSourceSpec {
+    EntangledLinkSpec::new(
+        SpdcSourceSpec {
             pair_rate_hz: 1e6,
             coupling_efficiency: 0.5,
         },
-        fiber_a: fiber(5.0, rotation_a),
-        fiber_b: fiber(12.0, rotation_b),
-        receiver_a: ReceiverSpec::uniform(snspd_without_noise()),
-        receiver_b: ReceiverSpec::uniform(snspd_without_noise()),
-        tagger_a: TaggerSpec::default(),
-        tagger_b: TaggerSpec::default(),
-    }
+        [fiber(5.0, rotation_a), fiber(12.0, rotation_b)],
+        ReceiverSpec::uniform(snspd_without_noise()),
+    )
 }
 
 /// Coincidences of photons from the same pair: (count, basis-matched, errors) per basis.

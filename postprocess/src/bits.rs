@@ -53,6 +53,11 @@ impl Bits {
         bits
     }
 
+    /// `len` bits filled 64 at a time from `next_word` (a random source, typically).
+    pub fn from_word_fn(len: usize, mut next_word: impl FnMut() -> u64) -> Self {
+        Self::from_words((0..len.div_ceil(64)).map(|_| next_word()).collect(), len)
+    }
+
     fn clear_tail(&mut self) {
         if !self.len.is_multiple_of(64)
             && let Some(last) = self.words.last_mut()

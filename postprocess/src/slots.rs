@@ -59,6 +59,21 @@ pub struct SlotConfig {
 pub struct SlotConfigError(String);
 
 impl SlotConfig {
+    /// The usual wiring: sync on channel 0, detectors H, V, D, A on 1–4 with equal delays, the
+    /// stream starting at slot 0, a gate of half a slot (at most 1 ns), clocks within 100 ppm.
+    pub fn standard(nominal_rate_hz: f64, sync_divider: u64) -> Self {
+        Self {
+            nominal_rate_hz,
+            sync_divider,
+            sync_channel: 0,
+            detector_channels: [1, 2, 3, 4],
+            delays_ps: [0; 4],
+            gate_ps: (1e12 / nominal_rate_hz / 2.0).min(1_000.0) as i64,
+            first_sync_slot: 0,
+            max_clock_error_ppm: 100.0,
+        }
+    }
+
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), SlotConfigError> {
         let fail = |m: String| Err(SlotConfigError(m));

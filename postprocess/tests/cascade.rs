@@ -3,24 +3,18 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use qkd_firmware_sim::world::rng::SimRng;
 use qkd_postprocess::bits::{Bits, binary_entropy};
 use qkd_postprocess::cascade::{CascadePlan, Corrector, ParityResponder, Shuffles, reconcile};
 
 /// A key and a copy with exactly `errors` flipped bits at random positions.
 pub fn noisy_pair(n: usize, errors: usize, seed: u64) -> (Bits, Bits) {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let words: Vec<u64> = (0..n.div_ceil(64)).map(|_| next()).collect();
-    let alice = Bits::from_words(words, n);
+    let mut rng = SimRng::new(seed, 0);
+    let alice = Bits::from_word_fn(n, || rng.next_u64());
     let mut bob = alice.clone();
     let mut flipped = 0;
     while flipped < errors {
-        let i = (next() % n as u64) as usize;
+        let i = (rng.next_u64() % n as u64) as usize;
         if bob.get(i) == alice.get(i) {
             bob.flip(i);
             flipped += 1;

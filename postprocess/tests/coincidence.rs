@@ -5,33 +5,25 @@
 
 use qkd_firmware_sim::world::{
     DetectorPreset, EntangledLinkSpec, EntangledWorld, FiberSpec, NodeOutput, ReceiverSpec,
-    SpdcSourceSpec, TaggerSpec,
+    SpdcSourceSpec,
 };
 use qkd_postprocess::coincidence::{
     CoincidenceTracker, OffsetError, OffsetSearch, Pairs, find_offset,
 };
 
 fn link(offset_a: i64, offset_b: i64, drift_b_ppm: f64) -> EntangledLinkSpec {
-    let receiver = ReceiverSpec::uniform(DetectorPreset::Snspd.spec());
-    EntangledLinkSpec {
-        source: SpdcSourceSpec {
+    let mut spec = EntangledLinkSpec::new(
+        SpdcSourceSpec {
             pair_rate_hz: 1e6,
             coupling_efficiency: 0.4,
         },
-        fiber_a: FiberSpec::standard(3.0),
-        fiber_b: FiberSpec::standard(11.0),
-        receiver_a: receiver.clone(),
-        receiver_b: receiver,
-        tagger_a: TaggerSpec {
-            offset_ps: offset_a,
-            ..TaggerSpec::default()
-        },
-        tagger_b: TaggerSpec {
-            offset_ps: offset_b,
-            drift_ppm: drift_b_ppm,
-            ..TaggerSpec::default()
-        },
-    }
+        [FiberSpec::standard(3.0), FiberSpec::standard(11.0)],
+        ReceiverSpec::uniform(DetectorPreset::Snspd.spec()),
+    );
+    spec.tagger_a.offset_ps = offset_a;
+    spec.tagger_b.offset_ps = offset_b;
+    spec.tagger_b.drift_ppm = drift_b_ppm;
+    spec
 }
 
 fn streams(spec: &EntangledLinkSpec, seconds: f64) -> ([NodeOutput; 2], EntangledWorld) {

@@ -3,20 +3,13 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use qkd_firmware_sim::world::rng::SimRng;
 use qkd_postprocess::bits::Bits;
 use qkd_postprocess::toeplitz::{PlanCache, hash_rows};
 
 fn random_bits(n: usize, seed: u64) -> Bits {
-    let mut s = seed | 1;
-    let words = (0..n.div_ceil(64))
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        })
-        .collect();
-    Bits::from_words(words, n)
+    let mut rng = SimRng::new(seed, 0);
+    Bits::from_word_fn(n, || rng.next_u64())
 }
 
 #[test]

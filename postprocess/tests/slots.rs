@@ -21,14 +21,9 @@ fn bench(drift_ppm: f64) -> LinkSpec {
 
 fn config(gate_ps: i64) -> SlotConfig {
     SlotConfig {
-        nominal_rate_hz: 100e6,
-        sync_divider: 1000,
-        sync_channel: 0,
-        detector_channels: [1, 2, 3, 4],
         delays_ps: std::array::from_fn(|d| DELAYS[d + 1] - DELAYS[0]),
         gate_ps,
-        first_sync_slot: 0,
-        max_clock_error_ppm: 100.0,
+        ..SlotConfig::standard(100e6, 1000)
     }
 }
 

@@ -333,22 +333,16 @@ async fn real_time_pacing_never_runs_ahead_of_the_clock() {
 }
 
 fn entangled_spec() -> EntangledLinkSpec {
-    let receiver = ReceiverSpec::uniform(qkd_firmware_sim::world::DetectorPreset::Snspd.spec());
-    EntangledLinkSpec {
-        source: SpdcSourceSpec {
+    let mut spec = EntangledLinkSpec::new(
+        SpdcSourceSpec {
             pair_rate_hz: 2e5,
             coupling_efficiency: 0.5,
         },
-        fiber_a: FiberSpec::standard(3.0),
-        fiber_b: FiberSpec::standard(8.0),
-        receiver_a: receiver.clone(),
-        receiver_b: receiver,
-        tagger_a: TaggerSpec::default(),
-        tagger_b: TaggerSpec {
-            offset_ps: 5_000_000,
-            ..TaggerSpec::default()
-        },
-    }
+        [FiberSpec::standard(3.0), FiberSpec::standard(8.0)],
+        ReceiverSpec::uniform(qkd_firmware_sim::world::DetectorPreset::Snspd.spec()),
+    );
+    spec.tagger_b.offset_ps = 5_000_000;
+    spec
 }
 
 /// Pairs of tags, one per node, within `window` ps once B's known offset is removed.

@@ -21,17 +21,7 @@ fn live_stream() -> NodeOutput {
 }
 
 fn recovered(times: &[i64], channels: &[u8]) -> Detections {
-    let mut slots = SlotRecovery::new(SlotConfig {
-        nominal_rate_hz: 100e6,
-        sync_divider: 1000,
-        sync_channel: 0,
-        detector_channels: [1, 2, 3, 4],
-        delays_ps: [0; 4],
-        gate_ps: 1_000,
-        first_sync_slot: 0,
-        max_clock_error_ppm: 100.0,
-    })
-    .unwrap();
+    let mut slots = SlotRecovery::new(SlotConfig::standard(100e6, 1000)).unwrap();
     let mut out = Detections::default();
     slots.process(times, channels, &mut out);
     slots.finish(&mut out);

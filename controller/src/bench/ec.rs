@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
+use qkd_firmware_sim::world::rng::SimRng;
 use qkd_postprocess::bits::{Bits, binary_entropy};
 use qkd_postprocess::cascade::{CascadePlan, Corrector, ParityResponder, Shuffles};
 use serde::Serialize;
@@ -55,18 +56,11 @@ struct Report {
 }
 
 /// A random key and a copy with a binomial number of errors at rate `qber`.
-fn frame(n: usize, qber: f64, state: &mut u64) -> (Bits, Bits) {
-    let mut next = || {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    };
-    let alice = Bits::from_words((0..n.div_ceil(64)).map(|_| next()).collect(), n);
+fn frame(n: usize, qber: f64, rng: &mut SimRng) -> (Bits, Bits) {
+    let alice = Bits::from_word_fn(n, || rng.next_u64());
     let mut bob = alice.clone();
-    let threshold = (qber * (1u64 << 53) as f64) as u64;
     for i in 0..n {
-        if next() >> 11 < threshold {
+        if rng.bernoulli(qber) {
             bob.flip(i);
         }
     }
@@ -87,11 +81,11 @@ pub fn run(args: &EcArgs) -> Result<()> {
     let setup = Instant::now();
     let shuffles = Shuffles::new(args.bits, &CascadePlan::for_qber(args.bits, qber), 0x5EED)?;
     let setup_s = setup.elapsed().as_secs_f64();
-    let mut state = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = SimRng::new(args.seed, 0);
     let (mut disclosed, mut shannon, mut trips, mut failures) = (0u64, 0.0, 0u64, 0u64);
     let (mut corrector_s, mut responder_s, mut compare_s) = (0.0, 0.0, 0.0);
     for _ in 0..args.frames {
-        let (alice, bob) = frame(args.bits, qber, &mut state);
+        let (alice, bob) = frame(args.bits, qber, &mut rng);
         let started = Instant::now();
         let errors = alice.hamming_distance(&bob);
         compare_s += started.elapsed().as_secs_f64();

@@ -10,7 +10,7 @@ use qkd_drivers::TagBatch;
 use qkd_drivers::ptu::{PtuReader, PtuWriter, RecordingInfo};
 use qkd_firmware_sim::world::{
     DetectorPreset, EntangledLinkSpec, EntangledWorld, FiberSpec, LinkPreset, NodeOutput,
-    PrepareMeasureWorld, ReceiverSpec, SpdcSourceSpec, TaggerSpec,
+    PrepareMeasureWorld, ReceiverSpec, SpdcSourceSpec,
 };
 use qkd_postprocess::coincidence::{OffsetSearch, find_offset};
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
@@ -77,37 +77,21 @@ fn prepare_measure_stream(seconds: f64, seed: u64) -> Result<(Vec<i64>, Vec<u8>)
 }
 
 fn slot_config() -> SlotConfig {
-    SlotConfig {
-        nominal_rate_hz: 100e6,
-        sync_divider: 1000,
-        sync_channel: 0,
-        detector_channels: [1, 2, 3, 4],
-        delays_ps: [0; 4],
-        gate_ps: 1_000,
-        first_sync_slot: 0,
-        max_clock_error_ppm: 100.0,
-    }
+    SlotConfig::standard(100e6, 1000)
 }
 
 /// Two taggers 0.8 ms apart whose clocks differ by 5 ppm.
 fn entangled_streams(seconds: f64, seed: u64) -> Result<([NodeOutput; 2], EntangledWorld)> {
-    let receiver = ReceiverSpec::uniform(DetectorPreset::Snspd.spec());
-    let spec = EntangledLinkSpec {
-        source: SpdcSourceSpec {
+    let mut spec = EntangledLinkSpec::new(
+        SpdcSourceSpec {
             pair_rate_hz: 1e6,
             coupling_efficiency: 0.4,
         },
-        fiber_a: FiberSpec::standard(3.0),
-        fiber_b: FiberSpec::standard(11.0),
-        receiver_a: receiver.clone(),
-        receiver_b: receiver,
-        tagger_a: TaggerSpec::default(),
-        tagger_b: TaggerSpec {
-            offset_ps: 800_000_000,
-            drift_ppm: 5.0,
-            ..TaggerSpec::default()
-        },
-    };
+        [FiberSpec::standard(3.0), FiberSpec::standard(11.0)],
+        ReceiverSpec::uniform(DetectorPreset::Snspd.spec()),
+    );
+    spec.tagger_b.offset_ps = 800_000_000;
+    spec.tagger_b.drift_ppm = 5.0;
     let mut world = EntangledWorld::new(&spec, seed)?;
     let mut out = [NodeOutput::default(), NodeOutput::default()];
     world.run_until((seconds * 1e12) as i64, &mut out);

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail, ensure};
+use qkd_firmware_sim::world::rng::SimRng;
 use qkd_postprocess::bits::Bits;
 use qkd_postprocess::toeplitz::{PlanCache, hash_rows};
 use serde::Serialize;
@@ -44,20 +45,6 @@ struct Report {
     rows_checked: usize,
 }
 
-fn random_bits(n: usize, mut state: u64) -> Bits {
-    Bits::from_words(
-        (0..n.div_ceil(64))
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state
-            })
-            .collect(),
-        n,
-    )
-}
-
 pub fn run(args: &PaArgs) -> Result<()> {
     if !(1000..=200_000_000).contains(&args.bits) {
         bail!(
@@ -68,8 +55,9 @@ pub fn run(args: &PaArgs) -> Result<()> {
     let ratio = in_range("output-ratio", args.output_ratio, 1e-6, 1.0, "")?;
     let n = args.bits;
     let m = ((n as f64 * ratio) as usize).max(1);
-    let input = random_bits(n, 0x1234_5678_9ABC_DEF1);
-    let seed = random_bits(n + m - 1, 0x0FED_CBA9_8765_4321);
+    let mut rng = SimRng::new(0x1234_5678_9ABC_DEF1, 0);
+    let input = Bits::from_word_fn(n, || rng.next_u64());
+    let seed = Bits::from_word_fn(n + m - 1, || rng.next_u64());
     let mut plans = PlanCache::default();
     let started = Instant::now();
     let hasher = plans.hasher(n, m);

@@ -8,11 +8,9 @@ use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations, squ
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
 
 use super::report::{LinkReport, RunFigures};
-use super::{
-    BATCH, LinkArgs, Run, Sessions, decoy_settings, peers, progress_reporter, protocol_rng,
-};
+use super::{BATCH, LinkArgs, Run, decoy_settings, run_sessions};
 use crate::channel::{ChannelError, Peer, Transport};
-use crate::node::session::{MeasurementSource, PreparationSource, run_measurer, run_preparer};
+use crate::node::session::{MeasurementSource, PreparationSource};
 
 /// Alice's records of the announced slots, from her source.
 struct SourceRecords {
@@ -124,16 +122,10 @@ pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
         .context("the bench has no weak-coherent source")?;
     let tagger = bench.tagger(0, BATCH).context("the bench has no tagger")?;
     let rate = spec.source.rep_rate_hz as f64;
-    let slots = SlotRecovery::new(SlotConfig {
-        nominal_rate_hz: rate,
-        sync_divider: u64::from(spec.source.sync_divider),
-        sync_channel: 0,
-        detector_channels: [1, 2, 3, 4],
-        delays_ps: [0; 4],
-        gate_ps: (1e12 / rate / 2.0).min(1_000.0) as i64,
-        first_sync_slot: 0,
-        max_clock_error_ppm: 100.0,
-    })?;
+    let slots = SlotRecovery::new(SlotConfig::standard(
+        rate,
+        u64::from(spec.source.sync_divider),
+    ))?;
     let mut results = TaggedDetections {
         tagger,
         slots,
@@ -143,35 +135,12 @@ pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
         coin: args.seed | 1,
         finished: false,
     };
-    let mut records = SourceRecords {
+    let records = SourceRecords {
         source,
         records: EmissionRecords::default(),
     };
 
-    let (mut alice, mut bob) = peers()?;
-    let alice_settings = settings.clone();
-    let seed = args.seed;
-    let alice_task = tokio::spawn(async move {
-        let mut rng = protocol_rng(seed);
-        let outcomes = run_preparer(&mut alice, &mut records, &alice_settings, &mut rng).await;
-        (outcomes, alice.auth_spent_bits())
-    });
-    let bob_outcomes = run_measurer(
-        &mut bob,
-        &mut results,
-        &settings,
-        progress_reporter(run.seconds),
-    )
-    .await;
-    let (alice_outcomes, auth_bits_spent) = alice_task.await.context("Alice's node failed")?;
-    let sessions = Sessions {
-        alice: alice_outcomes,
-        bob: bob_outcomes,
-    };
-    let (alice, (bob, _)) = (
-        sessions.alice.context("Alice's session")?,
-        sessions.bob.context("Bob's session")?,
-    );
+    let sessions = run_sessions(records, &mut results, &settings, run, ["Alice", "Bob"]).await?;
     let pulses = bench.inspect(|w| match w {
         World::PrepareMeasure(pm) => pm.pulses(),
         World::Entangled(_) => 0,
@@ -187,8 +156,16 @@ pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
         block_bits: settings.block_bits,
         pulses,
         detections: stats.in_gate,
-        sifted_bits: alice.iter().map(|o| o.report.key_bits as u64).sum(),
-        auth_bits_spent,
+        sifted_bits: sessions
+            .preparer
+            .iter()
+            .map(|o| o.report.key_bits as u64)
+            .sum(),
+        auth_bits_spent: sessions.auth_bits_spent,
     };
-    Ok(LinkReport::new(figures, &alice, &bob))
+    Ok(LinkReport::new(
+        figures,
+        &sessions.preparer,
+        &sessions.measurer,
+    ))
 }

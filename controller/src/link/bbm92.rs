@@ -7,17 +7,15 @@
 use anyhow::{Context, Result};
 use qkd_drivers::emulator::{EmulatedBench, EmulatedTagger, World};
 use qkd_drivers::{TagBatch, TimeTagger};
-use qkd_firmware_sim::world::{
-    EntangledLinkSpec, FiberSpec, ReceiverSpec, SpdcSourceSpec, TaggerSpec,
-};
+use qkd_firmware_sim::world::{EntangledLinkSpec, FiberSpec, ReceiverSpec, SpdcSourceSpec};
 use qkd_postprocess::coincidence::{CoincidenceTracker, OffsetSearch, Pairs, find_offset};
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
 
 use super::report::{LinkReport, RunFigures};
-use super::{BATCH, LinkArgs, Run, Sessions, peers, progress_reporter, protocol_rng};
+use super::{BATCH, LinkArgs, Run, run_sessions};
 use crate::channel::{ChannelError, Peer, Transport};
 use crate::node::messages::Message;
-use crate::node::session::{MeasurementSource, PreparationSource, run_measurer, run_preparer};
+use crate::node::session::{MeasurementSource, PreparationSource};
 
 /// Pairs leaving the source per second.
 const PAIR_RATE_HZ: f64 = 2e7;
@@ -196,22 +194,17 @@ fn spec(run: &Run) -> EntangledLinkSpec {
         controller: qkd_firmware_sim::world::ControllerSpec::None,
         ..detector_link.receiver
     };
-    EntangledLinkSpec {
-        source: SpdcSourceSpec {
+    let mut spec = EntangledLinkSpec::new(
+        SpdcSourceSpec {
             pair_rate_hz: PAIR_RATE_HZ,
             coupling_efficiency: COUPLING,
         },
-        fiber_a: arm.clone(),
-        fiber_b: arm,
-        receiver_a: receiver.clone(),
-        receiver_b: receiver,
-        tagger_a: TaggerSpec::default(),
-        tagger_b: TaggerSpec {
-            offset_ps: B_CLOCK_OFFSET_PS,
-            drift_ppm: B_CLOCK_DRIFT_PPM,
-            ..TaggerSpec::default()
-        },
-    }
+        [arm.clone(), arm],
+        receiver,
+    );
+    spec.tagger_b.offset_ps = B_CLOCK_OFFSET_PS;
+    spec.tagger_b.drift_ppm = B_CLOCK_DRIFT_PPM;
+    spec
 }
 
 pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
@@ -228,36 +221,14 @@ pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
         pairs: Pairs::default(),
         finished: false,
     };
-    let mut node_b = NodeB {
+    let node_b = NodeB {
         tagger: bench.tagger(1, BATCH).context("node B has no tagger")?,
         batch: TagBatch::default(),
         channels: Vec::new(),
         first_index: 0,
     };
     let settings = run.settings.clone();
-    let (mut b_peer, mut a_peer) = peers()?;
-    let b_settings = settings.clone();
-    let seed = args.seed;
-    let b_task = tokio::spawn(async move {
-        let mut rng = protocol_rng(seed);
-        let outcomes = run_preparer(&mut b_peer, &mut node_b, &b_settings, &mut rng).await;
-        (outcomes, b_peer.auth_spent_bits())
-    });
-    let a_outcomes = run_measurer(
-        &mut a_peer,
-        &mut node_a,
-        &settings,
-        progress_reporter(run.seconds),
-    )
-    .await;
-    let (b_outcomes, auth_bits_spent) = b_task.await.context("node B failed")?;
-    let sessions = Sessions {
-        alice: b_outcomes,
-        bob: a_outcomes,
-    };
-    // Node A drives: its failure is the cause when both fail.
-    let (a, progress) = sessions.bob.context("node A's session")?;
-    let b = sessions.alice.context("node B's session")?;
+    let sessions = run_sessions(node_b, &mut node_a, &settings, run, ["node B", "node A"]).await?;
     let pairs = bench.inspect(|w| match w {
         World::Entangled(e) => e.candidate_pairs(),
         World::PrepareMeasure(_) => 0,
@@ -271,9 +242,17 @@ pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
         eve_fraction: run.eve_fraction,
         block_bits: settings.block_bits,
         pulses: pairs,
-        detections: progress.detections,
-        sifted_bits: b.iter().map(|o| o.report.key_bits as u64).sum(),
-        auth_bits_spent,
+        detections: sessions.progress.detections,
+        sifted_bits: sessions
+            .preparer
+            .iter()
+            .map(|o| o.report.key_bits as u64)
+            .sum(),
+        auth_bits_spent: sessions.auth_bits_spent,
     };
-    Ok(LinkReport::new(figures, &b, &a))
+    Ok(LinkReport::new(
+        figures,
+        &sessions.preparer,
+        &sessions.measurer,
+    ))
 }

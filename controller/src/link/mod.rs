@@ -13,11 +13,13 @@ use qkd_firmware_sim::world::LinkPreset;
 use qkd_postprocess::estimate::DecoySettings;
 use rand::{SeedableRng, TryRng};
 
+use crate::channel::Peer;
 use crate::channel::memory::MemoryTransport;
-use crate::channel::{ChannelError, Peer};
 use crate::flags::in_range;
 use crate::node::block::{BlockOutcome, BlockSettings};
-use crate::node::session::MeasurerProgress;
+use crate::node::session::{
+    MeasurementSource, MeasurerProgress, PreparationSource, run_measurer, run_preparer,
+};
 use crate::progress::Progress;
 
 pub use report::LinkReport;
@@ -81,6 +83,7 @@ struct Run {
     distance_km: f64,
     seconds: f64,
     eve_fraction: f64,
+    seed: u64,
     settings: BlockSettings,
 }
 
@@ -105,6 +108,7 @@ fn validate(args: &LinkArgs) -> Result<Run> {
         distance_km,
         seconds,
         eve_fraction,
+        seed: args.seed,
         settings: BlockSettings {
             block_bits: args.block_bits,
             decoy: None,
@@ -167,8 +171,55 @@ fn progress_reporter(seconds: f64) -> impl FnMut(&MeasurerProgress) + Send {
 
 /// What both sessions returned.
 struct Sessions {
-    alice: Result<Vec<BlockOutcome>, ChannelError>,
-    bob: Result<(Vec<BlockOutcome>, MeasurerProgress), ChannelError>,
+    preparer: Vec<BlockOutcome>,
+    measurer: Vec<BlockOutcome>,
+    progress: MeasurerProgress,
+    /// Authentication key the preparer spent on seals.
+    auth_bits_spent: u64,
+}
+
+/// Runs the preparing node on its own task and the measuring node on this one, over a fresh
+/// authenticated in-memory channel; `names` (preparer, measurer) label their errors. The
+/// measurer drives the protocol, so its failure is the cause reported when both fail.
+async fn run_sessions(
+    mut preparer: impl PreparationSource + 'static,
+    measurer: &mut impl MeasurementSource,
+    settings: &BlockSettings,
+    run: &Run,
+    names: [&'static str; 2],
+) -> Result<Sessions> {
+    let (mut preparer_peer, mut measurer_peer) = peers()?;
+    let preparer_settings = settings.clone();
+    let seed = run.seed;
+    let preparer_task = tokio::spawn(async move {
+        let mut rng = protocol_rng(seed);
+        let outcomes = run_preparer(
+            &mut preparer_peer,
+            &mut preparer,
+            &preparer_settings,
+            &mut rng,
+        )
+        .await;
+        (outcomes, preparer_peer.auth_spent_bits())
+    });
+    let measured = run_measurer(
+        &mut measurer_peer,
+        measurer,
+        settings,
+        progress_reporter(run.seconds),
+    )
+    .await;
+    let (prepared, auth_bits_spent) = preparer_task
+        .await
+        .with_context(|| format!("{} failed", names[0]))?;
+    let (measurer, progress) = measured.with_context(|| format!("{}'s session", names[1]))?;
+    let preparer = prepared.with_context(|| format!("{}'s session", names[0]))?;
+    Ok(Sessions {
+        preparer,
+        measurer,
+        progress,
+        auth_bits_spent,
+    })
 }
 
 pub fn run(args: &LinkArgs) -> Result<()> {

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use qkd_postprocess::bits::{Bits, binary_entropy};
+use qkd_postprocess::bits::binary_entropy;
 use serde::Serialize;
 
 use crate::node::block::BlockOutcome;
 
-/// The run as the JSON on stdout shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LinkReport {
+/// Figures of the run that do not come from the blocks.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RunFigures {
     /// "bb84" or "bbm92".
     pub protocol: &'static str,
     /// Bench preset.
@@ -30,6 +30,15 @@ pub struct LinkReport {
     pub detections: u64,
     /// Key-basis bits after sifting.
     pub sifted_bits: u64,
+    /// Authentication key spent by each node, bits (refilled from the keys).
+    pub auth_bits_spent: u64,
+}
+
+/// The run as the JSON on stdout shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkReport {
+    #[serde(flatten)]
+    pub run: RunFigures,
     /// Key-basis error rate corrected by Cascade (null without a corrected block).
     pub qber_z: Option<f64>,
     /// Test-basis error rate.
@@ -50,50 +59,10 @@ pub struct LinkReport {
     pub aborted_blocks: u64,
     /// Why blocks produced no key, with counts.
     pub abort_reasons: BTreeMap<String, u64>,
-    /// Both nodes hold the same keys (compared by fingerprint).
+    /// Both nodes hold the same keys, compared in process (no key-derived value is printed).
     pub keys_match: bool,
-    /// Fingerprint of the keys (FNV-1a over the key words; identical on both nodes if they match).
-    pub key_fingerprint: String,
-    /// Authentication key spent by each node, bits (refilled from the keys).
-    pub auth_bits_spent: u64,
     /// Wall-clock time of the run.
     pub wall_s: f64,
-}
-
-/// FNV-1a over lengths and words: enough to compare two nodes' keys without printing them.
-fn fingerprint(keys: &[Option<Bits>]) -> u64 {
-    let mut h = 0xCBF2_9CE4_8422_2325u64;
-    let mut eat = |v: u64| {
-        for b in v.to_le_bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
-        }
-    };
-    for key in keys {
-        match key {
-            None => eat(u64::MAX),
-            Some(k) => {
-                eat(k.len() as u64);
-                k.words().iter().for_each(|&w| eat(w));
-            }
-        }
-    }
-    h
-}
-
-/// Figures of the run that do not come from the blocks.
-#[derive(Debug, Clone, Copy)]
-pub struct RunFigures {
-    pub protocol: &'static str,
-    pub preset: &'static str,
-    pub distance_km: f64,
-    pub seconds: f64,
-    pub seed: u64,
-    pub eve_fraction: f64,
-    pub block_bits: usize,
-    pub pulses: u64,
-    pub detections: u64,
-    pub sifted_bits: u64,
-    pub auth_bits_spent: u64,
 }
 
 impl LinkReport {
@@ -101,8 +70,7 @@ impl LinkReport {
     /// error counts, the preparer's the authoritative disclosure counts).
     pub fn new(run: RunFigures, alice: &[BlockOutcome], bob: &[BlockOutcome]) -> Self {
         let keys = |side: &[BlockOutcome]| side.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
-        let (alice_keys, bob_keys) = (keys(alice), keys(bob));
-        let keys_match = alice_keys == bob_keys;
+        let keys_match = keys(alice) == keys(bob);
         let mut abort_reasons = BTreeMap::new();
         for o in bob {
             if let Some(reason) = &o.report.aborted {
@@ -126,16 +94,7 @@ impl LinkReport {
         });
         let secret_bits: u64 = bob.iter().map(|o| o.report.secret_bits).sum();
         LinkReport {
-            protocol: run.protocol,
-            preset: run.preset,
-            distance_km: run.distance_km,
-            seconds: run.seconds,
-            seed: run.seed,
-            eve_fraction: run.eve_fraction,
-            block_bits: run.block_bits,
-            pulses: run.pulses,
-            detections: run.detections,
-            sifted_bits: run.sifted_bits,
+            run,
             qber_z: (bits > 0).then(|| errors as f64 / bits as f64),
             qber_x: (test_bits > 0).then(|| test_errors as f64 / test_bits as f64),
             ec_efficiency: (shannon > 0.0).then(|| {
@@ -153,8 +112,6 @@ impl LinkReport {
             aborted_blocks: bob.iter().filter(|o| o.key.is_none()).count() as u64,
             abort_reasons,
             keys_match,
-            key_fingerprint: format!("{:016x}", fingerprint(&bob_keys)),
-            auth_bits_spent: run.auth_bits_spent,
             wall_s: 0.0,
         }
     }
@@ -165,18 +122,18 @@ impl LinkReport {
             |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{:.3} %", 100.0 * r));
         println!(
             "{} link `{}`: {} km, {} s emulated, eve {} (seed {})",
-            self.protocol,
-            self.preset,
-            self.distance_km,
-            self.seconds,
-            self.eve_fraction,
-            self.seed
+            self.run.protocol,
+            self.run.preset,
+            self.run.distance_km,
+            self.run.seconds,
+            self.run.eve_fraction,
+            self.run.seed
         );
         println!(
             "  pulses / detections    {} / {}",
-            self.pulses, self.detections
+            self.run.pulses, self.run.detections
         );
-        println!("  sifted key bits        {}", self.sifted_bits);
+        println!("  sifted key bits        {}", self.run.sifted_bits);
         println!(
             "  QBER                   Z {}  X {}",
             pct(self.qber_z),

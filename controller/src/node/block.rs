@@ -246,10 +246,6 @@ fn final_length(stats: &Statistics, disclosed: u64) -> Option<u64> {
         .filter(|&l| l > AUTH_REFILL_BITS)
 }
 
-fn random_bits(rng: &mut impl Rng, n: usize) -> Bits {
-    Bits::from_words((0..n.div_ceil(64)).map(|_| rng.next_u64()).collect(), n)
-}
-
 fn packed_to_bits(packed: &PackedBits, what: &str) -> Result<Bits, ChannelError> {
     packed
         .to_bits()
@@ -319,7 +315,7 @@ pub async fn prepare_block<T: Transport>(
     }
     report.disclosed_bits = responder.disclosed();
     let t = settings.verification_bits();
-    let seed = random_bits(rng, n + t - 1);
+    let seed = Bits::from_word_fn(n + t - 1, || rng.next_u64());
     let tag =
         hash_direct(&block.key, &seed, t).map_err(|e| ChannelError::Protocol(e.to_string()))?;
     peer.send(&Message::Verify {
@@ -349,7 +345,7 @@ pub async fn prepare_block<T: Transport>(
             "no key after error correction",
         ));
     };
-    let seed = random_bits(rng, n + length as usize - 1);
+    let seed = Bits::from_word_fn(n + length as usize - 1, || rng.next_u64());
     let key = cache.amplify(&block.key, &seed, length)?;
     peer.send(&Message::Amplify {
         seed: PackedBits::from(&seed),
@@ -367,13 +363,18 @@ pub async fn prepare_block<T: Transport>(
         }
     }
     peer.expect_seal().await?;
-    let (refill, delivered) = split_refill(&key);
+    Ok(deliver(peer, &key, report))
+}
+
+/// Refills the authentication pads from the head of an amplified key and hands out the rest.
+fn deliver<T: Transport>(peer: &mut Peer<T>, key: &Bits, mut report: BlockReport) -> BlockOutcome {
+    let (refill, delivered) = split_refill(key);
     peer.refill_auth(&refill);
     report.secret_bits = delivered.len() as u64;
-    Ok(BlockOutcome {
+    BlockOutcome {
         key: Some(delivered),
         report,
-    })
+    }
 }
 
 /// Bob's side of one block: correct, verify, amplify.
@@ -462,13 +463,7 @@ pub async fn measure_block<T: Transport>(
     let key = cache.amplify(&corrected, &seed, length)?;
     peer.send(&Message::Confirmed).await?;
     peer.send_seal().await?;
-    let (refill, delivered) = split_refill(&key);
-    peer.refill_auth(&refill);
-    report.secret_bits = delivered.len() as u64;
-    Ok(BlockOutcome {
-        key: Some(delivered),
-        report,
-    })
+    Ok(deliver(peer, &key, report))
 }
 
 /// Runs Cascade from Bob's side over the channel.

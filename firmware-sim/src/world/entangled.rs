@@ -47,6 +47,22 @@ pub struct EntangledLinkSpec {
     pub tagger_b: TaggerSpec,
 }
 
+impl EntangledLinkSpec {
+    /// A pair source feeding two fibers into identical receivers, with ideal taggers.
+    pub fn new(source: SpdcSourceSpec, fibers: [FiberSpec; 2], receiver: ReceiverSpec) -> Self {
+        let [fiber_a, fiber_b] = fibers;
+        Self {
+            source,
+            fiber_a,
+            fiber_b,
+            receiver_a: receiver.clone(),
+            receiver_b: receiver,
+            tagger_a: TaggerSpec::default(),
+            tagger_b: TaggerSpec::default(),
+        }
+    }
+}
+
 /// Polarization of a photon on its way to a node, in the source's frame.
 #[derive(Debug, Clone, Copy)]
 enum Photon {
