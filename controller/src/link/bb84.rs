@@ -7,7 +7,7 @@ use qkd_drivers::{Basis as DriverBasis, EmissionRecords, TagBatch, TimeTagger, W
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations, squash};
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
 
-use super::report::{LinkReport, RunFigures};
+use super::report::LinkReport;
 use super::{BATCH, LinkArgs, Run, decoy_settings, run_sessions};
 use crate::channel::{ChannelError, Peer, Transport};
 use crate::node::session::{MeasurementSource, PreparationSource};
@@ -146,26 +146,5 @@ pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
         World::Entangled(_) => 0,
     });
     let stats = results.slots.stats().clone();
-    let figures = RunFigures {
-        protocol: "bb84",
-        preset: run.preset.name(),
-        distance_km: run.distance_km,
-        seconds: run.seconds,
-        seed: args.seed,
-        eve_fraction: run.eve_fraction,
-        block_bits: settings.block_bits,
-        pulses,
-        detections: stats.in_gate,
-        sifted_bits: sessions
-            .preparer
-            .iter()
-            .map(|o| o.report.key_bits as u64)
-            .sum(),
-        auth_bits_spent: sessions.auth_bits_spent,
-    };
-    Ok(LinkReport::new(
-        figures,
-        &sessions.preparer,
-        &sessions.measurer,
-    ))
+    Ok(sessions.report("bb84", run, pulses, stats.in_gate))
 }

@@ -11,7 +11,7 @@ use qkd_firmware_sim::world::{EntangledLinkSpec, FiberSpec, ReceiverSpec, SpdcSo
 use qkd_postprocess::coincidence::{CoincidenceTracker, OffsetSearch, Pairs, find_offset};
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
 
-use super::report::{LinkReport, RunFigures};
+use super::report::LinkReport;
 use super::{BATCH, LinkArgs, Run, run_sessions};
 use crate::channel::{ChannelError, Peer, Transport};
 use crate::node::messages::Message;
@@ -233,26 +233,6 @@ pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
         World::Entangled(e) => e.candidate_pairs(),
         World::PrepareMeasure(_) => 0,
     });
-    let figures = RunFigures {
-        protocol: "bbm92",
-        preset: run.preset.name(),
-        distance_km: run.distance_km,
-        seconds: run.seconds,
-        seed: args.seed,
-        eve_fraction: run.eve_fraction,
-        block_bits: settings.block_bits,
-        pulses: pairs,
-        detections: sessions.progress.detections,
-        sifted_bits: sessions
-            .preparer
-            .iter()
-            .map(|o| o.report.key_bits as u64)
-            .sum(),
-        auth_bits_spent: sessions.auth_bits_spent,
-    };
-    Ok(LinkReport::new(
-        figures,
-        &sessions.preparer,
-        &sessions.measurer,
-    ))
+    let detections = sessions.progress.detections;
+    Ok(sessions.report("bbm92", run, pairs, detections))
 }

@@ -23,6 +23,7 @@ use crate::node::session::{
 use crate::progress::Progress;
 
 pub use report::LinkReport;
+use report::RunFigures;
 
 /// Bytes of pre-shared authentication secret both nodes start with.
 pub const PRE_SHARED_SECRET_BYTES: usize = 4096;
@@ -176,6 +177,26 @@ struct Sessions {
     progress: MeasurerProgress,
     /// Authentication key the preparer spent on seals.
     auth_bits_spent: u64,
+}
+
+impl Sessions {
+    /// The run's report; `pulses` and `detections` come from the bench.
+    fn report(self, protocol: &'static str, run: &Run, pulses: u64, detections: u64) -> LinkReport {
+        let figures = RunFigures {
+            protocol,
+            preset: run.preset.name(),
+            distance_km: run.distance_km,
+            seconds: run.seconds,
+            seed: run.seed,
+            eve_fraction: run.eve_fraction,
+            block_bits: run.settings.block_bits,
+            pulses,
+            detections,
+            sifted_bits: self.preparer.iter().map(|o| o.report.key_bits as u64).sum(),
+            auth_bits_spent: self.auth_bits_spent,
+        };
+        LinkReport::new(figures, &self.preparer, &self.measurer)
+    }
 }
 
 /// Runs the preparing node on its own task and the measuring node on this one, over a fresh
