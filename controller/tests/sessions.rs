@@ -11,26 +11,13 @@ use qkd_controller::node::block::{BlockOutcome, BlockSettings};
 use qkd_controller::node::session::{
     MeasurementSource, PreparationSource, run_measurer, run_preparer,
 };
+use qkd_firmware_sim::world::rng::SimRng;
 use qkd_postprocess::auth::Role;
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
 use rand::SeedableRng;
 
 const DETECTIONS: usize = 700_000;
 const BATCH: usize = 100_000;
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
-    }
-}
 
 /// Both sides' results of `DETECTIONS` entangled-style detections: bias 0.8 towards Z on each
 /// side, 1 % errors where the bases match.
@@ -40,17 +27,17 @@ struct Synthetic {
 }
 
 fn synthetic(seed: u64) -> Synthetic {
-    let mut r = XorShift(seed | 1);
+    let mut r = SimRng::new(seed, 0);
     let mut alice = Preparations::default();
     let mut bob = Measurements::default();
     for slot in 0..DETECTIONS as u64 {
-        let a_basis = if r.chance(0.8) { Basis::Z } else { Basis::X };
-        let b_basis = if r.chance(0.8) { Basis::Z } else { Basis::X };
-        let a_bit = u8::from(r.chance(0.5));
+        let a_basis = if r.bernoulli(0.8) { Basis::Z } else { Basis::X };
+        let b_basis = if r.bernoulli(0.8) { Basis::Z } else { Basis::X };
+        let a_bit = u8::from(r.bernoulli(0.5));
         let b_bit = if a_basis == b_basis {
-            a_bit ^ u8::from(r.chance(0.01))
+            a_bit ^ u8::from(r.bernoulli(0.01))
         } else {
-            u8::from(r.chance(0.5))
+            u8::from(r.bernoulli(0.5))
         };
         alice.basis.push(a_basis);
         alice.bit.push(a_bit);

@@ -30,6 +30,9 @@ pub struct ActuatorSpec {
     pub min: f64,
     /// Highest accepted value.
     pub max: f64,
+    /// A shift of the value that leaves the optics unchanged (2π of retardance, a wave plate
+    /// turned half a turn), when the device knows it: lets tracking unwind at a range end.
+    pub period: Option<f64>,
 }
 
 impl ActuatorSpec {
@@ -70,6 +73,13 @@ pub trait PolarizationController: Send {
     /// controllers, plus travel time proportional to the move).
     fn settle_time(&self) -> Duration;
 
+    /// Time from a command to `target` until the new state can be trusted: the settle time,
+    /// plus the travel for motorised devices that know their speed.
+    fn settle_time_for(&self, target: &[f64]) -> Duration {
+        let _ = target;
+        self.settle_time()
+    }
+
     /// Commands every actuator at once; returns when the device has accepted the command.
     fn set(&mut self, values: &[f64])
     -> impl Future<Output = Result<(), PolarizationError>> + Send;
@@ -89,6 +99,7 @@ mod tests {
             unit: ActuatorUnit::Millivolts,
             min,
             max,
+            period: None,
         };
         let actuators = [spec(-5000.0, 5000.0), spec(0.0, 10.0)];
         assert!(ActuatorSpec::check_setting(&actuators, &[0.0, 10.0]).is_ok());

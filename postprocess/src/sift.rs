@@ -42,6 +42,26 @@ impl std::fmt::Debug for Measurements {
     }
 }
 
+/// Fair coins for [`squash`], reproducible by seed (xorshift64). Double clicks carry no
+/// information Eve controls, so the coin needs to be fair, not secret.
+#[derive(Debug, Clone)]
+pub struct SquashCoin(u64);
+
+impl SquashCoin {
+    /// A coin sequence fixed by `seed`.
+    pub fn new(seed: u64) -> Self {
+        SquashCoin(seed | 1)
+    }
+
+    /// The next fair bit.
+    pub fn flip(&mut self) -> bool {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 & 1 == 1
+    }
+}
+
 /// Turns clicked detectors into a basis and bit, as a passive receiver must: clicks in both
 /// detectors of one basis give a random bit; clicks in both bases give a random basis first.
 /// `coin` supplies fair random bits.
@@ -347,14 +367,8 @@ mod tests {
             slot: (0..10_000).collect(),
             mask: vec![0b0011; 10_000],
         };
-        let mut state = 0x1234_5678u64;
-        let coin = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state & 1 == 1
-        };
-        let m = squash(&detections, coin);
+        let mut coin = SquashCoin::new(0x1234_5678);
+        let m = squash(&detections, || coin.flip());
         let ones = m.bit.iter().filter(|&&b| b == 1).count() as f64;
         assert!((ones - 5_000.0).abs() < 5.0 * 50.0);
         assert!(m.basis.iter().all(|&b| b == Basis::Z));

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// CPU model and core count.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     /// CPU model as the kernel reports it.
     pub cpu: String,

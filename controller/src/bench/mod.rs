@@ -6,6 +6,7 @@ mod emulate;
 mod ingest;
 mod machine;
 mod pa;
+pub mod tracking;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -21,6 +22,8 @@ pub enum BenchCommand {
     Pa(pa::PaArgs),
     /// Tag ingest: slot recovery, PTU decoding and the coincidence offset search.
     Ingest(ingest::IngestArgs),
+    /// Polarization tracking on the emulated bench, scored against the true rotation.
+    Tracking(tracking::TrackingArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<()> {
@@ -29,6 +32,7 @@ pub fn run(command: &BenchCommand) -> Result<()> {
         BenchCommand::Ec(args) => ec::run(args),
         BenchCommand::Pa(args) => pa::run(args),
         BenchCommand::Ingest(args) => ingest::run(args),
+        BenchCommand::Tracking(args) => tracking::run(args),
     }
 }
 

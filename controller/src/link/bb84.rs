@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use qkd_drivers::emulator::{EmulatedBench, EmulatedTagger, EmulatedWcpSource, World};
 use qkd_drivers::{Basis as DriverBasis, EmissionRecords, TagBatch, TimeTagger, WcpSource};
-use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations, squash};
+use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations, SquashCoin, squash};
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
 
 use super::report::LinkReport;
@@ -49,19 +49,14 @@ struct TaggedDetections {
     batch: TagBatch,
     detections: Detections,
     batches_left: u64,
-    coin: u64,
+    coin: SquashCoin,
     finished: bool,
 }
 
 impl TaggedDetections {
     fn squash(&mut self) -> Measurements {
         let coin = &mut self.coin;
-        let measured = squash(&self.detections, || {
-            *coin ^= *coin << 13;
-            *coin ^= *coin >> 7;
-            *coin ^= *coin << 17;
-            *coin & 1 == 1
-        });
+        let measured = squash(&self.detections, || coin.flip());
         self.detections.clear();
         measured
     }
@@ -132,7 +127,7 @@ pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
         batch: TagBatch::default(),
         detections: Detections::default(),
         batches_left: (run.seconds / BATCH.as_secs_f64()).ceil() as u64,
-        coin: args.seed | 1,
+        coin: SquashCoin::new(args.seed),
         finished: false,
     };
     let records = SourceRecords {

@@ -73,6 +73,7 @@ impl EmulatedPolarizationController {
                         unit,
                         min: min * scale,
                         max: max * scale,
+                        period: optics.period(i).map(|p| p * scale),
                     })
                 })
                 .collect();
@@ -101,6 +102,18 @@ impl PolarizationController for EmulatedPolarizationController {
 
     fn settle_time(&self) -> Duration {
         self.settle
+    }
+
+    fn settle_time_for(&self, target: &[f64]) -> Duration {
+        let setting: Vec<f64> = target.iter().map(|v| v / self.scale).collect();
+        let state = self.shared.lock();
+        state
+            .world
+            .node(self.node)
+            .and_then(|node| node.receiver.controller().check(&setting).ok())
+            .map_or(self.settle, |ps| {
+                Duration::from_nanos((ps / 1000).max(0) as u64)
+            })
     }
 
     async fn set(&mut self, values: &[f64]) -> Result<(), PolarizationError> {

@@ -265,6 +265,26 @@ impl ControllerOptics {
         self.actuators.get(index).map(|a| (a.min, a.max))
     }
 
+    /// A shift of actuator `index` that leaves the optics unchanged, in volts or radians: 2π of
+    /// retardance for a squeezer; half a turn for a paddle, a quarter for a half-wave paddle
+    /// (a rotation by π about an axis equals one about the opposite axis).
+    pub fn period(&self, index: usize) -> Option<f64> {
+        let a = self.actuators.get(index)?;
+        match self.kind {
+            OpticsKind::None => None,
+            OpticsKind::Squeezers => Some(2.0 * std::f64::consts::PI / a.per_unit),
+            OpticsKind::Paddles => {
+                let half_wave =
+                    ((a.fixed / std::f64::consts::PI).rem_euclid(2.0) - 1.0).abs() < 1e-9;
+                Some(if half_wave {
+                    std::f64::consts::FRAC_PI_2
+                } else {
+                    std::f64::consts::PI
+                })
+            }
+        }
+    }
+
     /// `true` for squeezers (volts), `false` for paddles (radians).
     pub fn is_voltage_driven(&self) -> bool {
         self.kind == OpticsKind::Squeezers

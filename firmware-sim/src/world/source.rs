@@ -49,7 +49,8 @@ pub struct WcpSourceSpec {
     pub intensities: Vec<IntensitySpec>,
     /// Probability that Alice prepares in the Z basis.
     pub basis_z_probability: f64,
-    /// Share of slots carrying publicly known reference states (signal intensity), for tracking.
+    /// Share of slots carrying publicly known reference states (signal intensity, both bases
+    /// equally likely), for tracking.
     #[serde(default)]
     pub reference_share: f64,
     /// One sync pulse every this many slots.
@@ -135,12 +136,15 @@ impl SlotPattern {
     pub fn choice(&self, slot: u64) -> SlotChoice {
         let a = mix64(self.key_a ^ slot);
         let b = mix64(self.key_b ^ slot);
-        let basis = if (a >> 32) < self.z_threshold {
+        let reference = (b >> 32) < self.reference_threshold;
+        // References are split evenly between the bases: the receiver needs both to see the
+        // whole rotation, whatever bias the key slots use.
+        let z_threshold = if reference { 1 << 31 } else { self.z_threshold };
+        let basis = if (a >> 32) < z_threshold {
             Basis::Z
         } else {
             Basis::X
         };
-        let reference = (b >> 32) < self.reference_threshold;
         let low = a & 0xFFFF_FFFF;
         let intensity = if reference {
             0
@@ -288,10 +292,15 @@ mod tests {
         let mut z = 0u64;
         let mut ones = 0u64;
         let mut refs = 0u64;
+        let mut ref_z = 0u64;
         let mut classes = [0u64; 3];
         for slot in 0..n {
             let c = src.pattern.choice(slot);
-            z += u64::from(c.basis == Basis::Z);
+            if c.reference {
+                ref_z += u64::from(c.basis == Basis::Z);
+            } else {
+                z += u64::from(c.basis == Basis::Z);
+            }
             ones += u64::from(c.bit);
             refs += u64::from(c.reference);
             if c.reference {
@@ -300,11 +309,16 @@ mod tests {
                 classes[usize::from(c.intensity)] += 1;
             }
         }
-        let within = |count: u64, p: f64| {
-            let sigma = (n as f64 * p * (1.0 - p)).sqrt();
-            (count as f64 - n as f64 * p).abs() < 5.0 * sigma
+        let within_of = |count: u64, total: u64, p: f64| {
+            let sigma = (total as f64 * p * (1.0 - p)).sqrt();
+            (count as f64 - total as f64 * p).abs() < 5.0 * sigma
         };
-        assert!(within(z, 0.9));
+        let within = |count: u64, p: f64| within_of(count, n, p);
+        assert!(within_of(z, n - refs, 0.9));
+        assert!(
+            within_of(ref_z, refs, 0.5),
+            "references use both bases evenly"
+        );
         assert!(within(ones, 0.5));
         assert!(within(refs, 0.1));
         for (class, &count) in classes.iter().enumerate() {

@@ -1,0 +1,16 @@
+//! Calibration and active polarization tracking, written against the driver traits only, so the
+//! same loops run on the emulated bench and on lab hardware.
+//!
+//! - [`counts`]: what a window of detections says about the channel's polarization (error rates
+//!   per basis, the cost the loops minimise).
+//! - [`monitor`]: where those windows come from — reference states interleaved by the source, or
+//!   the bits already disclosed for parameter estimation — read from a time tagger.
+//! - [`tracker`]: the loop that moves a polarization controller's actuators to keep the cost at
+//!   its floor, with in-situ characterisation of each actuator, initial alignment, and a pause
+//!   flag while it cannot keep up.
+//! - [`state`]: calibration saved to a versioned file tied to device identities.
+
+pub mod counts;
+pub mod monitor;
+pub mod state;
+pub mod tracker;

@@ -1,0 +1,446 @@
+//! Active polarization tracking: keep the error cost at its floor by moving the controller's
+//! actuators, whatever kind they are.
+//!
+//! The receiver sees the rotation only quadratically (see [`crate::counts`]), so the loop probes:
+//! each sweep measures the cost where it stands, then dithers one actuator at a time to both
+//! sides, fits a parabola through the three costs and steps to its vertex. The parabola's
+//! curvature is the in-situ characterisation of that actuator (cost per unit², equivalently
+//! radians of rotation per device unit); it sets how far to dither so that probing costs a chosen,
+//! small amount of QBER, and it is refined on every sweep. Far from the floor the dither and the
+//! step grow with the excess cost, which is what brings the loop back after a sudden rotation.
+//!
+//! Initial alignment scans each actuator over its range, then over narrower spans around the best
+//! point, before handing over to the sweeps. While the excess cost is above a threshold the
+//! tracker reports itself paused: blocks measured then are to be flagged, not silently kept.
+
+use std::time::Duration;
+
+use qkd_drivers::{ActuatorSpec, ActuatorUnit, PolarizationController, PolarizationError};
+
+use crate::counts::StateCounts;
+use crate::monitor::{ErrorMonitor, MonitorError};
+
+/// How the loop trades probing against precision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackerConfig {
+    /// Link time of one measurement window (more are read until the cost is precise enough).
+    pub window: Duration,
+    /// Standard error of a cost measurement to reach before it is used.
+    pub cost_sigma: f64,
+    /// Most windows one measurement may take.
+    pub max_windows: u32,
+    /// Cost increase a dither aims for near the optimum: probing raises the QBER of the key
+    /// while it lasts; too small a dither drowns in counting noise.
+    pub dither_cost: f64,
+    /// Excess cost over the floor that pauses key generation.
+    pub pause_above: f64,
+    /// Excess cost under which key generation resumes.
+    pub resume_below: f64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            window: Duration::from_millis(2),
+            cost_sigma: 0.0015,
+            max_windows: 25,
+            dither_cost: 0.0015,
+            pause_above: 0.02,
+            resume_below: 0.007,
+        }
+    }
+}
+
+impl TrackerConfig {
+    /// Settings for a controller that settles in `settle`: when every move costs tens of
+    /// milliseconds (motorised paddles), fewer, coarser measurements with larger dithers track
+    /// better than precise ones the drift has outdated by the time the sweep ends.
+    pub fn for_settle_time(settle: Duration) -> Self {
+        let slow = settle >= Duration::from_millis(5);
+        TrackerConfig {
+            cost_sigma: if slow { 0.003 } else { 0.0015 },
+            dither_cost: if slow { 0.0025 } else { 0.0015 },
+            ..TrackerConfig::default()
+        }
+    }
+}
+
+/// Why tracking stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackingError {
+    /// The detections could not be read.
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    /// The controller refused or failed.
+    #[error("polarization controller: {0}")]
+    Controller(#[from] PolarizationError),
+    /// Too few detections in one of the bases to measure the cost.
+    #[error("no usable signal: {z} key-basis and {x} test-basis detections in {seconds:.3} s")]
+    NoSignal {
+        /// Key-basis detections seen.
+        z: u64,
+        /// Test-basis detections seen.
+        x: u64,
+        /// Link time spent.
+        seconds: f64,
+    },
+    /// The controller has no actuators.
+    #[error("the polarization controller has no actuators")]
+    NoActuators,
+}
+
+/// What one sweep saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SweepReport {
+    /// Cost measured where the sweep started.
+    pub cost: f64,
+    /// Its excess over the floor.
+    pub excess: f64,
+    /// Key generation is paused.
+    pub paused: bool,
+}
+
+/// Largest factor by which a dither widens while the optimum is far.
+const MAX_WIDENING: f64 = 16.0;
+
+/// Growth of the floor estimate per sweep, so a floor set on a lucky window does not stick.
+const FLOOR_CREEP: f64 = 0.0001;
+
+/// A first probe of an actuator: a move that rotates the state by a fraction of a radian on the
+/// devices we know, or a fortieth of the range.
+fn first_probe(spec: &ActuatorSpec) -> f64 {
+    let range = spec.max - spec.min;
+    match spec.unit {
+        ActuatorUnit::Millivolts => 250.0f64.min(range / 10.0),
+        ActuatorUnit::Degrees => 6.0f64.min(range / 10.0),
+        ActuatorUnit::Steps | ActuatorUnit::DacCode => range / 40.0,
+    }
+}
+
+/// The tracking loop's state.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    config: TrackerConfig,
+    actuators: Vec<ActuatorSpec>,
+    /// The setting the loop has chosen (commanded at the next measurement).
+    setting: Vec<f64>,
+    /// The setting commanded last.
+    commanded: Vec<f64>,
+    /// Cost per unit² of each actuator near the optimum, as tracked.
+    curvature: Vec<f64>,
+    /// The same as last characterised (bounds what tracking may drift to).
+    characterised: Vec<f64>,
+    /// Factor on each actuator's nominal dither (1 near the optimum).
+    widening: Vec<f64>,
+    floor: Option<f64>,
+    paused: bool,
+    moves: u64,
+    unwinds: u64,
+}
+
+impl Tracker {
+    /// A tracker for `controller`, starting from its present setting.
+    pub async fn new(
+        controller: &mut impl PolarizationController,
+        config: TrackerConfig,
+    ) -> Result<Self, TrackingError> {
+        let actuators = controller.actuators().to_vec();
+        if actuators.is_empty() {
+            return Err(TrackingError::NoActuators);
+        }
+        let setting = controller.get().await?;
+        ActuatorSpec::check_setting(&actuators, &setting)?;
+        let curvature: Vec<f64> = actuators
+            .iter()
+            .map(|a| 0.01 / first_probe(a).powi(2))
+            .collect();
+        Ok(Tracker {
+            config,
+            actuators,
+            commanded: setting.clone(),
+            setting,
+            characterised: curvature.clone(),
+            widening: vec![1.0; curvature.len()],
+            curvature,
+            floor: None,
+            paused: true,
+            moves: 0,
+            unwinds: 0,
+        })
+    }
+
+    /// The setting the loop has chosen, in device units.
+    pub fn setting(&self) -> &[f64] {
+        &self.setting
+    }
+
+    /// Cost per unit² of each actuator, as characterised so far.
+    pub fn curvatures(&self) -> &[f64] {
+        &self.curvature
+    }
+
+    /// Starts from characterised curvatures (a loaded calibration) instead of the defaults.
+    pub fn set_curvatures(&mut self, curvatures: &[f64]) {
+        for ((k, base), &c) in self
+            .curvature
+            .iter_mut()
+            .zip(&mut self.characterised)
+            .zip(curvatures)
+        {
+            if c.is_finite() && c > 0.0 {
+                *k = c;
+                *base = c;
+            }
+        }
+    }
+
+    /// Key generation should pause: the cost is too far above its floor.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Commands sent to the controller.
+    pub fn moves(&self) -> u64 {
+        self.moves
+    }
+
+    /// The lowest cost the loop believes reachable (misalignment and noise floor).
+    pub fn floor(&self) -> Option<f64> {
+        self.floor
+    }
+
+    /// Commands `setting` if it differs from the last one and waits for it to settle.
+    async fn go(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        setting: &[f64],
+    ) -> Result<(), TrackingError> {
+        if setting == self.commanded.as_slice() {
+            return Ok(());
+        }
+        let settle = controller.settle_time_for(setting);
+        controller.set(setting).await?;
+        self.moves += 1;
+        self.commanded.clear();
+        self.commanded.extend_from_slice(setting);
+        monitor.discard(settle).await?;
+        Ok(())
+    }
+
+    /// The cost at `setting`, read until precise enough.
+    async fn cost_at(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        setting: &[f64],
+    ) -> Result<f64, TrackingError> {
+        let sigma = self.config.cost_sigma;
+        self.cost_within(controller, monitor, setting, sigma).await
+    }
+
+    /// The cost at `setting`, read until its standard error is at most `sigma`.
+    async fn cost_within(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        setting: &[f64],
+        sigma: f64,
+    ) -> Result<f64, TrackingError> {
+        self.go(controller, monitor, setting).await?;
+        let mut counts = StateCounts::default();
+        for _ in 0..self.config.max_windows.max(1) {
+            counts.merge(&monitor.measure(self.config.window).await?);
+            if counts.cost_sigma().is_some_and(|s| s <= sigma) {
+                break;
+            }
+        }
+        counts.cost().ok_or_else(|| TrackingError::NoSignal {
+            z: counts.z().detections,
+            x: counts.x().detections,
+            seconds: self.config.window.as_secs_f64() * f64::from(self.config.max_windows),
+        })
+    }
+
+    fn with(&self, actuator: usize, value: f64) -> Vec<f64> {
+        let mut s = self.setting.clone();
+        s[actuator] = value;
+        s
+    }
+
+    /// Initial alignment from an arbitrary rotation: each actuator scanned over its range, then
+    /// over narrower spans around the best point; then the curvatures are measured there.
+    pub async fn align(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+    ) -> Result<f64, TrackingError> {
+        // Coarse scans need only tell a few per cent from tens of per cent.
+        self.scan(controller, monitor, &[(1.0, 11, 0.01), (0.15, 7, 0.003)])
+            .await?;
+        self.characterise(controller, monitor).await
+    }
+
+    /// Scans each actuator in turn and keeps its best value, once per `(share of the range,
+    /// points, cost precision)`; a share below 1 is centred on the present value.
+    async fn scan(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        rounds: &[(f64, u32, f64)],
+    ) -> Result<(), TrackingError> {
+        for &(span_fraction, points, sigma) in rounds {
+            for i in 0..self.actuators.len() {
+                let (min, max) = (self.actuators[i].min, self.actuators[i].max);
+                let half = 0.5 * span_fraction * (max - min);
+                let (low, high) = if span_fraction >= 1.0 {
+                    (min, max)
+                } else {
+                    let centre = self.setting[i].clamp(min + half, max - half);
+                    (centre - half, centre + half)
+                };
+                let mut best = (f64::INFINITY, self.setting[i]);
+                for p in 0..points {
+                    let value = low + (high - low) * f64::from(p) / f64::from(points.max(2) - 1);
+                    let setting = self.with(i, value);
+                    let cost = self
+                        .cost_within(controller, monitor, &setting, sigma)
+                        .await?;
+                    if cost < best.0 {
+                        best = (cost, value);
+                    }
+                }
+                self.setting[i] = best.1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Measures each actuator's curvature at the present setting (three costs per actuator) and
+    /// takes the cost there as the floor. Returns that cost.
+    pub async fn characterise(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+    ) -> Result<f64, TrackingError> {
+        let here = self.setting.clone();
+        let centre = self.cost_at(controller, monitor, &here).await?;
+        for i in 0..self.actuators.len() {
+            let probe = first_probe(&self.actuators[i]);
+            let (min, max) = (self.actuators[i].min, self.actuators[i].max);
+            let mid = self.setting[i].clamp(min + probe, max - probe);
+            let plus = self
+                .cost_at(controller, monitor, &self.with(i, mid + probe))
+                .await?;
+            let minus = self
+                .cost_at(controller, monitor, &self.with(i, mid - probe))
+                .await?;
+            let curvature = (plus + minus - 2.0 * centre) / (probe * probe);
+            if curvature > 0.0 {
+                self.curvature[i] = curvature;
+                self.characterised[i] = curvature;
+            }
+        }
+        let cost = self.cost_at(controller, monitor, &here).await?;
+        self.floor = Some(cost.min(centre));
+        self.paused = false;
+        Ok(cost)
+    }
+
+    /// `value` for actuator `i`, moved by the actuator's period away from a range end it has come
+    /// within `margin` of, when the period fits: the same optics, with room to keep tracking.
+    fn unwound(&mut self, i: usize, value: f64, margin: f64) -> f64 {
+        let a = &self.actuators[i];
+        let Some(period) = a.period.filter(|p| p.is_finite() && *p > 0.0) else {
+            return value;
+        };
+        let shifted = if value < a.min + margin {
+            value + period
+        } else if value > a.max - margin {
+            value - period
+        } else {
+            return value;
+        };
+        if shifted >= a.min + margin && shifted <= a.max - margin {
+            self.unwinds += 1;
+            shifted
+        } else {
+            value
+        }
+    }
+
+    /// Times an actuator was moved by its period at a range end.
+    pub fn unwinds(&self) -> u64 {
+        self.unwinds
+    }
+
+    /// One tracking sweep: measure, then dither and step every actuator once.
+    pub async fn sweep(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+    ) -> Result<SweepReport, TrackingError> {
+        let here = self.setting.clone();
+        let measured = self.cost_at(controller, monitor, &here).await?;
+        let floor = self
+            .floor
+            .map_or(measured, |f| (f + FLOOR_CREEP).min(measured));
+        self.floor = Some(floor);
+        let excess = measured - floor;
+        if excess > self.config.pause_above {
+            self.paused = true;
+        } else if excess < self.config.resume_below {
+            self.paused = false;
+        }
+        let report = SweepReport {
+            cost: measured,
+            excess,
+            paused: self.paused,
+        };
+        let mut centre = measured;
+        for i in 0..self.actuators.len() {
+            let (min, max) = (self.actuators[i].min, self.actuators[i].max);
+            let range = max - min;
+            let k = self.curvature[i];
+            // An excess cost over the floor says how far the optimum is, in nominal dithers.
+            let far = 0.25 * ((centre - floor).max(0.0) / self.config.dither_cost).sqrt();
+            self.widening[i] = self.widening[i].max(far.min(MAX_WIDENING / 2.0));
+            let dither = ((2.0 * self.config.dither_cost / k).sqrt() * self.widening[i])
+                .clamp(range * 1e-5, range / 8.0);
+            let mid = self.setting[i].clamp(min + dither, max - dither);
+            let plus = self
+                .cost_at(controller, monitor, &self.with(i, mid + dither))
+                .await?;
+            let minus = self
+                .cost_at(controller, monitor, &self.with(i, mid - dither))
+                .await?;
+            // Near the optimum every sample refines the curvature, negative ones too: keeping
+            // only the positive would bias it upwards and shrink the dither until it drowns in
+            // noise. The bounds keep a run of noise from undoing the characterisation.
+            let measured_curvature = (plus + minus - 2.0 * centre) / (dither * dither);
+            if self.widening[i] <= 1.0 && measured_curvature.is_finite() {
+                let characterised = self.characterised[i];
+                self.curvature[i] = (0.95 * k + 0.05 * measured_curvature)
+                    .clamp(characterised / 3.0, 3.0 * characterised);
+            }
+            let k = self.curvature[i];
+            let slope = (plus - minus) / (2.0 * dither);
+            // A trust region of a few dithers: a vertex beyond it means the optimum is far, so
+            // the next dither of this actuator widens; otherwise it returns to its nominal size.
+            let reach = 3.0 * dither;
+            let vertex = -slope / k;
+            self.widening[i] = if vertex.abs() > reach {
+                (self.widening[i] * 2.0).min(MAX_WIDENING)
+            } else {
+                (self.widening[i] * 0.6).max(1.0)
+            };
+            let step = vertex.clamp(-reach, reach);
+            let target = (mid + step).clamp(min, max);
+            let moved = target - mid;
+            centre = (centre + slope * moved + 0.5 * k * moved * moved).max(floor);
+            self.setting[i] = self.unwound(i, target, 4.0 * dither);
+        }
+        // The last actuator's value is commanded at the start of the next sweep.
+        Ok(report)
+    }
+}
