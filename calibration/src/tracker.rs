@@ -316,6 +316,26 @@ impl Tracker {
         Ok(())
     }
 
+    /// Costs with actuator `i` moved `delta` either side of its value (shifted inside the range
+    /// when needed): `(centre used, cost above, cost below)`.
+    async fn probe(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        i: usize,
+        delta: f64,
+    ) -> Result<(f64, f64, f64), TrackingError> {
+        let (min, max) = (self.actuators[i].min, self.actuators[i].max);
+        let mid = self.setting[i].clamp(min + delta, max - delta);
+        let plus = self
+            .cost_at(controller, monitor, &self.with(i, mid + delta))
+            .await?;
+        let minus = self
+            .cost_at(controller, monitor, &self.with(i, mid - delta))
+            .await?;
+        Ok((mid, plus, minus))
+    }
+
     /// Measures each actuator's curvature at the present setting (three costs per actuator) and
     /// takes the cost there as the floor. Returns that cost.
     pub async fn characterise(
@@ -327,14 +347,7 @@ impl Tracker {
         let centre = self.cost_at(controller, monitor, &here).await?;
         for i in 0..self.actuators.len() {
             let probe = first_probe(&self.actuators[i]);
-            let (min, max) = (self.actuators[i].min, self.actuators[i].max);
-            let mid = self.setting[i].clamp(min + probe, max - probe);
-            let plus = self
-                .cost_at(controller, monitor, &self.with(i, mid + probe))
-                .await?;
-            let minus = self
-                .cost_at(controller, monitor, &self.with(i, mid - probe))
-                .await?;
+            let (_, plus, minus) = self.probe(controller, monitor, i, probe).await?;
             let curvature = (plus + minus - 2.0 * centre) / (probe * probe);
             if curvature > 0.0 {
                 self.curvature[i] = curvature;
@@ -407,13 +420,7 @@ impl Tracker {
             self.widening[i] = self.widening[i].max(far.min(MAX_WIDENING / 2.0));
             let dither = ((2.0 * self.config.dither_cost / k).sqrt() * self.widening[i])
                 .clamp(range * 1e-5, range / 8.0);
-            let mid = self.setting[i].clamp(min + dither, max - dither);
-            let plus = self
-                .cost_at(controller, monitor, &self.with(i, mid + dither))
-                .await?;
-            let minus = self
-                .cost_at(controller, monitor, &self.with(i, mid - dither))
-                .await?;
+            let (mid, plus, minus) = self.probe(controller, monitor, i, dither).await?;
             // Near the optimum every sample refines the curvature, negative ones too: keeping
             // only the positive would bias it upwards and shrink the dither until it drowns in
             // noise. The bounds keep a run of noise from undoing the characterisation.
