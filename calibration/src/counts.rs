@@ -5,16 +5,7 @@
 //! but only quadratically, because a receiver that measures in Z and X never sees circular light.
 //! That is why the loops dither and fit parabolas rather than read a rotation off the counts.
 
-use qkd_postprocess::sift::Basis;
 use serde::{Deserialize, Serialize};
-
-/// Index of a BB84 state: 0 = H, 1 = V, 2 = D, 3 = A (the detector order too).
-pub fn state_index(basis: Basis, bit: u8) -> usize {
-    match basis {
-        Basis::Z => usize::from(bit & 1),
-        Basis::X => 2 + usize::from(bit & 1),
-    }
-}
 
 /// Counts of detections by prepared state (rows) and measured state (columns).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +139,5 @@ mod tests {
         c.add(0, 0);
         assert_eq!(c.cost(), None);
         assert_eq!(StateCounts::default().z().rate(), None);
-        assert_eq!(state_index(Basis::X, 1), 3);
     }
 }

@@ -8,14 +8,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use qkd_drivers::{
-    Basis as DriverBasis, EmissionRecords, SourceError, TagBatch, TaggerError, TimeTagger,
-    WcpSource,
-};
-use qkd_postprocess::sift::{Basis, SquashCoin, squash};
+use qkd_drivers::{EmissionRecords, SourceError, TagBatch, TaggerError, TimeTagger, WcpSource};
+use qkd_postprocess::sift::{SquashCoin, squash};
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotConfigError, SlotRecovery};
+use qkd_units::bb84::state_index;
 
-use crate::counts::{StateCounts, state_index};
+use crate::counts::StateCounts;
 
 /// Which detections feed the tracking cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,13 +118,6 @@ impl<T: TimeTagger, S: WcpSource> TaggedMonitor<T, S> {
     }
 }
 
-fn basis_of(b: DriverBasis) -> Basis {
-    match b {
-        DriverBasis::Z => Basis::Z,
-        DriverBasis::X => Basis::X,
-    }
-}
-
 impl<T: TimeTagger, S: WcpSource> ErrorMonitor for TaggedMonitor<T, S> {
     async fn measure(&mut self, duration: Duration) -> Result<StateCounts, MonitorError> {
         self.read(duration).await?;
@@ -139,7 +130,7 @@ impl<T: TimeTagger, S: WcpSource> ErrorMonitor for TaggedMonitor<T, S> {
         let mut counts = StateCounts::default();
         let r = &self.records;
         for i in 0..measured.slot.len().min(r.len()) {
-            let prepared_basis = basis_of(r.basis[i]);
+            let prepared_basis = r.basis[i];
             let wanted = match self.feedback {
                 Feedback::References => r.reference[i],
                 Feedback::DisclosedBits => !r.reference[i] && prepared_basis == measured.basis[i],

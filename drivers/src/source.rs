@@ -10,15 +10,7 @@ use crate::error::{InvalidSetting, SourceError};
 /// Most intensity classes a source is asked for (signal plus decoys).
 pub const MAX_INTENSITY_CLASSES: usize = 4;
 
-/// Preparation or measurement basis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Basis {
-    /// Rectilinear: H is bit 0, V bit 1.
-    Z = 0,
-    /// Diagonal: D is bit 0, A bit 1.
-    X = 1,
-}
+pub use qkd_units::bb84::Basis;
 
 /// One intensity class of a weak-coherent source.
 #[derive(Debug, Clone, Copy, PartialEq)]

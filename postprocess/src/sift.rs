@@ -11,14 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::bits::Bits;
 use crate::slots::Detections;
 
-/// Preparation or measurement basis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Basis {
-    /// Rectilinear (H = 0, V = 1): the key basis.
-    Z,
-    /// Diagonal (D = 0, A = 1): the test basis.
-    X,
-}
+pub use qkd_units::bb84::Basis;
 
 /// A protocol message that does not fit what this side holds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,9 +55,8 @@ impl SquashCoin {
     }
 }
 
-/// Turns clicked detectors into a basis and bit, as a passive receiver must: clicks in both
-/// detectors of one basis give a random bit; clicks in both bases give a random basis first.
-/// `coin` supplies fair random bits.
+/// Turns clicked detectors into a basis and bit, as a passive receiver must (see
+/// [`qkd_units::bb84::squash`]); `coin` supplies fair random bits.
 pub fn squash(detections: &Detections, mut coin: impl FnMut() -> bool) -> Measurements {
     let mut out = Measurements {
         slot: Vec::with_capacity(detections.len()),
@@ -72,28 +64,11 @@ pub fn squash(detections: &Detections, mut coin: impl FnMut() -> bool) -> Measur
         bit: Vec::with_capacity(detections.len()),
     };
     for (&slot, &mask) in detections.slot.iter().zip(&detections.mask) {
-        let z = mask & 0b0011;
-        let x = (mask >> 2) & 0b0011;
-        let (basis, pair) = match (z != 0, x != 0) {
-            (false, false) => continue,
-            (true, false) => (Basis::Z, z),
-            (false, true) => (Basis::X, x),
-            (true, true) => {
-                if coin() {
-                    (Basis::Z, z)
-                } else {
-                    (Basis::X, x)
-                }
-            }
-        };
-        let bit = match pair {
-            0b01 => 0,
-            0b10 => 1,
-            _ => u8::from(coin()),
-        };
-        out.slot.push(slot);
-        out.basis.push(basis);
-        out.bit.push(bit);
+        if let Some((basis, bit)) = qkd_units::bb84::squash(mask, &mut coin) {
+            out.slot.push(slot);
+            out.basis.push(basis);
+            out.bit.push(bit);
+        }
     }
     out
 }

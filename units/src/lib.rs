@@ -1,10 +1,12 @@
-//! Typed physical quantities shared by the qkd-node crates.
+//! Typed physical quantities shared by the qkd-node crates, and the BB84 vocabulary ([`bb84`]).
 //!
 //! Where confusing two numbers costs a key (picoseconds with nanoseconds, a probability with a
 //! percentage, dB with a linear factor), the value travels in a type. Constructors reject NaN and
 //! out-of-range values with a [`RangeError`]; callers add the name of the parameter they were
 //! validating, so the user reads which setting was wrong and what the allowed range is.
 #![no_std]
+
+pub mod bb84;
 
 use core::fmt;
 use core::ops::{Add, Sub};

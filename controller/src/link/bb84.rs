@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use qkd_drivers::emulator::{EmulatedBench, EmulatedTagger, EmulatedWcpSource, World};
-use qkd_drivers::{Basis as DriverBasis, EmissionRecords, TagBatch, TimeTagger, WcpSource};
-use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations, SquashCoin, squash};
+use qkd_drivers::{EmissionRecords, TagBatch, TimeTagger, WcpSource};
+use qkd_postprocess::sift::{Announcement, Measurements, Preparations, SquashCoin, squash};
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
 
 use super::report::LinkReport;
@@ -27,14 +27,7 @@ impl PreparationSource for SourceRecords {
             .map_err(|e| e.to_string())?;
         let r = &self.records;
         Ok(Preparations {
-            basis: r
-                .basis
-                .iter()
-                .map(|b| match b {
-                    DriverBasis::Z => Basis::Z,
-                    DriverBasis::X => Basis::X,
-                })
-                .collect(),
+            basis: r.basis.clone(),
             bit: r.bit.clone(),
             class: r.intensity.clone(),
             reference: r.reference.clone(),

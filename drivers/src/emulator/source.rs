@@ -6,7 +6,7 @@ use qkd_units::{Hertz, MeanPhotonNumber, Probability};
 use super::{Shared, World};
 use crate::DeviceIdentity;
 use crate::error::{InvalidSetting, SourceError};
-use crate::source::{Basis, EmissionRecords, IntensityClass, PairSource, WcpSettings, WcpSource};
+use crate::source::{EmissionRecords, IntensityClass, PairSource, WcpSettings, WcpSource};
 
 /// Alice's emulated weak-coherent source.
 #[derive(Debug)]
@@ -64,13 +64,6 @@ impl EmulatedWcpSource {
     }
 }
 
-fn basis(b: world::Basis) -> Basis {
-    match b {
-        world::Basis::Z => Basis::Z,
-        world::Basis::X => Basis::X,
-    }
-}
-
 impl WcpSource for EmulatedWcpSource {
     fn identity(&self) -> &DeviceIdentity {
         &self.identity
@@ -114,7 +107,7 @@ impl WcpSource for EmulatedWcpSource {
             for &slot in slots {
                 let choice = w.slot_choice(slot);
                 out.slot.push(slot);
-                out.basis.push(basis(choice.basis));
+                out.basis.push(choice.basis);
                 out.bit.push(choice.bit);
                 out.intensity.push(choice.intensity);
                 out.reference.push(choice.reference);

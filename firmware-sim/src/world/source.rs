@@ -16,14 +16,7 @@ pub const MAX_REP_RATE_HZ: u64 = 10_000_000_000;
 /// Most intensity classes (signal plus decoys).
 pub const MAX_INTENSITIES: usize = 4;
 
-/// Measurement or preparation basis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Basis {
-    /// Rectilinear: H (bit 0) and V (bit 1).
-    Z,
-    /// Diagonal: D (bit 0) and A (bit 1).
-    X,
-}
+pub use qkd_units::bb84::Basis;
 
 /// One intensity class of the weak-coherent source.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -101,10 +94,7 @@ impl SlotChoice {
     /// Index of the BB84 state: 0 = H, 1 = V, 2 = D, 3 = A (the detector order too).
     #[inline]
     pub fn state_index(&self) -> usize {
-        match self.basis {
-            Basis::Z => usize::from(self.bit),
-            Basis::X => 2 + usize::from(self.bit),
-        }
+        qkd_units::bb84::state_index(self.basis, self.bit)
     }
 }
 

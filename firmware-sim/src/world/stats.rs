@@ -7,30 +7,7 @@
 use super::node::{Clicks, NO_SLOT};
 use super::rng::SimRng;
 use super::source::{Basis, SlotPattern};
-
-/// Maps the set of detectors that clicked in one slot (bit i = detector i) to Bob's result.
-pub fn squash(mask: u8, rng: &mut SimRng) -> Option<(Basis, u8)> {
-    let z = mask & 0b0011;
-    let x = (mask >> 2) & 0b0011;
-    let (basis, pair) = match (z != 0, x != 0) {
-        (false, false) => return None,
-        (true, false) => (Basis::Z, z),
-        (false, true) => (Basis::X, x),
-        (true, true) => {
-            if rng.coin() {
-                (Basis::Z, z)
-            } else {
-                (Basis::X, x)
-            }
-        }
-    };
-    let bit = match pair {
-        0b01 => 0,
-        0b10 => 1,
-        _ => u8::from(rng.coin()),
-    };
-    Some((basis, bit))
-}
+use qkd_units::bb84::squash;
 
 /// Accumulated statistics of a prepare-and-measure run.
 #[derive(Debug, Clone)]
@@ -116,7 +93,8 @@ impl LinkStats {
         if !choice.reference {
             self.clicked_slots[class] += 1;
         }
-        let Some((basis, bit)) = squash(mask, &mut self.rng) else {
+        let rng = &mut self.rng;
+        let Some((basis, bit)) = squash(mask, || rng.coin()) else {
             return;
         };
         if basis != choice.basis {
@@ -151,26 +129,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn squash_maps_single_clicks_to_their_basis_and_bit() {
-        let mut rng = SimRng::new(0, 0);
-        assert_eq!(squash(0b0001, &mut rng), Some((Basis::Z, 0)));
-        assert_eq!(squash(0b0010, &mut rng), Some((Basis::Z, 1)));
-        assert_eq!(squash(0b0100, &mut rng), Some((Basis::X, 0)));
-        assert_eq!(squash(0b1000, &mut rng), Some((Basis::X, 1)));
-        assert_eq!(squash(0, &mut rng), None);
-    }
-
-    #[test]
     fn squashed_double_clicks_are_unbiased() {
         let mut rng = SimRng::new(0, 0);
         let n = 100_000;
         let ones = (0..n)
-            .filter(|_| squash(0b0011, &mut rng) == Some((Basis::Z, 1)))
+            .filter(|_| squash(0b0011, || rng.coin()) == Some((Basis::Z, 1)))
             .count();
         let sigma = (f64::from(n) * 0.25).sqrt();
         assert!((ones as f64 - f64::from(n) / 2.0).abs() < 5.0 * sigma);
         let z = (0..n)
-            .filter(|_| matches!(squash(0b0101, &mut rng), Some((Basis::Z, 0))))
+            .filter(|_| matches!(squash(0b0101, || rng.coin()), Some((Basis::Z, 0))))
             .count();
         assert!((z as f64 - f64::from(n) / 2.0).abs() < 5.0 * sigma);
     }
