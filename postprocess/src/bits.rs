@@ -132,11 +132,55 @@ impl Bits {
             .sum()
     }
 
+    /// 64 bits starting at bit `start` (zeros past the end): a word-parallel view at any offset.
+    #[inline]
+    pub fn word_at(&self, start: usize) -> u64 {
+        let (w, shift) = (start / 64, start % 64);
+        let low = self.words.get(w).copied().unwrap_or(0) >> shift;
+        if shift == 0 {
+            low
+        } else {
+            low | (self.words.get(w + 1).copied().unwrap_or(0) << (64 - shift))
+        }
+    }
+
+    /// Bits `start..end` (clamped to the length) as a new string.
+    #[must_use]
+    pub fn range(&self, start: usize, end: usize) -> Bits {
+        let end = end.min(self.len);
+        let start = start.min(end);
+        let len = end - start;
+        Bits::from_words(
+            (0..len.div_ceil(64))
+                .map(|w| self.word_at(start + 64 * w))
+                .collect(),
+            len,
+        )
+    }
+
     /// The first `len` bits.
     #[must_use]
     pub fn truncated(&self, len: usize) -> Bits {
-        let len = len.min(self.len);
-        Bits::from_words(self.words[..len.div_ceil(64)].to_vec(), len)
+        self.range(0, len)
+    }
+
+    /// Appends `other`, a word at a time.
+    pub fn extend(&mut self, other: &Bits) {
+        let shift = self.len % 64;
+        for (w, &word) in other.words.iter().enumerate() {
+            let count = (other.len - 64 * w).min(64);
+            if shift == 0 {
+                self.words.push(word);
+            } else {
+                if let Some(last) = self.words.last_mut() {
+                    *last |= word << shift;
+                }
+                if count > 64 - shift {
+                    self.words.push(word >> (64 - shift));
+                }
+            }
+            self.len += count;
+        }
     }
 }
 
@@ -167,6 +211,39 @@ mod tests {
         let c = Bits::from_bools(&[1, 0, 1]);
         assert_eq!(c.words(), &[0b101]);
         assert_eq!(b.truncated(65).count_ones(), 2);
+    }
+
+    /// Bit by bit, the way `range` and `extend` must agree with.
+    fn pushed(bits: impl Iterator<Item = bool>) -> Bits {
+        let mut out = Bits::default();
+        bits.for_each(|b| out.push(b));
+        out
+    }
+
+    #[test]
+    fn range_and_extend_agree_with_bit_by_bit_copies() {
+        let a = Bits::from_words(
+            vec![0x0123_4567_89AB_CDEF, 0xF0E1_D2C3_B4A5_9687, 0x55],
+            135,
+        );
+        for (start, end) in [
+            (0, 135),
+            (1, 64),
+            (63, 129),
+            (64, 128),
+            (70, 71),
+            (5, 5),
+            (100, 500),
+        ] {
+            let expected = pushed((start.min(135)..end.min(135)).map(|i| a.get(i)));
+            assert_eq!(a.range(start, end), expected, "{start}..{end}");
+        }
+        for head in [0, 1, 63, 64, 65, 130] {
+            let mut joined = a.truncated(head);
+            joined.extend(&a);
+            let expected = pushed((0..head).chain(0..135).map(|i| a.get(i)));
+            assert_eq!(joined, expected, "head {head}");
+        }
     }
 
     #[test]

@@ -73,18 +73,6 @@ fn check_shape(input: usize, output: usize, seed: usize) -> Result<(), ToeplitzE
     Ok(())
 }
 
-/// `64` bits of `bits` starting at bit `start` (zeros past the end).
-#[inline]
-fn window(words: &[u64], start: usize) -> u64 {
-    let (w, shift) = (start / 64, start % 64);
-    let low = words.get(w).copied().unwrap_or(0) >> shift;
-    if shift == 0 {
-        low
-    } else {
-        low | (words.get(w + 1).copied().unwrap_or(0) << (64 - shift))
-    }
-}
-
 /// The input reversed: `y_i = ⊕_j seed[i + n − 1 − j] x_j = ⊕_k seed[i + k] r_k`.
 fn reversed(input: &Bits) -> Bits {
     let n = input.len();
@@ -103,9 +91,7 @@ fn row(reversed: &Bits, seed: &Bits, i: usize) -> bool {
         .words()
         .iter()
         .enumerate()
-        .fold(0u64, |acc, (w, &r)| {
-            acc ^ (window(seed.words(), i + 64 * w) & r)
-        });
+        .fold(0u64, |acc, (w, &r)| acc ^ (seed.word_at(i + 64 * w) & r));
     acc.count_ones() % 2 == 1
 }
 

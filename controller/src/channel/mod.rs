@@ -63,6 +63,18 @@ pub enum ChannelError {
     PeerAborted(String),
 }
 
+impl ChannelError {
+    /// A protocol violation reported by a post-processing stage (its error, as text).
+    pub fn protocol(error: impl std::fmt::Display) -> Self {
+        ChannelError::Protocol(error.to_string())
+    }
+
+    /// `got` arrived where the protocol expects a `wanted` message.
+    pub fn unexpected(got: &Message, wanted: &str) -> Self {
+        ChannelError::Protocol(format!("{} instead of {wanted}", got.name()))
+    }
+}
+
 /// One frame: a sequence number and the encoded message.
 #[derive(Serialize, Deserialize)]
 struct Envelope {

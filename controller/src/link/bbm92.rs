@@ -172,10 +172,7 @@ impl MeasurementSource for NodeA {
         let b_times = match peer.recv().await? {
             Message::Tags(times) => times,
             other => {
-                return Err(ChannelError::Protocol(format!(
-                    "{} instead of Tags",
-                    other.name()
-                )));
+                return Err(ChannelError::unexpected(&other, "Tags"));
             }
         };
         let (a_times, a_channels) = (self.batch.time_ps.clone(), self.batch.channel.clone());

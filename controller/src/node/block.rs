@@ -104,13 +104,9 @@ pub struct Pool(Sifted);
 impl Pool {
     /// Adds newly sifted bits.
     pub fn add(&mut self, sifted: &Sifted) {
-        for i in 0..sifted.key.len() {
-            self.0.key.push(sifted.key.get(i));
-        }
+        self.0.key.extend(&sifted.key);
         self.0.key_class.extend_from_slice(&sifted.key_class);
-        for i in 0..sifted.test.len() {
-            self.0.test.push(sifted.test.get(i));
-        }
+        self.0.test.extend(&sifted.test);
         self.0.test_class.extend_from_slice(&sifted.test_class);
     }
 
@@ -122,10 +118,7 @@ impl Pool {
     /// Takes the first `n` key bits and every test bit; the rest of the key bits stay.
     pub fn take_block(&mut self, n: usize) -> Sifted {
         let key = self.0.key.truncated(n);
-        let mut rest = Bits::default();
-        for i in n..self.0.key.len() {
-            rest.push(self.0.key.get(i));
-        }
+        let rest = self.0.key.range(n, self.0.key.len());
         let key_class = self
             .0
             .key_class
@@ -152,12 +145,10 @@ pub struct BlockCache {
 
 impl BlockCache {
     fn shuffles(&mut self, n: usize, plan: &CascadePlan) -> Result<Arc<Shuffles>, ChannelError> {
-        let fail =
-            |e: qkd_postprocess::cascade::CascadeError| ChannelError::Protocol(e.to_string());
         let shuffles = match self.shuffles.get(&n) {
             Some(s) if s.block_sizes() == plan.block_sizes.as_slice() => return Ok(Arc::clone(s)),
-            Some(s) => s.replan(plan).map_err(fail)?,
-            None => Shuffles::new(n, plan, SHUFFLE_SEED).map_err(fail)?,
+            Some(s) => s.replan(plan).map_err(ChannelError::protocol)?,
+            None => Shuffles::new(n, plan, SHUFFLE_SEED).map_err(ChannelError::protocol)?,
         };
         let shuffles = Arc::new(shuffles);
         self.shuffles.insert(n, Arc::clone(&shuffles));
@@ -168,7 +159,7 @@ impl BlockCache {
         self.fft
             .hasher(key.len(), length as usize)
             .hash(key, seed, length as usize)
-            .map_err(|e| ChannelError::Protocol(e.to_string()))
+            .map_err(ChannelError::protocol)
     }
 }
 
@@ -206,7 +197,7 @@ fn statistics(
                 n: as_array(class_counts(&block.test_class, 3)),
                 m: as_array(errors.to_vec()),
             };
-            finite_key(&key, &test, decoy).map_err(|e| ChannelError::Protocol(e.to_string()))?
+            finite_key(&key, &test, decoy).map_err(ChannelError::protocol)?
         }
         None => finite_key_entangled(
             block.key.len() as u64,
@@ -259,11 +250,7 @@ fn split_refill(key: &Bits) -> (Vec<u8>, Bits) {
         .iter()
         .flat_map(|w| w.to_le_bytes())
         .collect();
-    let mut rest = Bits::default();
-    for i in refill_bits..key.len() {
-        rest.push(key.get(i));
-    }
-    (refill, rest)
+    (refill, key.range(refill_bits, key.len()))
 }
 
 /// Alice's side of one block: answer, verify, amplify.
@@ -278,7 +265,7 @@ pub async fn prepare_block<T: Transport>(
     let n = block.key.len();
     let disclosed = packed_to_bits(disclosed_test, "test bits")?;
     let errors = test_errors(block, &disclosed, settings.intensity_classes())
-        .map_err(|e| ChannelError::Protocol(e.to_string()))?;
+        .map_err(ChannelError::protocol)?;
     peer.send(&Message::TestErrors(errors.clone())).await?;
     let mut report = BlockReport {
         key_bits: n,
@@ -293,14 +280,12 @@ pub async fn prepare_block<T: Transport>(
     }
     let plan = CascadePlan::for_qber(n, stats.qber_estimate);
     let shuffles = cache.shuffles(n, &plan)?;
-    let mut responder = ParityResponder::new(&block.key, &shuffles)
-        .map_err(|e| ChannelError::Protocol(e.to_string()))?;
+    let mut responder =
+        ParityResponder::new(&block.key, &shuffles).map_err(ChannelError::protocol)?;
     loop {
         match peer.recv().await? {
             Message::Parities(query) => {
-                let answer = responder
-                    .answer(&query)
-                    .map_err(|e| ChannelError::Protocol(e.to_string()))?;
+                let answer = responder.answer(&query).map_err(ChannelError::protocol)?;
                 report.round_trips += 1;
                 peer.send(&Message::Answer(answer)).await?;
             }
@@ -316,8 +301,7 @@ pub async fn prepare_block<T: Transport>(
     report.disclosed_bits = responder.disclosed();
     let t = settings.verification_bits();
     let seed = Bits::from_word_fn(n + t - 1, || rng.next_u64());
-    let tag =
-        hash_direct(&block.key, &seed, t).map_err(|e| ChannelError::Protocol(e.to_string()))?;
+    let tag = hash_direct(&block.key, &seed, t).map_err(ChannelError::protocol)?;
     peer.send(&Message::Verify {
         seed: PackedBits::from(&seed),
         tag: PackedBits::from(&tag),
@@ -330,10 +314,7 @@ pub async fn prepare_block<T: Transport>(
             return Ok(BlockOutcome::abandoned(report, "verification failed"));
         }
         other => {
-            return Err(ChannelError::Protocol(format!(
-                "{} instead of Verified",
-                other.name()
-            )));
+            return Err(ChannelError::unexpected(&other, "Verified"));
         }
     }
     peer.expect_seal().await?;
@@ -356,10 +337,7 @@ pub async fn prepare_block<T: Transport>(
     match peer.recv().await? {
         Message::Confirmed => {}
         other => {
-            return Err(ChannelError::Protocol(format!(
-                "{} instead of Confirmed",
-                other.name()
-            )));
+            return Err(ChannelError::unexpected(&other, "Confirmed"));
         }
     }
     peer.expect_seal().await?;
@@ -394,10 +372,7 @@ pub async fn measure_block<T: Transport>(
     let errors = match peer.recv().await? {
         Message::TestErrors(errors) => errors,
         other => {
-            return Err(ChannelError::Protocol(format!(
-                "{} instead of TestErrors",
-                other.name()
-            )));
+            return Err(ChannelError::unexpected(&other, "TestErrors"));
         }
     };
     let mut report = BlockReport {
@@ -422,10 +397,7 @@ pub async fn measure_block<T: Transport>(
             (packed_to_bits(&seed, "seed")?, packed_to_bits(&tag, "tag")?)
         }
         other => {
-            return Err(ChannelError::Protocol(format!(
-                "{} instead of Verify",
-                other.name()
-            )));
+            return Err(ChannelError::unexpected(&other, "Verify"));
         }
     };
     let t = settings.verification_bits();
@@ -444,10 +416,7 @@ pub async fn measure_block<T: Transport>(
             return Ok(BlockOutcome::abandoned(report, reason));
         }
         Ok(other) => {
-            return Err(ChannelError::Protocol(format!(
-                "{} instead of Amplify",
-                other.name()
-            )));
+            return Err(ChannelError::unexpected(&other, "Amplify"));
         }
         Err(e) => return Err(e),
     };
@@ -472,19 +441,13 @@ async fn correct<T: Transport>(
     key: Bits,
     shuffles: &Shuffles,
 ) -> Result<(Bits, CascadeReport), ChannelError> {
-    let mut corrector =
-        Corrector::new(key, shuffles).map_err(|e| ChannelError::Protocol(e.to_string()))?;
+    let mut corrector = Corrector::new(key, shuffles).map_err(ChannelError::protocol)?;
     while let Some(query) = corrector.next_query() {
         peer.send(&Message::Parities(query)).await?;
         match peer.recv().await? {
-            Message::Answer(answer) => corrector
-                .absorb(&answer)
-                .map_err(|e| ChannelError::Protocol(e.to_string()))?,
+            Message::Answer(answer) => corrector.absorb(&answer).map_err(ChannelError::protocol)?,
             other => {
-                return Err(ChannelError::Protocol(format!(
-                    "{} instead of Answer",
-                    other.name()
-                )));
+                return Err(ChannelError::unexpected(&other, "Answer"));
             }
         }
     }

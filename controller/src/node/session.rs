@@ -84,8 +84,8 @@ pub async fn run_preparer<T: Transport>(
                     .preparations(&announcement)
                     .await
                     .map_err(ChannelError::Protocol)?;
-                let (reply, sifted) = sift_as_preparer(&announcement, &prepared)
-                    .map_err(|e| ChannelError::Protocol(e.to_string()))?;
+                let (reply, sifted) =
+                    sift_as_preparer(&announcement, &prepared).map_err(ChannelError::protocol)?;
                 pool.add(&sifted);
                 peer.send(&Message::Sift(reply)).await?;
             }
@@ -147,14 +147,10 @@ pub async fn run_measurer<T: Transport>(
             let reply = match peer.recv().await? {
                 Message::Sift(reply) => reply,
                 other => {
-                    return Err(ChannelError::Protocol(format!(
-                        "{} instead of Sift",
-                        other.name()
-                    )));
+                    return Err(ChannelError::unexpected(&other, "Sift"));
                 }
             };
-            let sifted = sift_as_measurer(&measured, &reply)
-                .map_err(|e| ChannelError::Protocol(e.to_string()))?;
+            let sifted = sift_as_measurer(&measured, &reply).map_err(ChannelError::protocol)?;
             progress.sifted_key_bits += sifted.key.len() as u64;
             pool.add(&sifted);
         }
