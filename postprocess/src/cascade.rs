@@ -347,6 +347,18 @@ impl Shuffles {
         self.first_block_mask[pass].is_some()
     }
 
+    fn check_key(&self, key: &Bits) -> Result<(), CascadeError> {
+        if key.len() == self.n {
+            Ok(())
+        } else {
+            Err(CascadeError(format!(
+                "key of {} bits, shuffles for {}",
+                key.len(),
+                self.n
+            )))
+        }
+    }
+
     fn check(&self, r: Range) -> Result<(), CascadeError> {
         if usize::from(r.pass) < self.passes() && r.start < r.end && r.end as usize <= self.n {
             Ok(())
@@ -374,13 +386,7 @@ pub struct ParityResponder<'a> {
 impl<'a> ParityResponder<'a> {
     /// A responder for `key`, which must have the shuffles' length.
     pub fn new(key: &'a Bits, shuffles: &'a Shuffles) -> Result<Self, CascadeError> {
-        if key.len() != shuffles.len() {
-            return Err(CascadeError(format!(
-                "key of {} bits, shuffles for {}",
-                key.len(),
-                shuffles.len()
-            )));
-        }
+        shuffles.check_key(key)?;
         Ok(ParityResponder {
             key,
             shuffles,
@@ -548,13 +554,7 @@ pub struct Corrector<'a> {
 impl<'a> Corrector<'a> {
     /// A corrector for Bob's `key`, which must have the shuffles' length.
     pub fn new(key: Bits, shuffles: &'a Shuffles) -> Result<Self, CascadeError> {
-        if key.len() != shuffles.len() {
-            return Err(CascadeError(format!(
-                "key of {} bits, shuffles for {}",
-                key.len(),
-                shuffles.len()
-            )));
-        }
+        shuffles.check_key(&key)?;
         let passes = (0..shuffles.passes())
             .map(|p| PassState {
                 alice: vec![None; shuffles.blocks(p)],
@@ -689,13 +689,9 @@ impl<'a> Corrector<'a> {
 
     fn start_search(&mut self, p: usize, b: usize, alice: bool, bob: bool) {
         let r = self.shuffles.block_range(p, b);
+        // Searches start from `open_pass` or from `flip` in a pass already opened, so a pass
+        // that needs its key laid out has it by now.
         let state = &mut self.passes[p];
-        if state.laid_out.is_none() && !self.shuffles.gathers(p) {
-            state.laid_out = Some(Permuted::new(
-                &self.key,
-                &self.shuffles.permutations.order[p],
-            ));
-        }
         if state.known.is_none() {
             state.known = Some(KnownParities::new(
                 state.alice.len(),
