@@ -52,9 +52,25 @@ fn emulate_json_has_the_contracted_fields() {
     }
     // 100 MHz for 10 ms, less the pulses still in 50 km of fiber (245 µs).
     assert_eq!(report["pulses"].as_u64().unwrap(), 1_000_000 - 24_485);
-    // 1 − exp(−μ η t), μ = 0.6, η t = 0.8 · 0.9 · 0.1, less a few % to the 30 ns dead time.
+    // 1 − exp(−μ η t), μ = 0.6, η t = 0.8 · 0.9 · 0.1, times the chance the detector a photon
+    // reaches is live. A click blocks the next 2 slots (30 ns dead time, 10 ns slots; the detector
+    // is live again when the third arrives), so detector d is dead in a share m_d · 2 slots of
+    // the slots, m_d its clicks per slot; photons reach it in proportion to its clicks.
+    let pulses = report["pulses"].as_f64().unwrap();
+    let clicks: Vec<f64> = ["H", "V", "D", "A"]
+        .iter()
+        .map(|d| report["detections"][d].as_f64().unwrap() / pulses)
+        .collect();
+    let total: f64 = clicks.iter().sum();
+    let live: f64 = clicks.iter().map(|m| m / total * (1.0 - 2.0 * m)).sum();
+    let expected = (1.0 - (-0.6f64 * 0.8 * 0.9 * 0.1).exp()) * live;
+    // Binomial over the signal pulses (60 % of all).
+    let sigma = (expected * (1.0 - expected) / (0.6 * pulses)).sqrt();
     let gain = report["gain"].as_f64().unwrap();
-    assert!(gain > 0.038 && gain < 0.0432, "gain {gain}");
+    assert!(
+        (gain - expected).abs() < 5.0 * sigma,
+        "gain {gain}, expected {expected} ± {sigma}"
+    );
 }
 
 #[test]
