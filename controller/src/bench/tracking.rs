@@ -158,7 +158,6 @@ struct Scored<M> {
     bench: EmulatedBench,
     /// Controller rotation frozen at the end of alignment (the untracked comparison).
     frozen: Option<Rotation>,
-    floor: f64,
     samples: Vec<Sample>,
     last_s: f64,
 }
@@ -166,24 +165,21 @@ struct Scored<M> {
 impl<M: ErrorMonitor> Scored<M> {
     fn score(&mut self) {
         let frozen = self.frozen;
-        let (now_s, added, untracked, floor) = self.bench.inspect(|w| {
+        let (now_s, added, untracked) = self.bench.inspect(|w| {
             let World::PrepareMeasure(pm) = w else {
-                return (0.0, 0.0, 0.0, 0.0);
+                return (0.0, 0.0, 0.0);
             };
             let node = pm.node();
             let fiber = node.fiber.rotation();
             let v = node.fiber.visibility();
-            let floor = qber_of(&Rotation::IDENTITY, v);
             let tracked = node.receiver.controller().rotation().after(&fiber);
             let untracked = frozen.map_or(tracked, |c| c.after(&fiber));
             (
                 pm.now_ps() as f64 * 1e-12,
                 qber_of(&tracked, 1.0),
                 qber_of(&untracked, v),
-                floor,
             )
         });
-        self.floor = floor;
         self.samples.push(Sample {
             end_s: now_s,
             duration_s: now_s - self.last_s,
@@ -291,7 +287,6 @@ pub async fn measure(args: &TrackingArgs) -> Result<TrackingReport> {
         inner: TaggedMonitor::new(tagger, source, TAGGER_BATCH, slots, feedback)?,
         bench: bench.clone(),
         frozen: None,
-        floor: 0.0,
         samples: Vec::new(),
         last_s: 0.0,
     };
@@ -348,7 +343,8 @@ pub async fn measure(args: &TrackingArgs) -> Result<TrackingReport> {
         step_at_s: step_at,
         untracked_mean_qber: mean(|s| s.untracked),
         untracked_max_qber: samples.iter().map(|s| s.untracked).fold(0.0, f64::max),
-        floor_qber: monitor.floor,
+        // A perfectly compensated rotation leaves the misalignment e_d.
+        floor_qber: spec.fiber.misalignment,
         mean_added_qber: mean(|s| s.added),
         p99_added_qber: weighted_quantile(
             samples.iter().map(|s| (s.added, s.duration_s)).collect(),
