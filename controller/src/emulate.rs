@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use qkd_drivers::ptu::{PtuWriter, RecordingInfo};
-use qkd_firmware_sim::world::{Basis, LinkPreset, LinkStats, NodeOutput, PrepareMeasureWorld};
+use qkd_firmware_sim::world::{Basis, LinkStats, NodeOutput, PrepareMeasureWorld};
 use serde::Serialize;
 
-use crate::flags::in_range;
+use crate::flags::{Bench, BenchFlags, in_range};
 use crate::progress::Progress;
 
 /// Emulated time per step: keeps memory flat however long the run.
@@ -20,24 +20,11 @@ const STEP_PS: i64 = 10_000_000_000;
 /// Flags of `qkd emulate`.
 #[derive(Debug, clap::Args)]
 pub struct EmulateArgs {
-    /// Bench preset: gys, snspd, ingaas-free or ingaas-gated.
-    #[arg(long, default_value = "snspd")]
-    preset: String,
-    /// Fiber length in km.
-    #[arg(long, default_value_t = 50.0, allow_negative_numbers = true)]
-    distance_km: f64,
+    #[command(flatten)]
+    bench: BenchFlags,
     /// Emulated time in seconds.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     seconds: f64,
-    /// Signal mean photon number per pulse (decoys keep the preset's values).
-    #[arg(long, allow_negative_numbers = true)]
-    mu: Option<f64>,
-    /// Share of pulses an intercept-resend eavesdropper measures and resends.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    eve_fraction: f64,
-    /// Seed of every random choice: the same seed gives the same run.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -100,17 +87,15 @@ struct Report {
 }
 
 pub fn run(args: &EmulateArgs) -> Result<()> {
-    let preset = LinkPreset::from_name(&args.preset)?;
-    let distance_km = in_range("distance-km", args.distance_km, 0.0, 20_000.0, "km")?;
+    let Bench {
+        preset,
+        distance_km,
+        eve_fraction,
+        spec,
+    } = args.bench.validate()?;
     let seconds = in_range("seconds", args.seconds, 1e-9, 1e6, "s")?;
-    let eve_fraction = in_range("eve-fraction", args.eve_fraction, 0.0, 1.0, "")?;
-    let mut spec = preset.spec(distance_km);
-    if let Some(mu) = args.mu {
-        spec.source.intensities[0].mean_photon_number = in_range("mu", mu, 0.0, 100.0, "")?;
-    }
-    spec.eve.intercept_fraction = eve_fraction;
-    let mut world =
-        PrepareMeasureWorld::new(&spec, args.seed).context("the bench cannot be built")?;
+    let seed = args.bench.seed;
+    let mut world = PrepareMeasureWorld::new(&spec, seed).context("the bench cannot be built")?;
 
     let mut recorder = match &args.record {
         Some(path) => {
@@ -123,7 +108,7 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
                 comment: format!(
                     "qkd emulate --preset {} --distance-km {distance_km} --seed {}",
                     preset.name(),
-                    args.seed
+                    seed
                 ),
             };
             let file =
@@ -134,7 +119,7 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
     };
     let started = Instant::now();
     let mut progress = Progress::new("emulated");
-    let mut stats = LinkStats::new(spec.source.intensities.len(), args.seed);
+    let mut stats = LinkStats::new(spec.source.intensities.len(), seed);
     let mut out = NodeOutput::default();
     let (mut tags, mut missed) = (0u64, 0u64);
     let end_ps = (seconds * 1e12).round() as i64;
@@ -161,7 +146,7 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
         preset: preset.name(),
         distance_km,
         seconds,
-        seed: args.seed,
+        seed,
         rep_rate_hz: world.source().clock.rate_hz(),
         mu: world.source().mean_photon_numbers[0],
         eve_fraction,

@@ -7,11 +7,12 @@ use qkd_firmware_sim::world::detector::DarkCountSpec;
 use qkd_firmware_sim::world::{LinkPreset, LinkSpec};
 use qkd_postprocess::bits::binary_entropy;
 use qkd_postprocess::estimate::{
-    BasisCounts, Channel, DecoySettings, asymptotic_rate, finite_key, gain_and_error, plob_bound,
+    BasisCounts, Channel, asymptotic_rate, finite_key, gain_and_error, plob_bound,
 };
 use serde::Serialize;
 
 use crate::flags::in_range;
+use crate::link::decoy_settings;
 
 /// Gate used to turn free-running dark-count rates into a background per pulse (slot recovery's
 /// default gate).
@@ -133,25 +134,9 @@ fn maximise(low: f64, high: f64, rate: impl Fn(f64) -> f64) -> (f64, f64) {
 
 /// Expected secret length of one block at signal `mu`, and the pulses it takes.
 fn finite_block(spec: &LinkSpec, c: &Channel, mu: f64, args: &PlanArgs) -> Option<(f64, f64)> {
-    let classes = &spec.source.intensities;
-    if classes.len() != 3 {
-        return None;
-    }
-    let s = DecoySettings {
-        mu: [
-            mu,
-            classes[1].mean_photon_number,
-            classes[2].mean_photon_number,
-        ],
-        p: [
-            classes[0].probability,
-            classes[1].probability,
-            classes[2].probability,
-        ],
-        eps_sec: args.eps_sec,
-        eps_cor: args.eps_cor,
-    };
-    s.validate().ok()?;
+    let mut classes = spec.source.intensities.clone();
+    classes.first_mut()?.mean_photon_number = mu;
+    let s = decoy_settings(&classes, args.eps_sec, args.eps_cor).ok()?;
     let (pa, pb) = (
         spec.source.basis_z_probability,
         spec.receiver.basis_z_probability,

@@ -8,7 +8,7 @@ use qkd_postprocess::sift::{Announcement, Measurements, Preparations, SquashCoin
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
 
 use super::report::LinkReport;
-use super::{BATCH, LinkArgs, Run, decoy_settings, run_sessions};
+use super::{BATCH, Run, decoy_settings, run_sessions};
 use crate::channel::{ChannelError, Peer, Transport};
 use crate::node::session::{MeasurementSource, PreparationSource};
 
@@ -82,29 +82,17 @@ impl MeasurementSource for TaggedDetections {
     }
 }
 
-pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
-    let mut spec = run.preset.spec(run.distance_km);
-    if let Some(mu) = args.mu {
-        spec.source.intensities[0].mean_photon_number = mu;
-    }
-    spec.eve.intercept_fraction = run.eve_fraction;
-    let mu: Vec<f64> = spec
-        .source
-        .intensities
-        .iter()
-        .map(|c| c.mean_photon_number)
-        .collect();
-    let p: Vec<f64> = spec
-        .source
-        .intensities
-        .iter()
-        .map(|c| c.probability)
-        .collect();
+pub async fn run(run: &Run) -> Result<LinkReport> {
+    let spec = &run.bench.spec;
     let mut settings = run.settings.clone();
-    settings.decoy = Some(decoy_settings(&mu, &p, run)?);
+    settings.decoy = Some(decoy_settings(
+        &spec.source.intensities,
+        settings.eps_sec,
+        settings.eps_cor,
+    )?);
 
     let bench =
-        EmulatedBench::prepare_measure(&spec, args.seed).context("the bench cannot be built")?;
+        EmulatedBench::prepare_measure(spec, run.seed).context("the bench cannot be built")?;
     let source = bench
         .wcp_source()
         .context("the bench has no weak-coherent source")?;
@@ -120,7 +108,7 @@ pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
         batch: TagBatch::default(),
         detections: Detections::default(),
         batches_left: (run.seconds / BATCH.as_secs_f64()).ceil() as u64,
-        coin: SquashCoin::new(args.seed),
+        coin: SquashCoin::new(run.seed),
         finished: false,
     };
     let records = SourceRecords {

@@ -12,7 +12,7 @@ use qkd_postprocess::coincidence::{CoincidenceTracker, OffsetSearch, Pairs, find
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
 
 use super::report::LinkReport;
-use super::{BATCH, LinkArgs, Run, run_sessions};
+use super::{BATCH, Run, run_sessions};
 use crate::channel::{ChannelError, Peer, Transport};
 use crate::node::messages::Message;
 use crate::node::session::{MeasurementSource, PreparationSource};
@@ -182,9 +182,9 @@ impl MeasurementSource for NodeA {
 }
 
 fn spec(run: &Run) -> EntangledLinkSpec {
-    let detector_link = run.preset.spec(run.distance_km / 2.0);
+    let detector_link = run.bench.preset.spec(run.bench.distance_km / 2.0);
     let arm = FiberSpec {
-        length_km: run.distance_km / 2.0,
+        length_km: run.bench.distance_km / 2.0,
         ..detector_link.fiber.clone()
     };
     let receiver = ReceiverSpec {
@@ -204,8 +204,8 @@ fn spec(run: &Run) -> EntangledLinkSpec {
     spec
 }
 
-pub async fn run(args: &LinkArgs, run: &Run) -> Result<LinkReport> {
-    let bench = EmulatedBench::entangled(&spec(run), args.seed)
+pub async fn run(run: &Run) -> Result<LinkReport> {
+    let bench = EmulatedBench::entangled(&spec(run), run.seed)
         .context("the entangled bench cannot be built")?;
     let mut node_a = NodeA {
         tagger: bench.tagger(0, BATCH).context("node A has no tagger")?,

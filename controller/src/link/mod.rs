@@ -9,13 +9,13 @@ mod report;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use qkd_firmware_sim::world::LinkPreset;
+use qkd_firmware_sim::world::IntensitySpec;
 use qkd_postprocess::estimate::DecoySettings;
 use rand::{SeedableRng, TryRng};
 
 use crate::channel::Peer;
 use crate::channel::memory::MemoryTransport;
-use crate::flags::in_range;
+use crate::flags::{Bench, BenchFlags, in_range};
 use crate::node::block::{BlockOutcome, BlockSettings};
 use crate::node::session::{
     MeasurementSource, MeasurerProgress, PreparationSource, run_measurer, run_preparer,
@@ -39,27 +39,15 @@ pub enum Protocol {
     Bbm92,
 }
 
-/// Flags of `qkd link`.
+/// Flags of `qkd link`. With `--protocol bbm92` the preset gives the detectors, the distance is
+/// the total with the pair source in the middle, and there is no `--mu` or eavesdropper.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LinkArgs {
-    /// Bench preset: gys, snspd, ingaas-free or ingaas-gated (detectors for BBM92 too).
-    #[arg(long, default_value = "snspd")]
-    pub preset: String,
-    /// Fiber length in km (BBM92: total, source in the middle).
-    #[arg(long, default_value_t = 50.0, allow_negative_numbers = true)]
-    pub distance_km: f64,
+    #[command(flatten)]
+    pub bench: BenchFlags,
     /// Emulated link time in seconds.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub seconds: f64,
-    /// Signal mean photon number (BB84).
-    #[arg(long, allow_negative_numbers = true)]
-    pub mu: Option<f64>,
-    /// Share of pulses an intercept-resend eavesdropper handles.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub eve_fraction: f64,
-    /// Seed of every emulated choice: the same seed gives the same run.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
     /// Key-basis bits per post-processing block.
     #[arg(long, default_value_t = 1_000_000)]
     pub block_bits: usize,
@@ -80,19 +68,15 @@ pub struct LinkArgs {
 /// The validated run parameters.
 #[derive(Debug, Clone)]
 struct Run {
-    preset: LinkPreset,
-    distance_km: f64,
+    bench: Bench,
     seconds: f64,
-    eve_fraction: f64,
     seed: u64,
     settings: BlockSettings,
 }
 
 fn validate(args: &LinkArgs) -> Result<Run> {
-    let preset = LinkPreset::from_name(&args.preset)?;
-    let distance_km = in_range("distance-km", args.distance_km, 0.0, 20_000.0, "km")?;
+    let bench = args.bench.validate()?;
     let seconds = in_range("seconds", args.seconds, 1e-3, 1e5, "s")?;
-    let eve_fraction = in_range("eve-fraction", args.eve_fraction, 0.0, 1.0, "")?;
     let eps_sec = in_range("eps-sec", args.eps_sec, 1e-30, 0.1, "")?;
     let eps_cor = in_range("eps-cor", args.eps_cor, 1e-30, 0.1, "")?;
     if !(10_000..=100_000_000).contains(&args.block_bits) {
@@ -101,15 +85,10 @@ fn validate(args: &LinkArgs) -> Result<Run> {
             args.block_bits
         );
     }
-    if let Some(mu) = args.mu {
-        in_range("mu", mu, 0.0, 100.0, "")?;
-    }
     Ok(Run {
-        preset,
-        distance_km,
+        bench,
         seconds,
-        eve_fraction,
-        seed: args.seed,
+        seed: args.bench.seed,
         settings: BlockSettings {
             block_bits: args.block_bits,
             decoy: None,
@@ -120,18 +99,22 @@ fn validate(args: &LinkArgs) -> Result<Run> {
 }
 
 /// Decoy settings from the source's intensity classes (signal, decoy, weak decoy or vacuum).
-fn decoy_settings(mu: &[f64], p: &[f64], run: &Run) -> Result<DecoySettings> {
-    if mu.len() != 3 || p.len() != 3 {
+pub(crate) fn decoy_settings(
+    classes: &[IntensitySpec],
+    eps_sec: f64,
+    eps_cor: f64,
+) -> Result<DecoySettings> {
+    let [signal, decoy, weak] = classes else {
         bail!(
             "the decoy analysis needs exactly three intensity classes, the source has {}",
-            mu.len()
+            classes.len()
         );
-    }
+    };
     let settings = DecoySettings {
-        mu: [mu[0], mu[1], mu[2]],
-        p: [p[0], p[1], p[2]],
-        eps_sec: run.settings.eps_sec,
-        eps_cor: run.settings.eps_cor,
+        mu: [signal, decoy, weak].map(|c| c.mean_photon_number),
+        p: [signal, decoy, weak].map(|c| c.probability),
+        eps_sec,
+        eps_cor,
     };
     settings
         .validate()
@@ -184,11 +167,11 @@ impl Sessions {
     fn report(self, protocol: &'static str, run: &Run, pulses: u64, detections: u64) -> LinkReport {
         let figures = RunFigures {
             protocol,
-            preset: run.preset.name(),
-            distance_km: run.distance_km,
+            preset: run.bench.preset.name(),
+            distance_km: run.bench.distance_km,
             seconds: run.seconds,
             seed: run.seed,
-            eve_fraction: run.eve_fraction,
+            eve_fraction: run.bench.eve_fraction,
             block_bits: run.settings.block_bits,
             pulses,
             detections,
@@ -251,8 +234,8 @@ pub fn run(args: &LinkArgs) -> Result<()> {
         .build()?;
     let started = Instant::now();
     let mut report = match args.protocol {
-        Protocol::Bb84 => runtime.block_on(bb84::run(args, &run))?,
-        Protocol::Bbm92 => runtime.block_on(bbm92::run(args, &run))?,
+        Protocol::Bb84 => runtime.block_on(bb84::run(&run))?,
+        Protocol::Bbm92 => runtime.block_on(bbm92::run(&run))?,
     };
     report.wall_s = started.elapsed().as_secs_f64();
     if args.json {
