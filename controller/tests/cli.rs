@@ -371,3 +371,21 @@ fn bench_ec_and_pa_report_the_contracted_fields() {
     assert_eq!(pa["output_bits"].as_u64().unwrap(), 100_000);
     assert_eq!(pa["rows_checked"].as_u64().unwrap(), 64);
 }
+
+#[test]
+fn bbm92_refuses_flags_its_bench_cannot_honour() {
+    for (flag, value) in [("--eve-fraction", "1"), ("--mu", "0.5")] {
+        let out = qkd(&[
+            "link",
+            "--protocol",
+            "bbm92",
+            flag,
+            value,
+            "--seconds",
+            "0.01",
+        ]);
+        assert!(!out.status.success(), "{flag} was accepted");
+        assert!(out.stdout.is_empty());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag));
+    }
+}

@@ -76,6 +76,15 @@ struct Run {
 
 fn validate(args: &LinkArgs) -> Result<Run> {
     let bench = args.bench.validate()?;
+    if args.protocol == Protocol::Bbm92 {
+        // The entangled bench has neither: refuse rather than run without what was asked for.
+        if args.bench.mu.is_some() {
+            bail!("--mu: BBM92 has no weak-coherent source (the pair rate is fixed)");
+        }
+        if bench.eve_fraction > 0.0 {
+            bail!("--eve-fraction: the entangled bench has no eavesdropper model");
+        }
+    }
     let seconds = in_range("seconds", args.seconds, 1e-3, 1e5, "s")?;
     let eps_sec = in_range("eps-sec", args.eps_sec, 1e-30, 0.1, "")?;
     let eps_cor = in_range("eps-cor", args.eps_cor, 1e-30, 0.1, "")?;
