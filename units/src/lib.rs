@@ -185,6 +185,16 @@ impl Picoseconds {
     pub fn as_seconds(self) -> f64 {
         self.0 as f64 / Self::PER_SECOND as f64
     }
+
+    /// As a `Duration` (whole nanoseconds; negative values give zero).
+    pub fn to_duration(self) -> core::time::Duration {
+        core::time::Duration::from_nanos(u64::try_from(self.0 / 1000).unwrap_or(0))
+    }
+
+    /// From a `Duration`, saturating at `i64::MAX` picoseconds (about 106 days).
+    pub fn from_duration(duration: core::time::Duration) -> Self {
+        Picoseconds(i64::try_from(duration.as_nanos().saturating_mul(1000)).unwrap_or(i64::MAX))
+    }
 }
 
 impl fmt::Display for Picoseconds {

@@ -24,6 +24,8 @@ pub use polarization::EmulatedPolarizationController;
 pub use source::{EmulatedPairSource, EmulatedWcpSource};
 pub use tagger::EmulatedTagger;
 
+use qkd_units::Picoseconds;
+
 use crate::DeviceIdentity;
 use crate::error::InvalidSetting;
 pub use crate::tagger::Pacing;
@@ -138,7 +140,11 @@ impl BenchState {
 
     /// Advances by `duration` beyond now and returns how long to wait to stay paced.
     fn advance_by(&mut self, duration: Duration) -> Duration {
-        self.advance_to(self.world.now_ps().saturating_add(picoseconds(duration)));
+        self.advance_to(
+            self.world
+                .now_ps()
+                .saturating_add(Picoseconds::from_duration(duration).get()),
+        );
         self.pacing_wait()
     }
 
@@ -147,16 +153,11 @@ impl BenchState {
         match self.pacing {
             Pacing::AsFastAsPossible => Duration::ZERO,
             Pacing::RealTime => {
-                let emulated = Duration::from_nanos((self.world.now_ps() / 1000).max(0) as u64);
+                let emulated = Picoseconds(self.world.now_ps()).to_duration();
                 emulated.saturating_sub(self.started.elapsed())
             }
         }
     }
-}
-
-/// A duration in picoseconds, saturating far beyond any emulated run.
-fn picoseconds(duration: Duration) -> i64 {
-    i64::try_from(duration.as_nanos().saturating_mul(1000)).unwrap_or(i64::MAX / 4)
 }
 
 /// Shared handle to a bench's state.
@@ -216,9 +217,7 @@ impl EmulatedBench {
         let mut state = self.shared.lock();
         state.pacing = pacing;
         state.started = Instant::now()
-            .checked_sub(Duration::from_nanos(
-                (state.world.now_ps() / 1000).max(0) as u64
-            ))
+            .checked_sub(Picoseconds(state.world.now_ps()).to_duration())
             .unwrap_or_else(Instant::now);
     }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 use qkd_firmware_sim::world::ActuatorError;
 use qkd_firmware_sim::world::controller_optics::ControllerOptics;
 
+use qkd_units::Picoseconds;
+
 use super::{Shared, World};
 use crate::DeviceIdentity;
 use crate::error::PolarizationError;
@@ -77,7 +79,7 @@ impl EmulatedPolarizationController {
                     })
                 })
                 .collect();
-            let settle = Duration::from_nanos((optics.settle_time_ps() / 1000).max(0) as u64);
+            let settle = Picoseconds(optics.settle_time_ps()).to_duration();
             (actuators, scale, settle)
         };
         Some(EmulatedPolarizationController {
@@ -111,9 +113,7 @@ impl PolarizationController for EmulatedPolarizationController {
             .world
             .node(self.node)
             .and_then(|node| node.receiver.controller().check(&setting).ok())
-            .map_or(self.settle, |ps| {
-                Duration::from_nanos((ps / 1000).max(0) as u64)
-            })
+            .map_or(self.settle, |ps| Picoseconds(ps).to_duration())
     }
 
     async fn set(&mut self, values: &[f64]) -> Result<(), PolarizationError> {

@@ -128,7 +128,7 @@ impl TimeTagger for EmulatedTagger {
             }
             let target = self
                 .cursor_ps
-                .saturating_add(super::picoseconds(self.batch));
+                .saturating_add(Picoseconds::from_duration(self.batch).get());
             state.advance_to(target);
             self.cursor_ps = target.max(state.world.now_ps());
             let wait = state.pacing_wait();

@@ -89,7 +89,7 @@ impl<R: Read + Send> PtuReplay<R> {
             return Duration::ZERO;
         };
         let (start, first) = *self.clock.get_or_insert((Instant::now(), last));
-        let ahead = Duration::from_nanos(((last - first) / 1000).max(0) as u64);
+        let ahead = Picoseconds(last - first).to_duration();
         ahead.saturating_sub(start.elapsed())
     }
 }
