@@ -118,9 +118,6 @@ fn residual_histogram(a: &[i64], b: &[i64], model: &OffsetModel, half: i64, bin:
 /// Index of the largest value and its significance against the rest (mean and standard
 /// deviation of all bins).
 fn peak(values: &[f64]) -> (usize, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
     let (index, max) = values
         .iter()
         .copied()
@@ -129,7 +126,15 @@ fn peak(values: &[f64]) -> (usize, f64) {
             (0, f64::MIN),
             |best, (i, v)| if v > best.1 { (i, v) } else { best },
         );
-    (index, (max - mean) / var.sqrt().max(1e-12))
+    (index, significance(max, values.iter().copied()))
+}
+
+/// How many standard deviations `value` stands above the mean of `background`.
+fn significance(value: f64, background: impl Iterator<Item = f64> + Clone) -> f64 {
+    let n = background.clone().count().max(1) as f64;
+    let mean = background.clone().sum::<f64>() / n;
+    let sd = (background.map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    (value - mean) / sd.max(1e-12)
 }
 
 /// Lags on each side of the peak that estimate its background.
@@ -139,20 +144,16 @@ const NEIGHBOURHOOD: usize = 256;
 /// either side, where a peak split across bins lies): robust to the slow changes of background
 /// where one stream starts or ends inside the searched range.
 fn local_peak(values: &[f64]) -> (usize, f64) {
-    let (index, _) = peak(values);
+    let (index, global) = peak(values);
     let lo = index.saturating_sub(NEIGHBOURHOOD);
     let hi = (index + NEIGHBOURHOOD + 1).min(values.len());
-    let around: Vec<f64> = (lo..hi)
+    let around = (lo..hi)
         .filter(|&i| i.abs_diff(index) > 2)
-        .map(|i| values[i])
-        .collect();
-    if around.len() < 8 {
-        return peak(values);
+        .map(|i| values[i]);
+    if around.clone().count() < 8 {
+        return (index, global);
     }
-    let n = around.len() as f64;
-    let mean = around.iter().sum::<f64>() / n;
-    let sd = (around.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    (index, (values[index] - mean) / sd.max(1e-12))
+    (index, significance(values[index], around))
 }
 
 /// Narrows the residual peak from `±half` down to bins of `stop_bin`; returns the correction to
@@ -225,8 +226,10 @@ pub fn find_offset(
     let max_drift = search.max_drift_ppm * 1e-6;
     let span = a_end - a0;
     let busiest = (a.len().max(b.len()) as f64 / span.max(1) as f64).max(f64::MIN_POSITIVE);
+    // At least 50 fine bins wide, and never wider than the configured coarse bin (which wins
+    // when the two conflict).
     let coarse_bin = ((MAX_TAGS_PER_BIN / busiest) as i64)
-        .clamp(50 * search.fine_bin_ps, search.coarse_bin_ps)
+        .max(50 * search.fine_bin_ps)
         .min(search.coarse_bin_ps);
     let segment =
         ((coarse_bin as f64 / (2.0 * max_drift)) as i64).clamp(coarse_bin, span.max(coarse_bin));

@@ -136,3 +136,24 @@ fn unrelated_streams_have_no_peak() {
         Err(OffsetError::NoData { .. })
     ));
 }
+
+#[test]
+fn a_fine_bin_close_to_the_coarse_one_is_searched_not_refused_or_panicked_on() {
+    // 50 fine bins (5 µs) exceed the 1 µs coarse bin: the coarse bin wins.
+    let search = OffsetSearch {
+        fine_bin_ps: 100_000,
+        coarse_bin_ps: 1_000_000,
+        ..OffsetSearch::default()
+    };
+    let mut rng = qkd_firmware_sim::world::rng::SimRng::new(5, 0);
+    let mut t = 0i64;
+    let a: Vec<i64> = (0..20_000)
+        .map(|_| {
+            t += 1 + (rng.exponential() * 10_000_000.0) as i64;
+            t
+        })
+        .collect();
+    let b: Vec<i64> = a.iter().map(|t| t + 3_000_000).collect();
+    let estimate = find_offset(&a, &b, &search).unwrap();
+    assert!((estimate.model.offset_ps - 3_000_000.0).abs() <= 100_000.0);
+}
