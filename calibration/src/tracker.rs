@@ -87,6 +87,18 @@ pub enum TrackingError {
     /// The controller has no actuators.
     #[error("the polarization controller has no actuators")]
     NoActuators,
+    /// The controller reports a range the loop cannot work in.
+    #[error(
+        "actuator {actuator} reports the range [{min}, {max}]: it needs finite bounds, lowest first"
+    )]
+    BadRange {
+        /// Actuator index.
+        actuator: usize,
+        /// Reported lowest value.
+        min: f64,
+        /// Reported highest value.
+        max: f64,
+    },
 }
 
 /// What one sweep saw.
@@ -147,6 +159,18 @@ impl Tracker {
         let actuators = controller.actuators().to_vec();
         if actuators.is_empty() {
             return Err(TrackingError::NoActuators);
+        }
+        // The ranges come from the device: the loop divides by them and probes inside them.
+        if let Some((index, a)) = actuators
+            .iter()
+            .enumerate()
+            .find(|(_, a)| !(a.min.is_finite() && a.max.is_finite() && a.min < a.max))
+        {
+            return Err(TrackingError::BadRange {
+                actuator: index,
+                min: a.min,
+                max: a.max,
+            });
         }
         let setting = controller.get().await?;
         ActuatorSpec::check_setting(&actuators, &setting)?;
@@ -449,5 +473,74 @@ impl Tracker {
         }
         // The last actuator's value is commanded at the start of the next sweep.
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qkd_drivers::DeviceIdentity;
+
+    /// A controller that reports whatever ranges it is given.
+    struct Reporting {
+        identity: DeviceIdentity,
+        actuators: Vec<ActuatorSpec>,
+    }
+
+    impl PolarizationController for Reporting {
+        fn identity(&self) -> &DeviceIdentity {
+            &self.identity
+        }
+        fn actuators(&self) -> &[ActuatorSpec] {
+            &self.actuators
+        }
+        fn settle_time(&self) -> Duration {
+            Duration::ZERO
+        }
+        async fn set(&mut self, _values: &[f64]) -> Result<(), PolarizationError> {
+            Ok(())
+        }
+        async fn get(&mut self) -> Result<Vec<f64>, PolarizationError> {
+            Ok(vec![0.0; self.actuators.len()])
+        }
+    }
+
+    fn reporting(min: f64, max: f64) -> Reporting {
+        Reporting {
+            identity: DeviceIdentity {
+                vendor: "test".into(),
+                model: "ranges".into(),
+                serial: "1".into(),
+                firmware: "0".into(),
+            },
+            actuators: vec![ActuatorSpec {
+                name: "a".into(),
+                unit: ActuatorUnit::Millivolts,
+                min,
+                max,
+                period: None,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn device_ranges_the_loop_cannot_use_are_refused() {
+        for (min, max) in [
+            (5.0, -5.0),
+            (0.0, 0.0),
+            (f64::NAN, 1.0),
+            (0.0, f64::INFINITY),
+        ] {
+            let result = Tracker::new(&mut reporting(min, max), TrackerConfig::default()).await;
+            assert!(
+                matches!(result, Err(TrackingError::BadRange { actuator: 0, .. })),
+                "[{min}, {max}]"
+            );
+        }
+        assert!(
+            Tracker::new(&mut reporting(-5.0, 5.0), TrackerConfig::default())
+                .await
+                .is_ok()
+        );
     }
 }

@@ -95,7 +95,8 @@ impl CascadePlan {
         let q = qber.clamp(1e-4, 0.25);
         let half = (n / 2).max(1);
         let errors_per_block = (1.2 + 15.0 * (q - 0.03)).clamp(1.2, 1.5);
-        let first = ((errors_per_block / q).round() as usize).clamp(4, half);
+        // At least 4 bits, but never beyond half the key (which wins for keys under 8 bits).
+        let first = ((errors_per_block / q).round() as usize).max(4).min(half);
         let second = (8 * first).min(half);
         let eighth = (n / 8).max(second).min(half);
         let mut block_sizes = vec![first, second, eighth];

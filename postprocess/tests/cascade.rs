@@ -61,3 +61,20 @@ fn protocol_violations_are_refused() {
     assert!(corrector.absorb(&answer).is_err());
     assert!(Corrector::new(Bits::zeros(999), &shuffles).is_err());
 }
+
+#[test]
+fn keys_of_a_few_bits_are_planned_and_corrected() {
+    for n in 1..=20 {
+        let plan = CascadePlan::for_qber(n, 0.01);
+        assert!(
+            plan.block_sizes
+                .iter()
+                .all(|&k| (1..=n.max(1)).contains(&k)),
+            "{n}: {plan:?}"
+        );
+        let shuffles = Shuffles::new(n, &plan, 9).unwrap();
+        let (alice, bob) = noisy_pair(n, 1, n as u64);
+        let (corrected, _) = reconcile(&alice, bob, &shuffles).unwrap();
+        assert_eq!(corrected, alice, "{n} bits");
+    }
+}
