@@ -91,7 +91,8 @@ pub struct BlockOutcome {
 }
 
 impl BlockOutcome {
-    fn abandoned(mut report: BlockReport, reason: impl Into<String>) -> Self {
+    /// A block that gave no key, and why.
+    pub(crate) fn abandoned(mut report: BlockReport, reason: impl Into<String>) -> Self {
         report.aborted = Some(reason.into());
         BlockOutcome { key: None, report }
     }

@@ -12,7 +12,7 @@ use rand::Rng;
 
 use crate::channel::{ChannelError, Peer, Transport};
 use crate::node::block::{
-    BlockCache, BlockOutcome, BlockSettings, Pool, measure_block, prepare_block,
+    BlockCache, BlockOutcome, BlockReport, BlockSettings, Pool, measure_block, prepare_block,
 };
 use crate::node::messages::Message;
 
@@ -50,13 +50,10 @@ async fn abandon<T: Transport>(
         peer.abort(&error.to_string()).await;
     }
     peer.discard_transcripts();
-    outcomes.push(BlockOutcome {
-        key: None,
-        report: crate::node::block::BlockReport {
-            aborted: Some(error.to_string()),
-            ..Default::default()
-        },
-    });
+    outcomes.push(BlockOutcome::abandoned(
+        BlockReport::default(),
+        error.to_string(),
+    ));
 }
 
 /// Alice's session: sift and serve blocks until the measurer finishes.
