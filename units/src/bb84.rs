@@ -20,6 +20,16 @@ pub fn state_index(basis: Basis, bit: u8) -> usize {
     }
 }
 
+/// The basis and bit of state `index` (the inverse of [`state_index`]); `None` beyond A.
+#[inline]
+pub fn state(index: usize) -> Option<(Basis, u8)> {
+    match index {
+        0 | 1 => Some((Basis::Z, index as u8)),
+        2 | 3 => Some((Basis::X, index as u8 - 2)),
+        _ => None,
+    }
+}
+
 /// Bob's result for the set of detectors that clicked in one slot (bit `i` = detector `i`, in
 /// state order), squashed as a passive receiver must: clicks in both detectors of one basis give
 /// a random bit; clicks in both bases give a random basis first. `coin` supplies fair bits.
@@ -57,6 +67,11 @@ mod tests {
             let (basis, bit) = squash(mask, || unreachable!("no coin for a single click")).unwrap();
             assert_eq!(state_index(basis, bit), state);
         }
+        for index in 0..4 {
+            let (basis, bit) = state(index).unwrap();
+            assert_eq!(state_index(basis, bit), index);
+        }
+        assert_eq!(state(4), None);
         assert_eq!(squash(0, || true), None);
         // Both of one basis: the coin is the bit.
         assert_eq!(squash(0b0011, || true), Some((Basis::Z, 1)));

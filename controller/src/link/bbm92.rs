@@ -33,13 +33,7 @@ const B_RETAIN_TAGS: u64 = 1 << 20;
 
 /// Basis and bit of a detector channel (1 = H, 2 = V, 3 = D, 4 = A).
 fn outcome(channel: u8) -> Option<(Basis, u8)> {
-    match channel {
-        1 => Some((Basis::Z, 0)),
-        2 => Some((Basis::Z, 1)),
-        3 => Some((Basis::X, 0)),
-        4 => Some((Basis::X, 1)),
-        _ => None,
-    }
+    qkd_units::bb84::state(usize::from(channel).checked_sub(1)?)
 }
 
 /// Node B: its tagger, and its tags kept by stream index until announced.
