@@ -138,6 +138,18 @@ impl DirectionKeys {
     }
 }
 
+/// Deals `secret` out as pads, alternating between the directions as both nodes do; a partial
+/// pad at the end is left unused.
+fn deal(secret: &[u8], forward: &mut DirectionKeys, backward: &mut DirectionKeys) {
+    for (i, pad) in secret.chunks_exact(PAD_BYTES).enumerate() {
+        if i % 2 == 0 {
+            forward.add(pad);
+        } else {
+            backward.add(pad);
+        }
+    }
+}
+
 /// Which side of the link a node is (decides which half of the shared secret sends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -218,14 +230,7 @@ impl Authenticator {
         };
         let mut forward = DirectionKeys::new(key(0..16));
         let mut backward = DirectionKeys::new(key(16..32));
-        for (i, pad) in secret[32..].chunks_exact(PAD_BYTES).enumerate() {
-            let target = if i % 2 == 0 {
-                &mut forward
-            } else {
-                &mut backward
-            };
-            target.add(pad);
-        }
+        deal(&secret[32..], &mut forward, &mut backward);
         let (send, receive) = match role {
             Role::Initiator => (forward, backward),
             Role::Responder => (backward, forward),
@@ -247,14 +252,7 @@ impl Authenticator {
             Role::Initiator => (&mut self.send, &mut self.receive),
             Role::Responder => (&mut self.receive, &mut self.send),
         };
-        for (i, pad) in secret.chunks_exact(PAD_BYTES).enumerate() {
-            let target = if i % 2 == 0 {
-                &mut *forward
-            } else {
-                &mut *backward
-            };
-            target.add(pad);
-        }
+        deal(secret, forward, backward);
         8 * (secret.len() / PAD_BYTES * PAD_BYTES) as u64
     }
 
