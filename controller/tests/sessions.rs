@@ -13,6 +13,7 @@ use qkd_controller::node::session::{
 };
 use qkd_firmware_sim::world::rng::SimRng;
 use qkd_postprocess::auth::Role;
+use qkd_postprocess::hybrid::{HybridSigner, SEED_BYTES, SigningIdentity};
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
 use rand::SeedableRng;
 
@@ -109,21 +110,78 @@ const SECRET: [u8; 1024] = {
     s
 };
 
+/// How the two nodes use ML-DSA signatures on top of the Wegman-Carter seals.
+#[derive(Clone, Copy, PartialEq)]
+enum Signing {
+    /// Neither signs.
+    Off,
+    /// Both sign and hold each other's public keys.
+    Hybrid,
+    /// Both sign, but Alice holds someone else's key for Bob (an impostor who knows the
+    /// pre-shared secret but not Bob's signing key).
+    AliceTrustsAnotherKey,
+    /// Only Bob signs: Alice must not accept signed seals she cannot check, and Bob must not
+    /// accept unsigned ones.
+    OnlyBob,
+}
+
+fn identity(byte: u8) -> SigningIdentity {
+    SigningIdentity::from_seed(&[byte; SEED_BYTES])
+}
+
+/// Both peers over the given ends, with authentication as `signing` says.
+fn peers<A: Transport, B: Transport>(
+    alice_end: A,
+    bob_end: B,
+    signing: Signing,
+) -> (Peer<A>, Peer<B>) {
+    // A lost message must end the session quickly, not hang it.
+    let timeout = std::time::Duration::from_millis(500);
+    let mut alice = Peer::new(alice_end, &SECRET, Role::Responder)
+        .unwrap()
+        .with_receive_timeout(timeout);
+    let mut bob = Peer::new(bob_end, &SECRET, Role::Initiator)
+        .unwrap()
+        .with_receive_timeout(timeout);
+    let (alice_id, bob_id, impostor) = (identity(1), identity(2), identity(3));
+    let bob_key_at_alice = if signing == Signing::AliceTrustsAnotherKey {
+        impostor.public_key()
+    } else {
+        bob_id.public_key()
+    };
+    let alice_public = alice_id.public_key();
+    if matches!(signing, Signing::Hybrid | Signing::AliceTrustsAnotherKey) {
+        let signer = HybridSigner::new(alice_id, &bob_key_at_alice, Role::Responder).unwrap();
+        alice = alice.with_hybrid(signer);
+    }
+    if signing != Signing::Off {
+        bob = bob.with_hybrid(HybridSigner::new(bob_id, &alice_public, Role::Initiator).unwrap());
+    }
+    (alice, bob)
+}
+
 /// Runs both sessions; returns (Alice's outcomes, Bob's outcomes).
 async fn run<A, B>(alice_end: A, bob_end: B, seed: u64) -> (Vec<BlockOutcome>, Vec<BlockOutcome>)
 where
     A: Transport + 'static,
     B: Transport + 'static,
 {
+    run_signed(alice_end, bob_end, seed, Signing::Off).await
+}
+
+/// [`run`] with the given use of signatures.
+async fn run_signed<A, B>(
+    alice_end: A,
+    bob_end: B,
+    seed: u64,
+    signing: Signing,
+) -> (Vec<BlockOutcome>, Vec<BlockOutcome>)
+where
+    A: Transport + 'static,
+    B: Transport + 'static,
+{
     let Synthetic { alice, bob } = synthetic(seed);
-    // A lost message must end the session quickly, not hang it.
-    let timeout = std::time::Duration::from_millis(500);
-    let mut alice_peer = Peer::new(alice_end, &SECRET, Role::Responder)
-        .unwrap()
-        .with_receive_timeout(timeout);
-    let mut bob_peer = Peer::new(bob_end, &SECRET, Role::Initiator)
-        .unwrap()
-        .with_receive_timeout(timeout);
+    let (mut alice_peer, mut bob_peer) = peers(alice_end, bob_end, signing);
     let alice_task = tokio::spawn(async move {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         run_preparer(&mut alice_peer, &mut Table(alice), &settings(), &mut rng).await
@@ -219,6 +277,28 @@ async fn tampering_replay_or_loss_in_either_direction_yields_no_key() {
                 if from_bob { "Bob" } else { "Alice" }
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_mode_keys_only_when_signatures_and_seals_both_check() {
+    let (a, b) = MemoryTransport::pair();
+    let (alice, bob) = run_signed(b, a, 1, Signing::Hybrid).await;
+    assert_eq!(alice.len(), 2);
+    assert!(alice.iter().all(|o| o.key.is_some()));
+    assert_eq!(keys(&alice), keys(&bob));
+    // The same run without signatures gives the same keys: signing discloses nothing.
+    let (a, b) = MemoryTransport::pair();
+    let (plain, _) = run(b, a, 1).await;
+    assert_eq!(keys(&plain), keys(&alice));
+
+    for signing in [Signing::AliceTrustsAnotherKey, Signing::OnlyBob] {
+        let (a, b) = MemoryTransport::pair();
+        let (alice, bob) = run_signed(b, a, 1, signing).await;
+        assert!(
+            alice.iter().chain(&bob).all(|o| o.key.is_none()),
+            "a key despite a failed signature check"
+        );
     }
 }
 

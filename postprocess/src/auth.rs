@@ -47,6 +47,24 @@ pub enum AuthError {
     /// No key left to authenticate with.
     #[error("authentication key exhausted: refill from the key pool or a new pre-shared secret")]
     Exhausted,
+    /// A signed seal whose ML-DSA signature does not verify over the received transcript.
+    #[error("the ML-DSA signature over the transcript of {messages} messages does not verify")]
+    BadSignature {
+        /// Messages in the transcript that failed.
+        messages: u64,
+    },
+    /// The peer sealed without a signature where hybrid authentication is on, or signed where it
+    /// is off: the two nodes are not configured alike (or someone is downgrading the channel).
+    #[error("the peer's seal {0}")]
+    SignatureMode(&'static str),
+    /// A public key that does not decode.
+    #[error("ML-DSA public key of {got} bytes, {needed} expected")]
+    PublicKeyLength {
+        /// Bytes expected.
+        needed: usize,
+        /// Bytes given.
+        got: usize,
+    },
     /// A secret too short to start from.
     #[error("the pre-shared secret needs at least {needed} bytes, got {got}")]
     SecretTooShort {

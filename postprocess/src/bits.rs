@@ -164,6 +164,14 @@ impl Bits {
         self.range(0, len)
     }
 
+    /// Adds `other` bit by bit modulo 2; `other` must be no longer than this string.
+    pub fn xor_assign(&mut self, other: &Bits) {
+        debug_assert!(other.len <= self.len);
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a ^= b;
+        }
+    }
+
     /// Appends `other`, a word at a time.
     pub fn extend(&mut self, other: &Bits) {
         let shift = self.len % 64;

@@ -9,17 +9,16 @@
 //!
 //! Two ways to compute it: [`hash_direct`], word-parallel and exact, costs `m·n/64` word
 //! operations (verification tags, and the reference the fast path is checked against);
-//! [`ToeplitzHasher`] computes the convolution with real FFTs in `O((n+m) log(n+m))`. The
+//! [`ToeplitzHasher`] computes the convolution with FFTs ([`crate::convolution`]) in `O((n+m) log(n+m))`. The
 //! convolution's integer sums must come out exact before the parity is taken: with 0/1 inputs
 //! the f64 FFT's error is bounded by `‖seed‖·‖x‖·c·ε·log2 N` (Percival), about 10^-6 for
 //! `n = 10^8`, far below the 0.5 that rounding tolerates; every output is still checked to lie
 //! within 0.25 of an integer, and a block that does not is refused rather than trusted.
 
-use realfft::num_complex::Complex;
-use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
-use std::sync::Arc;
+use rustfft::FftPlanner;
 
 use crate::bits::Bits;
+use crate::convolution::ParityConvolver;
 
 /// Why a hash could not be computed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -44,9 +43,6 @@ pub enum ToeplitzError {
         /// Output length.
         outputs: usize,
     },
-    /// The FFT library refused the buffers it was given.
-    #[error("FFT failed: {0}")]
-    Transform(String),
     /// A convolution sum came out too far from an integer to trust.
     #[error("FFT rounding exceeded the safe margin (worst {worst:.3})")]
     Precision {
@@ -136,64 +132,16 @@ const SAFE_MARGIN: f64 = 0.25;
 /// Privacy amplification by FFT convolution. The hasher owns its plans and its working buffers:
 /// at 10^7 bits those are hundreds of megabytes, and allocating them per block costs more in page
 /// faults than the transforms themselves.
+#[derive(Debug)]
 pub struct ToeplitzHasher {
-    len: usize,
-    forward: Arc<dyn RealToComplex<f64>>,
-    inverse: Arc<dyn ComplexToReal<f64>>,
-    seed_work: Workspace,
-    input_work: Workspace,
+    convolver: ParityConvolver,
 }
 
-/// One forward transform's buffers.
-struct Workspace {
-    signal: Vec<f64>,
-    spectrum: Vec<Complex<f64>>,
-    scratch: Vec<Complex<f64>>,
-}
-
-impl Workspace {
-    /// Buffers for `forward`, with scratch enough for `inverse` too (the seed's workspace
-    /// also hosts the inverse transform).
-    fn new(forward: &dyn RealToComplex<f64>, inverse: &dyn ComplexToReal<f64>) -> Self {
-        let scratch = forward.get_scratch_len().max(inverse.get_scratch_len());
-        Self {
-            signal: forward.make_input_vec(),
-            spectrum: forward.make_output_vec(),
-            scratch: vec![Complex::default(); scratch],
-        }
-    }
-
-    /// The spectrum of `bits` as a 0/1 signal, left in `self.spectrum`.
-    fn transform(
-        &mut self,
-        forward: &dyn RealToComplex<f64>,
-        bits: &Bits,
-    ) -> Result<(), ToeplitzError> {
-        self.signal.fill(0.0);
-        for (w, &word) in bits.words().iter().enumerate() {
-            let mut rest = word;
-            while rest != 0 {
-                let bit = rest.trailing_zeros() as usize;
-                self.signal[64 * w + bit] = 1.0;
-                rest &= rest - 1;
-            }
-        }
-        forward
-            .process_with_scratch(&mut self.signal, &mut self.spectrum, &mut self.scratch)
-            .map_err(|e| ToeplitzError::Transform(e.to_string()))
-    }
-}
-
-impl std::fmt::Debug for ToeplitzHasher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ToeplitzHasher(len {})", self.len)
-    }
-}
-
-/// Smallest even `2^a · 3^b` (`b ≤ 2`) that is at least `n`: fast FFT sizes, up to a third
-/// smaller than the next power of two. Even, so the spectrum's last bin is the real Nyquist term.
+/// Smallest even `2^a · 3^b · 5^c` (`b, c ≤ 2`) that is at least `n`: fast FFT sizes, up to a
+/// third smaller than the next power of two. Even, so the signal packs two samples to a complex
+/// one.
 fn transform_length(n: usize) -> usize {
-    [1usize, 3, 9]
+    [1usize, 3, 5, 9, 15, 25, 45, 75, 225]
         .iter()
         .map(|&three| three * n.div_ceil(three).next_power_of_two().max(2))
         .min()
@@ -203,10 +151,18 @@ fn transform_length(n: usize) -> usize {
 /// FFT plans and the buffers of the latest transform length, kept across blocks: planning
 /// computes twiddle factors, which costs as much as a transform, and consecutive blocks of a
 /// session almost always share a length.
-#[derive(Default)]
 pub struct PlanCache {
-    planner: RealFftPlanner<f64>,
+    planner: FftPlanner<f64>,
     latest: Option<ToeplitzHasher>,
+}
+
+impl Default for PlanCache {
+    fn default() -> Self {
+        Self {
+            planner: FftPlanner::new(),
+            latest: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for PlanCache {
@@ -223,28 +179,22 @@ impl PlanCache {
         // hash does not use.
         let len = transform_length(input + output.max(1) - 1);
         let planner = &mut self.planner;
-        let reusable = self.latest.as_ref().is_some_and(|h| h.len == len);
+        let reusable = self
+            .latest
+            .as_ref()
+            .is_some_and(|h| h.convolver.cyclic_len() == len);
         if !reusable {
             // Free the old buffers before allocating the new ones.
             self.latest = None;
         }
-        self.latest.get_or_insert_with(|| {
-            let forward = planner.plan_fft_forward(len);
-            let inverse = planner.plan_fft_inverse(len);
-            ToeplitzHasher {
-                len,
-                seed_work: Workspace::new(forward.as_ref(), inverse.as_ref()),
-                input_work: Workspace::new(forward.as_ref(), inverse.as_ref()),
-                forward,
-                inverse,
-            }
+        self.latest.get_or_insert_with(|| ToeplitzHasher {
+            convolver: ParityConvolver::new(planner, len),
         })
     }
 }
 
 impl ToeplitzHasher {
-    /// Hashes `input` to `output` bits with `seed` (`input + output − 1` bits), with the two
-    /// forward transforms on two threads.
+    /// Hashes `input` to `output` bits with `seed` (`input + output − 1` bits).
     pub fn hash(
         &mut self,
         input: &Bits,
@@ -253,51 +203,19 @@ impl ToeplitzHasher {
     ) -> Result<Bits, ToeplitzError> {
         let n = input.len();
         check_shape(n, output, seed.len())?;
-        if transform_length(n + output - 1) != self.len {
+        if transform_length(n + output - 1) != self.convolver.cyclic_len() {
             return Err(ToeplitzError::Shape {
                 inputs: n,
                 outputs: output,
             });
         }
-        let forward = self.forward.as_ref();
-        let (seed_work, input_work) = (&mut self.seed_work, &mut self.input_work);
-        std::thread::scope(|scope| {
-            let seed_done = scope.spawn(|| seed_work.transform(forward, seed));
-            let input_done = input_work.transform(forward, input);
-            let seed_done = seed_done.join().unwrap_or_else(|_| {
-                Err(ToeplitzError::Transform("transform thread failed".into()))
+        let sums = self.convolver.parities(seed, input, n - 1, output);
+        if sums.worst_rounding > SAFE_MARGIN {
+            return Err(ToeplitzError::Precision {
+                worst: sums.worst_rounding,
             });
-            seed_done.and(input_done)
-        })?;
-        let product = &mut self.seed_work.spectrum;
-        for (p, q) in product.iter_mut().zip(&self.input_work.spectrum) {
-            *p *= q;
         }
-        if let Some(first) = product.first_mut() {
-            first.im = 0.0;
-        }
-        if let Some(last) = product.last_mut() {
-            last.im = 0.0;
-        }
-        let sums = &mut self.seed_work.signal;
-        self.inverse
-            .process_with_scratch(product, sums, &mut self.seed_work.scratch)
-            .map_err(|e| ToeplitzError::Transform(e.to_string()))?;
-        let scale = 1.0 / self.len as f64;
-        let mut out = Bits::zeros(output);
-        let mut worst: f64 = 0.0;
-        for (i, &v) in sums[n - 1..n - 1 + output].iter().enumerate() {
-            let v = v * scale;
-            let rounded = v.round();
-            worst = worst.max((v - rounded).abs());
-            if (rounded as i64) & 1 == 1 {
-                out.set(i, true);
-            }
-        }
-        if worst > SAFE_MARGIN {
-            return Err(ToeplitzError::Precision { worst });
-        }
-        Ok(out)
+        Ok(sums.bits)
     }
 }
 
@@ -368,11 +286,15 @@ mod tests {
             while r.is_multiple_of(3) {
                 r /= 3;
             }
-            assert_eq!(r, 1, "{l} is not 2^a 3^b");
+            while r.is_multiple_of(5) {
+                r /= 5;
+            }
+            assert_eq!(r, 1, "{l} is not 2^a 3^b 5^c");
             assert!(l.is_multiple_of(2));
         }
-        assert_eq!(transform_length(15_000_000), 1 << 24);
+        assert_eq!(transform_length(15_000_000), 15 << 20);
+        assert_eq!(transform_length(16_000_000), 1 << 24);
         assert_eq!(transform_length(12_000_000), 3 << 22);
-        assert_eq!(transform_length(9), 12);
+        assert_eq!(transform_length(9), 10);
     }
 }

@@ -73,9 +73,15 @@ pub fn run(args: &PaArgs) -> Result<()> {
     if let Some(e) = failure {
         bail!("privacy amplification failed: {e}");
     }
-    let rows: Vec<usize> = (0..CHECKED_ROWS / 2)
-        .chain(m.saturating_sub(CHECKED_ROWS / 2)..m)
+    // Both ends, where a wrong offset or wrap-around would show, and rows spread across the
+    // middle, which pass through every part of the blocked transform.
+    let quarter = CHECKED_ROWS / 4;
+    let mut rows: Vec<usize> = (0..quarter)
+        .chain((0..2 * quarter).map(|i| (2 * i + 1) * m / (4 * quarter)))
+        .chain(m.saturating_sub(quarter)..m)
         .collect();
+    rows.sort_unstable();
+    rows.dedup();
     let direct = hash_rows(&input, &seed, m, &rows)?;
     for (&row, &bit) in rows.iter().zip(&direct) {
         ensure!(

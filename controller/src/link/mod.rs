@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use qkd_firmware_sim::world::IntensitySpec;
+use qkd_postprocess::auth::Role;
 use qkd_postprocess::estimate::DecoySettings;
+use qkd_postprocess::hybrid::{HybridSigner, SEED_BYTES, SigningIdentity};
 use rand::{SeedableRng, TryRng};
+use zeroize::Zeroize;
 
 use crate::channel::Peer;
 use crate::channel::memory::MemoryTransport;
@@ -60,6 +63,10 @@ pub struct LinkArgs {
     /// Protocol.
     #[arg(long, value_enum, default_value_t = Protocol::Bb84)]
     pub protocol: Protocol,
+    /// Hybrid authentication: every seal also carries an ML-DSA-65 signature (FIPS 204), and
+    /// a block keeps its key only if both the Wegman-Carter tags and the signatures check.
+    #[arg(long)]
+    pub hybrid_auth: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -71,6 +78,7 @@ struct Run {
     bench: Bench,
     seconds: f64,
     seed: u64,
+    hybrid_auth: bool,
     settings: BlockSettings,
 }
 
@@ -98,6 +106,7 @@ fn validate(args: &LinkArgs) -> Result<Run> {
         bench,
         seconds,
         seed: args.bench.seed,
+        hybrid_auth: args.hybrid_auth,
         settings: BlockSettings {
             block_bits: args.block_bits,
             decoy: None,
@@ -131,13 +140,20 @@ pub(crate) fn decoy_settings(
     Ok(settings)
 }
 
-/// Fresh pre-shared secret from the operating system (never from the run's seed).
-fn pre_shared_secret() -> Result<Vec<u8>> {
-    let mut secret = vec![0u8; PRE_SHARED_SECRET_BYTES];
+/// Fills `secret` from the operating system (never from the run's seed).
+fn fill_from_system(secret: &mut [u8], what: &str) -> Result<()> {
     rand::rngs::SysRng
-        .try_fill_bytes(&mut secret)
-        .map_err(|e| anyhow::anyhow!("no system randomness for the pre-shared secret: {e}"))?;
-    Ok(secret)
+        .try_fill_bytes(secret)
+        .map_err(|e| anyhow::anyhow!("no system randomness for the {what}: {e}"))
+}
+
+/// A fresh ML-DSA identity for one node.
+fn signing_identity() -> Result<SigningIdentity> {
+    let mut seed = [0u8; SEED_BYTES];
+    fill_from_system(&mut seed, "ML-DSA seed")?;
+    let identity = SigningIdentity::from_seed(&seed);
+    seed.zeroize();
+    Ok(identity)
 }
 
 /// Public randomness for the protocol (hash seeds), reproducible by the run's seed.
@@ -145,12 +161,22 @@ fn protocol_rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15)
 }
 
-/// A connected pair of peers: Bob opens the channel (initiator), Alice accepts.
-fn peers() -> Result<(Peer<MemoryTransport>, Peer<MemoryTransport>)> {
-    let secret = pre_shared_secret()?;
+/// A connected pair of peers: Bob opens the channel (initiator), Alice accepts. In hybrid mode
+/// each node gets its own ML-DSA key and the other's public key, as an installation would
+/// distribute them.
+fn peers(hybrid_auth: bool) -> Result<(Peer<MemoryTransport>, Peer<MemoryTransport>)> {
+    let mut secret = vec![0u8; PRE_SHARED_SECRET_BYTES];
+    fill_from_system(&mut secret, "pre-shared secret")?;
     let (bob_end, alice_end) = MemoryTransport::pair();
-    let bob = Peer::new(bob_end, &secret, qkd_postprocess::auth::Role::Initiator)?;
-    let alice = Peer::new(alice_end, &secret, qkd_postprocess::auth::Role::Responder)?;
+    let mut bob = Peer::new(bob_end, &secret, Role::Initiator)?;
+    let mut alice = Peer::new(alice_end, &secret, Role::Responder)?;
+    secret.zeroize();
+    if hybrid_auth {
+        let (bob_id, alice_id) = (signing_identity()?, signing_identity()?);
+        let (bob_public, alice_public) = (bob_id.public_key(), alice_id.public_key());
+        bob = bob.with_hybrid(HybridSigner::new(bob_id, &alice_public, Role::Initiator)?);
+        alice = alice.with_hybrid(HybridSigner::new(alice_id, &bob_public, Role::Responder)?);
+    }
     Ok((alice, bob))
 }
 
@@ -180,6 +206,7 @@ impl Sessions {
             distance_km: run.bench.distance_km,
             seconds: run.seconds,
             seed: run.seed,
+            hybrid_auth: run.hybrid_auth,
             eve_fraction: run.bench.eve_fraction,
             block_bits: run.settings.block_bits,
             pulses,
@@ -201,7 +228,7 @@ async fn run_sessions(
     run: &Run,
     names: [&'static str; 2],
 ) -> Result<Sessions> {
-    let (mut preparer_peer, mut measurer_peer) = peers()?;
+    let (mut preparer_peer, mut measurer_peer) = peers(run.hybrid_auth)?;
     let preparer_settings = settings.clone();
     let seed = run.seed;
     let preparer_task = tokio::spawn(async move {

@@ -20,6 +20,8 @@ pub struct RunFigures {
     pub seconds: f64,
     /// Seed of the run.
     pub seed: u64,
+    /// Seals also carried ML-DSA signatures.
+    pub hybrid_auth: bool,
     /// Eavesdropper's share of pulses.
     pub eve_fraction: f64,
     /// Key bits per block.

@@ -74,6 +74,13 @@ pub enum Message {
     Confirmed,
     /// Either way: the seal over everything sent since the last seal.
     Seal([u8; 16]),
+    /// Either way, in hybrid mode: the seal and an ML-DSA signature over the same messages.
+    SignedSeal {
+        /// Wegman-Carter tag.
+        tag: [u8; 16],
+        /// ML-DSA-65 signature.
+        signature: Vec<u8>,
+    },
     /// Measurer → preparer (entangled links): send the timestamps of your next batch.
     RequestTags,
     /// Preparer → measurer: timestamps of the preparer's next batch (its channels stay secret).
@@ -100,6 +107,7 @@ impl Message {
             Message::Amplify { .. } => "Amplify",
             Message::Confirmed => "Confirmed",
             Message::Seal(_) => "Seal",
+            Message::SignedSeal { .. } => "SignedSeal",
             Message::RequestTags => "RequestTags",
             Message::Tags(_) => "Tags",
             Message::Finish => "Finish",
