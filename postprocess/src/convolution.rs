@@ -129,10 +129,12 @@ impl RowWork {
     }
 }
 
-/// One frequency of the packed product spectrum from the packed spectra of the two signals at
-/// `k` and `M − k`: unpack both real spectra at `k` and `k + M`, multiply, and pack the product
-/// again for the half-length inverse. `w = exp(−2πi·k/N)`.
-fn packed_product(first: C, first_mirror: C, second: C, second_mirror: C, w: C) -> C {
+/// The packed product spectrum at frequencies `k` and `M − k`, from the packed spectra of the
+/// two signals there: unpack both real spectra at `k` and `k + M`, multiply, and pack the
+/// product again for the half-length inverse. `w = exp(−2πi·k/N)`. The unpacked values at
+/// `M − k` are the conjugates of those at `k` with the twiddle `−w̄`, so one evaluation gives both
+/// outputs: `(A + B, conj(A − B))`. For `k = 0` only the first is meaningful.
+fn packed_products(first: C, first_mirror: C, second: C, second_mirror: C, w: C) -> (C, C) {
     let half = 0.5;
     let minus_half_i = C::new(0.0, -0.5);
     let (even_a, odd_a) = (
@@ -143,9 +145,12 @@ fn packed_product(first: C, first_mirror: C, second: C, second_mirror: C, w: C) 
         (second + second_mirror.conj()) * half,
         (second - second_mirror.conj()) * minus_half_i,
     );
-    let low = (even_a + w * odd_a) * (even_b + w * odd_b);
-    let high = (even_a - w * odd_a) * (even_b - w * odd_b);
-    (low + high) * half + C::new(0.0, 0.5) * w.conj() * (low - high)
+    let (turned_a, turned_b) = (w * odd_a, w * odd_b);
+    let low = (even_a + turned_a) * (even_b + turned_b);
+    let high = (even_a - turned_a) * (even_b - turned_b);
+    let sum = (low + high) * half;
+    let difference = C::new(0.0, 0.5) * w.conj() * (low - high);
+    (sum + difference, (sum - difference).conj())
 }
 
 impl ParityConvolver {
@@ -321,8 +326,8 @@ impl ParityConvolver {
             let m2 = cols - 1 - k2;
             let (a, a_mirror) = (row[k2], mirror[m2]);
             let (b, b_mirror) = (second_row[k2], second_mirror[m2]);
-            row[k2] = packed_product(a, a_mirror, b, b_mirror, self.unpack_twiddle(k1, k2));
-            mirror[m2] = packed_product(a_mirror, a, b_mirror, b, self.unpack_twiddle(partner, m2));
+            (row[k2], mirror[m2]) =
+                packed_products(a, a_mirror, b, b_mirror, self.unpack_twiddle(k1, k2));
         }
         self.row_inverse.process_with_scratch(row, scratch);
         self.row_inverse.process_with_scratch(mirror, scratch);
@@ -355,8 +360,11 @@ impl ParityConvolver {
             }
             let (a, a_mirror) = (row[k2], row[m2]);
             let (b, b_mirror) = (second_row[k2], second_row[m2]);
-            row[k2] = packed_product(a, a_mirror, b, b_mirror, self.unpack_twiddle(k1, k2));
-            row[m2] = packed_product(a_mirror, a, b_mirror, b, self.unpack_twiddle(k1, m2));
+            let (at_k, at_mirror) =
+                packed_products(a, a_mirror, b, b_mirror, self.unpack_twiddle(k1, k2));
+            // Row 0 column 0 is frequency 0, its own mirror: only the first value applies.
+            row[m2] = at_mirror;
+            row[k2] = at_k;
         }
         self.row_inverse.process_with_scratch(row, scratch);
     }
@@ -397,12 +405,17 @@ impl ParityConvolver {
         let mut bits = Bits::zeros(count);
         let mut worst: f64 = 0.0;
         let window = start..start + count;
+        let mut staging = vec![C::default(); GROUP * rows];
         for group in groups {
             let first_col = group * GROUP;
             let width = GROUP.min(cols - first_col);
-            for k1 in 0..rows {
-                let run = &rows_done[k1 * cols + first_col..][..width];
-                for (c, &v) in run.iter().enumerate() {
+            // Copy first, twiddle after: a bare copy keeps many rows' loads in flight, which
+            // is what a gather across pages is bound by.
+            for (k1, staged) in staging.chunks_exact_mut(GROUP).enumerate() {
+                staged[..width].copy_from_slice(&rows_done[k1 * cols + first_col..][..width]);
+            }
+            for (k1, staged) in staging.chunks_exact(GROUP).enumerate() {
+                for (c, &v) in staged[..width].iter().enumerate() {
                     *block.at_mut(c, k1) = v * self.twiddle((first_col + c) * k1).conj();
                 }
             }
