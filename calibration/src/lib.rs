@@ -1,6 +1,9 @@
 //! Calibration and active polarization tracking, written against the driver traits only, so the
 //! same loops run on the emulated bench and on lab hardware.
 //!
+//! - [`delay`]: each detector's arrival phase in the slot, from its timing against the sync.
+//! - [`detectors`]: dark counts, relative efficiencies within a basis pair, afterpulsing; flags.
+//! - [`intensity`]: the source's mean photon numbers from counts at a known transmission.
 //! - [`counts`]: what a window of detections says about the channel's polarization (error rates
 //!   per basis, the cost the loops minimise).
 //! - [`monitor`]: where those windows come from — reference states interleaved by the source, or
@@ -11,6 +14,9 @@
 //! - [`state`]: calibration saved to a versioned file tied to device identities.
 
 pub mod counts;
+pub mod delay;
+pub mod detectors;
+pub mod intensity;
 pub mod monitor;
 pub mod state;
 pub mod tracker;

@@ -2,6 +2,7 @@
 //! binary.
 
 pub mod bench;
+pub mod calibrate;
 pub mod channel;
 pub mod emulate;
 pub mod flags;

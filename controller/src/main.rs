@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use qkd_controller::{bench, emulate, link, plan, tags};
+use qkd_controller::{bench, calibrate, emulate, link, plan, tags};
 
 /// Controller of one node of a quantum key distribution link.
 #[derive(Debug, Parser)]
@@ -19,6 +19,8 @@ enum Command {
     Emulate(emulate::EmulateArgs),
     /// Run both nodes of a link against the emulator, through post-processing to keys.
     Link(link::LinkArgs),
+    /// Calibrate the receiver on the emulated bench: delays, detectors, intensities, polarization.
+    Calibrate(calibrate::CalibrateArgs),
     /// Expected key rate for given hardware and distance (asymptotic and finite-key).
     Plan(plan::PlanArgs),
     /// Work with recorded time tags.
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Command::Emulate(args) => emulate::run(&args),
         Command::Link(args) => link::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Calibrate(args) => calibrate::run(&args),
         Command::Bench(command) => bench::run(&command),
         Command::Tags(command) => tags::run(&command),
     };

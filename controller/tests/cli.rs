@@ -389,3 +389,50 @@ fn bbm92_refuses_flags_its_bench_cannot_honour() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(flag));
     }
 }
+
+#[test]
+fn calibrate_finds_the_emulated_cables_intensities_and_alignment() {
+    let dir = std::env::temp_dir().join(format!("qkd-calibrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("polarization.json");
+    let report = json(&[
+        "calibrate",
+        "--preset",
+        "ingaas-gated",
+        "--distance-km",
+        "25",
+        "--dark-seconds",
+        "2",
+        "--light-seconds",
+        "0.2",
+        "--cable-delays-ps",
+        "0,1900,-800,3100,450",
+        "--save",
+        saved.to_str().unwrap(),
+        "--json",
+    ]);
+    // 1 GHz slots: the delays are found in the slot and whole slots from the source's pattern.
+    assert_eq!(report["whole_slots"], serde_json::json!([2, -1, 3, 0]));
+    let delays: Vec<i64> = report["slot_delays_ps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    for (found, cable) in delays.iter().zip([1900, -800, 3100, 450]) {
+        assert!((found - cable).abs() <= 1, "{delays:?}");
+    }
+    assert_eq!(report["detectors"].as_array().unwrap().len(), 4);
+    for class in report["intensities"]["classes"].as_array().unwrap() {
+        assert!(class["flag"].is_null(), "{class}");
+    }
+    let floor = report["polarization"]["qber_floor"].as_f64().unwrap();
+    assert!(floor < 0.05, "aligned QBER {floor}");
+    assert_eq!(report["flags"], serde_json::json!([]));
+    assert!(saved.exists());
+    std::fs::remove_dir_all(&dir).ok();
+
+    let out = qkd(&["calibrate", "--dark-seconds", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dark-seconds"));
+}

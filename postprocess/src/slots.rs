@@ -49,8 +49,25 @@ pub struct SlotConfig {
     pub gate_ps: i64,
     /// Slot index of the first sync pulse in the stream.
     pub first_sync_slot: u64,
+    /// Where the stream's syncs sit on the tagger clock. Without it the first sync recovery sees
+    /// starts slot `first_sync_slot`, which is right only for a recovery that reads the stream
+    /// from its start; with it a recovery can start anywhere (a calibration step, a monitor
+    /// opened mid-run) and still number slots as the source does.
+    pub epoch: Option<SyncEpoch>,
     /// Largest mismatch between the source's and the tagger's clocks, ppm.
     pub max_clock_error_ppm: f64,
+}
+
+/// The tagger time of the sync that starts slot `first_sync_slot`, and the sync period measured
+/// on the tagger's clock: together they number any later sync. The period must be the measured
+/// one (a clock error of 1 ppm shifts the numbering by a sync every 10^6 syncs), and the
+/// numbering holds while the clocks do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SyncEpoch {
+    /// Tagger time of the reference sync, ps.
+    pub time_ps: i64,
+    /// Sync period on the tagger's clock, ps.
+    pub period_ps: f64,
 }
 
 /// A configuration slot recovery cannot work with.
@@ -70,6 +87,7 @@ impl SlotConfig {
             delays_ps: [0; 4],
             gate_ps: (1e12 / nominal_rate_hz / 2.0).min(1_000.0) as i64,
             first_sync_slot: 0,
+            epoch: None,
             max_clock_error_ppm: 100.0,
         }
     }
@@ -107,6 +125,17 @@ impl SlotConfig {
         }
         if self.delays_ps.iter().any(|d| d.abs() > 1_000_000_000) {
             return fail("detector delays must be within ±1 ms".into());
+        }
+        if let Some(epoch) = &self.epoch {
+            let nominal = period * self.sync_divider as f64;
+            let error_ppm = (epoch.period_ps / nominal - 1.0).abs() * 1e6;
+            // NaN (a zero or non-finite period) fails too.
+            if error_ppm.is_nan() || error_ppm > self.max_clock_error_ppm {
+                return fail(format!(
+                    "epoch sync period {} ps is not within {} ppm of the nominal {nominal} ps",
+                    epoch.period_ps, self.max_clock_error_ppm
+                ));
+            }
         }
         Ok(())
     }
@@ -385,6 +414,16 @@ impl SlotRecovery {
         }
     }
 
+    /// Number of the sync at `t`, counted from the one that starts `first_sync_slot`: from the
+    /// epoch when there is one, else this is the first.
+    fn index_of(&self, t: i64) -> u64 {
+        self.config.epoch.map_or(0, |epoch| {
+            ((t - epoch.time_ps) as f64 / epoch.period_ps)
+                .round()
+                .max(0.0) as u64
+        })
+    }
+
     /// A second sync: lock if the interval is a whole number of nominal periods within the
     /// clock-error bound, otherwise start over from this sync.
     fn confirm(&mut self, first: i64, t: i64) {
@@ -397,11 +436,12 @@ impl SlotRecovery {
         if steps >= 1.0 && unambiguous && error_ppm <= self.config.max_clock_error_ppm {
             self.stats.syncs += 1;
             self.stats.missed_syncs += steps as u64 - 1;
-            let start = Clock::new(Phase::at(first), period, 0, &self.config);
+            let index = self.index_of(first);
+            let start = Clock::new(Phase::at(first), period, index, &self.config);
             self.lock = Lock::Locked(Clock::new(
                 start.phase.plus(elapsed),
                 period,
-                steps as u64,
+                index + steps as u64,
                 &self.config,
             ));
             // Tags up to a sync period before the first sync belong to the slots just before it.

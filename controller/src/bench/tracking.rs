@@ -48,6 +48,14 @@ pub enum ControllerKind {
 }
 
 impl ControllerKind {
+    /// The emulated controller of this kind.
+    pub fn spec(self) -> ControllerSpec {
+        match self {
+            ControllerKind::Squeezers => ControllerSpec::four_squeezers(),
+            ControllerKind::Paddles => ControllerSpec::three_paddles(),
+        }
+    }
+
     /// Link time the tracker has to align before scoring starts: motorised paddles travel at
     /// 200°/s, so scanning them takes seconds.
     fn alignment_budget_s(self) -> f64 {
@@ -252,10 +260,7 @@ fn link_spec(args: &TrackingArgs, step_at: Option<f64>) -> Result<(LinkSpec, Fee
             axis: None,
         });
     }
-    spec.receiver.controller = match args.controller {
-        ControllerKind::Squeezers => ControllerSpec::four_squeezers(),
-        ControllerKind::Paddles => ControllerSpec::three_paddles(),
-    };
+    spec.receiver.controller = args.controller.spec();
     let feedback = match args.strategy {
         Strategy::Reference => {
             spec.source.reference_share = args.reference_share;
