@@ -20,6 +20,8 @@ use qkd_drivers::{
 };
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotConfigError, SlotRecovery, SyncEpoch};
 use qkd_units::Hertz;
+
+use crate::stream::{detector_inputs, reads_covering};
 use serde::Serialize;
 
 /// Histogram bins per slot.
@@ -151,11 +153,7 @@ pub async fn resolve_whole_slots<T: TimeTagger, S: WcpSource>(
     let mut recovery = SlotRecovery::new(config.clone())?;
     let mut detections = Detections::default();
     let mut batch = TagBatch::default();
-    let reads = duration
-        .as_nanos()
-        .div_ceil(batch_duration.as_nanos().max(1))
-        .max(1);
-    for _ in 0..reads {
+    for _ in 0..reads_covering(duration, batch_duration) {
         tagger.read(&mut batch).await?;
         recovery.process(&batch.time_ps, &batch.channel, &mut detections);
     }
@@ -249,26 +247,14 @@ pub async fn calibrate_delays<T: TimeTagger>(
         .find(|c| c.role == ChannelRole::Sync)
         .map(|c| c.index)
         .ok_or(DelayError::Wiring("sync"))?;
-    let detectors: Vec<(u8, u8)> = tagger
-        .channels()
-        .iter()
-        .filter_map(|c| match c.role {
-            ChannelRole::Detector(d) => Some((d, c.index)),
-            _ => None,
-        })
-        .collect();
+    let detectors = detector_inputs(tagger.channels());
     if detectors.is_empty() {
         return Err(DelayError::Wiring("detector"));
     }
     let nominal_sync_ps = nominal_slot_ps * settings.sync_divider as f64;
     let mut reading = Reading::new(sync_channel, &detectors, nominal_sync_ps);
-    let reads = settings
-        .duration
-        .as_nanos()
-        .div_ceil(settings.batch.as_nanos())
-        .max(1);
     let mut batch = TagBatch::default();
-    for _ in 0..reads {
+    for _ in 0..reads_covering(settings.duration, settings.batch) {
         tagger.read(&mut batch).await?;
         reading.add(&batch);
     }

@@ -20,10 +20,11 @@
 use std::time::Duration;
 
 use qkd_drivers::{
-    ChannelRole, DarkCounts, SinglePhotonDetectors, SourceError, TagBatch, TaggerError, TimeTagger,
-    WcpSource,
+    DarkCounts, SinglePhotonDetectors, SourceError, TagBatch, TaggerError, TimeTagger, WcpSource,
 };
 use qkd_units::Hertz;
+
+use crate::stream::{detector_inputs, reads_covering};
 use serde::Serialize;
 
 /// Limits beyond which a channel is flagged.
@@ -140,7 +141,7 @@ where
     T: TimeTagger,
 {
     let channels = detectors.channels().to_vec();
-    let inputs = detector_inputs(tagger, channels.len())?;
+    let inputs = detector_wiring(tagger, channels.len())?;
 
     source.set_enabled(false).await?;
     let dark = read_clicks(tagger, &inputs, settings.dark_integration, settings.batch).await;
@@ -191,19 +192,11 @@ where
 }
 
 /// Tagger input of each detector channel, in detector order.
-fn detector_inputs<T: TimeTagger>(
+fn detector_wiring<T: TimeTagger>(
     tagger: &T,
     detectors: usize,
 ) -> Result<Vec<u8>, CharacterisationError> {
-    let mut inputs: Vec<(u8, u8)> = tagger
-        .channels()
-        .iter()
-        .filter_map(|c| match c.role {
-            ChannelRole::Detector(d) => Some((d, c.index)),
-            _ => None,
-        })
-        .collect();
-    inputs.sort_unstable();
+    let inputs = detector_inputs(tagger.channels());
     let in_order = inputs
         .iter()
         .enumerate()
@@ -229,12 +222,8 @@ async fn read_clicks<T: TimeTagger>(
         detector_of[usize::from(index)] = Some(d);
     }
     let mut clicks = vec![Vec::new(); inputs.len()];
-    let reads = duration
-        .as_nanos()
-        .div_ceil(batch_duration.as_nanos().max(1))
-        .max(1);
     let mut batch = TagBatch::default();
-    for _ in 0..reads {
+    for _ in 0..reads_covering(duration, batch_duration) {
         tagger.read(&mut batch).await?;
         for (&t, &channel) in batch.time_ps.iter().zip(&batch.channel) {
             if let Some(d) = detector_of[usize::from(channel)] {

@@ -19,6 +19,8 @@ use qkd_postprocess::slots::{Detections, SlotConfig, SlotConfigError, SlotRecove
 use qkd_units::Probability;
 use serde::Serialize;
 
+use crate::stream::reads_covering;
+
 /// What the calibration needs to know.
 #[derive(Debug, Clone)]
 pub struct IntensitySettings {
@@ -107,15 +109,10 @@ pub async fn calibrate_intensities<T: TimeTagger, S: WcpSource>(
     let mut slots = SlotRecovery::new(settings.slots.clone())?;
     let mut detections = Detections::default();
     let mut batch = TagBatch::default();
-    let reads = settings
-        .duration
-        .as_nanos()
-        .div_ceil(settings.batch.as_nanos().max(1))
-        .max(1);
     // Every click blinds its detector, in the gate or not (afterpulses and dark counts mostly
     // fall between gates): count them all for the dead time.
     let mut clicks = [0u64; 4];
-    for _ in 0..reads {
+    for _ in 0..reads_covering(settings.duration, settings.batch) {
         tagger.read(&mut batch).await?;
         for &channel in &batch.channel {
             if let Some(d) = settings

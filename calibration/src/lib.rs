@@ -19,4 +19,5 @@ pub mod detectors;
 pub mod intensity;
 pub mod monitor;
 pub mod state;
+mod stream;
 pub mod tracker;

@@ -14,6 +14,7 @@ use qkd_postprocess::slots::{Detections, SlotConfig, SlotConfigError, SlotRecove
 use qkd_units::bb84::state_index;
 
 use crate::counts::StateCounts;
+use crate::stream::reads_covering;
 
 /// Which detections feed the tracking cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,12 +101,8 @@ impl<T: TimeTagger, S: WcpSource> TaggedMonitor<T, S> {
 
     /// Reads enough batches to cover `duration`, leaving the detections in `self.detections`.
     async fn read(&mut self, duration: Duration) -> Result<(), MonitorError> {
-        let batches = duration
-            .as_nanos()
-            .div_ceil(self.batch_duration.as_nanos())
-            .max(1);
         self.detections.clear();
-        for _ in 0..batches {
+        for _ in 0..reads_covering(duration, self.batch_duration) {
             self.tagger.read(&mut self.batch).await?;
             self.slots.process(
                 &self.batch.time_ps,
