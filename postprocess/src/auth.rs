@@ -10,8 +10,14 @@
 //! Cascade's hundreds of round trips would otherwise cost more key than a block yields. The hash
 //! key is reused (every tag is encrypted by its own pad); pads never are. Keys come from a
 //! pre-shared secret first and from the node's own output afterwards; every bit is counted.
+//!
+//! In hybrid mode ([`Authenticator::set_signer`]) every seal also carries an ML-DSA signature
+//! over the same messages ([`crate::hybrid`]), and a seal checks only when both do.
 
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
+
+use crate::hybrid::HybridSigner;
 
 /// Bytes of a tag.
 pub const TAG_BYTES: usize = 16;
@@ -57,6 +63,9 @@ pub enum AuthError {
     /// is off: the two nodes are not configured alike (or someone is downgrading the channel).
     #[error("the peer's seal {0}")]
     SignatureMode(&'static str),
+    /// The ML-DSA signer refused to sign.
+    #[error("the transcript could not be signed with ML-DSA")]
+    Signing,
     /// A public key that does not decode.
     #[error("ML-DSA public key of {got} bytes, {needed} expected")]
     PublicKeyLength {
@@ -177,6 +186,27 @@ pub enum Role {
     Responder,
 }
 
+impl Role {
+    /// The other side's role.
+    #[must_use]
+    pub fn peer(self) -> Role {
+        match self {
+            Role::Initiator => Role::Responder,
+            Role::Responder => Role::Initiator,
+        }
+    }
+}
+
+/// What closes a segment of a node's transcript: the Wegman-Carter tag, and in hybrid mode an
+/// ML-DSA signature over the same messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    /// Wegman-Carter tag.
+    pub tag: [u8; TAG_BYTES],
+    /// ML-DSA-65 signature (hybrid mode only).
+    pub signature: Option<Vec<u8>>,
+}
+
 /// A running hash of one direction's messages since the last seal.
 #[derive(Debug, Clone, Copy, Default)]
 struct Transcript {
@@ -215,17 +245,23 @@ pub struct Authenticator {
     received: Transcript,
     next_send: u64,
     next_receive: u64,
+    signer: Option<HybridSigner>,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Authenticator(sent {}, received {}, {} + {} pad bytes left)",
+            "Authenticator(sent {}, received {}, {} + {} pad bytes left, {})",
             self.next_send,
             self.next_receive,
             self.send.available(),
-            self.receive.available()
+            self.receive.available(),
+            if self.signer.is_some() {
+                "hybrid"
+            } else {
+                "Wegman-Carter only"
+            }
         )
     }
 }
@@ -260,7 +296,14 @@ impl Authenticator {
             received: Transcript::default(),
             next_send: 0,
             next_receive: 0,
+            signer: None,
         })
+    }
+
+    /// Hybrid mode from now on: every seal also carries an ML-DSA signature over the same
+    /// messages, and every seal checked must carry a valid one.
+    pub fn set_signer(&mut self, signer: HybridSigner) {
+        self.signer = Some(signer);
     }
 
     /// Adds fresh secret (from the node's key pool), split between the directions exactly as
@@ -294,6 +337,9 @@ impl Authenticator {
         let seq = self.next_send;
         self.next_send += 1;
         self.sent.absorb(self.send.hash_key, seq, message);
+        if let Some(signer) = &mut self.signer {
+            signer.record_sent(seq, message);
+        }
         seq
     }
 
@@ -313,15 +359,19 @@ impl Authenticator {
         }
         self.next_receive += 1;
         self.received.absorb(self.receive.hash_key, seq, message);
+        if let Some(signer) = &mut self.signer {
+            signer.record_received(seq, message);
+        }
         Ok(())
     }
 
-    /// Seals everything sent since the last seal: the tag to send to the peer.
-    pub fn seal(&mut self) -> Result<[u8; TAG_BYTES], AuthError> {
+    /// Seals everything sent since the last seal: what to send to the peer.
+    pub fn seal(&mut self) -> Result<Seal, AuthError> {
         let pad = self.send.take_pad()?;
         let tag = reduce(self.sent.acc + pad).to_le_bytes();
         self.sent.reset();
-        Ok(tag)
+        let signature = self.signer.as_mut().map(HybridSigner::sign).transpose()?;
+        Ok(Seal { tag, signature })
     }
 
     /// Forgets both transcripts without spending key: for a block both sides abandoned before
@@ -329,19 +379,32 @@ impl Authenticator {
     pub fn discard_transcripts(&mut self) {
         self.sent.reset();
         self.received.reset();
+        if let Some(signer) = &mut self.signer {
+            signer.discard_transcripts();
+        }
     }
 
-    /// Checks the peer's seal over everything received since the last check.
-    pub fn check(&mut self, tag: &[u8; TAG_BYTES]) -> Result<(), AuthError> {
+    /// Checks the peer's seal over everything received since the last check: the tag, and in
+    /// hybrid mode the signature. A seal of the other mode is refused, so that nobody can
+    /// downgrade a hybrid channel by stripping signatures. Both checks run (and the tag spends its
+    /// pad) before either verdict counts.
+    pub fn check(&mut self, seal: &Seal) -> Result<(), AuthError> {
         let pad = self.receive.take_pad()?;
         let expected = reduce(self.received.acc + pad).to_le_bytes();
         let messages = self.received.messages;
         self.received.reset();
-        if expected == *tag {
-            Ok(())
-        } else {
-            Err(AuthError::BadTag { seq: messages })
+        let signed = match (&mut self.signer, &seal.signature) {
+            (Some(signer), Some(signature)) => signer.verify(signature),
+            (None, None) => Ok(()),
+            (Some(_), None) => Err(AuthError::SignatureMode(
+                "carries no signature in hybrid mode",
+            )),
+            (None, Some(_)) => Err(AuthError::SignatureMode("is signed but hybrid mode is off")),
+        };
+        if expected != seal.tag {
+            return Err(AuthError::BadTag { seq: messages });
         }
+        signed
     }
 }
 

@@ -13,7 +13,6 @@
 
 use ml_dsa::{EncodedVerifyingKey, Keypair, MlDsa65, Signature, SigningKey, VerifyingKey};
 use shake::{ExtendableOutput, Shake256, Update, XofReader};
-use zeroize::Zeroize;
 
 use crate::auth::{AuthError, Role};
 
@@ -56,6 +55,7 @@ impl SigningIdentity {
 struct SegmentDigest {
     hash: Shake256,
     segment: u64,
+    messages: u64,
 }
 
 impl SegmentDigest {
@@ -63,13 +63,18 @@ impl SegmentDigest {
         let mut hash = Shake256::default();
         hash.update(b"qkd-node transcript segment");
         hash.update(&segment.to_le_bytes());
-        Self { hash, segment }
+        Self {
+            hash,
+            segment,
+            messages: 0,
+        }
     }
 
     fn absorb(&mut self, seq: u64, message: &[u8]) {
         self.hash.update(&seq.to_le_bytes());
         self.hash.update(&(message.len() as u64).to_le_bytes());
         self.hash.update(message);
+        self.messages += 1;
     }
 
     /// The digest of this segment; the next segment starts.
@@ -95,13 +100,6 @@ fn context(role: Role) -> &'static [u8] {
     }
 }
 
-fn other(role: Role) -> Role {
-    match role {
-        Role::Initiator => Role::Responder,
-        Role::Responder => Role::Initiator,
-    }
-}
-
 /// Signs this node's transcript segments and verifies the peer's.
 pub struct HybridSigner {
     own: SigningIdentity,
@@ -109,7 +107,6 @@ pub struct HybridSigner {
     role: Role,
     sent: SegmentDigest,
     received: SegmentDigest,
-    received_messages: u64,
 }
 
 impl std::fmt::Debug for HybridSigner {
@@ -141,7 +138,6 @@ impl HybridSigner {
             role,
             sent: SegmentDigest::new(0),
             received: SegmentDigest::new(0),
-            received_messages: 0,
         })
     }
 
@@ -153,31 +149,27 @@ impl HybridSigner {
     /// Records an incoming message under its (already checked) sequence number.
     pub fn record_received(&mut self, seq: u64, message: &[u8]) {
         self.received.absorb(seq, message);
-        self.received_messages += 1;
     }
 
-    /// Signs everything sent since the last signature.
+    /// Signs everything sent since the last signature. (ML-DSA refuses only context strings
+    /// over 255 bytes, and ours are constants.)
     pub fn sign(&mut self) -> Result<Vec<u8>, AuthError> {
-        let mut digest = self.sent.finish();
-        let signed = self
-            .own
+        let digest = self.sent.finish();
+        self.own
             .key
             .expanded_key()
-            .sign_deterministic(&digest, context(self.role));
-        digest.zeroize();
-        // Only an over-long context fails, and ours are constants.
-        signed
+            .sign_deterministic(&digest, context(self.role))
             .map(|signature| signature.encode().to_vec())
-            .map_err(|_| AuthError::SignatureMode("could not be signed"))
+            .map_err(|_| AuthError::Signing)
     }
 
     /// Verifies the peer's signature over everything received since the last one.
     pub fn verify(&mut self, signature: &[u8]) -> Result<(), AuthError> {
+        let messages = self.received.messages;
         let digest = self.received.finish();
-        let messages = std::mem::take(&mut self.received_messages);
         let valid = Signature::<MlDsa65>::try_from(signature).is_ok_and(|signature| {
             self.peer
-                .verify_with_context(&digest, context(other(self.role)), &signature)
+                .verify_with_context(&digest, context(self.role.peer()), &signature)
         });
         if valid {
             Ok(())
@@ -190,7 +182,6 @@ impl HybridSigner {
     pub fn discard_transcripts(&mut self) {
         self.sent.restart();
         self.received.restart();
-        self.received_messages = 0;
     }
 }
 

@@ -99,7 +99,6 @@ pub struct Traffic {
 pub struct Peer<T> {
     transport: T,
     auth: Authenticator,
-    hybrid: Option<HybridSigner>,
     role: Role,
     traffic: Traffic,
     receive_timeout: Duration,
@@ -111,7 +110,6 @@ impl<T: Transport> Peer<T> {
         Ok(Peer {
             transport,
             auth: Authenticator::new(secret, role)?,
-            hybrid: None,
             role,
             traffic: Traffic::default(),
             receive_timeout: DEFAULT_RECEIVE_TIMEOUT,
@@ -129,7 +127,7 @@ impl<T: Transport> Peer<T> {
     /// every seal received must carry a valid one.
     #[must_use]
     pub fn with_hybrid(mut self, signer: HybridSigner) -> Self {
-        self.hybrid = Some(signer);
+        self.auth.set_signer(signer);
         self
     }
 
@@ -153,9 +151,6 @@ impl<T: Transport> Peer<T> {
         let payload =
             postcard::to_allocvec(message).map_err(|e| ChannelError::Decode(e.to_string()))?;
         let seq = self.auth.record_sent(&payload);
-        if let Some(hybrid) = &mut self.hybrid {
-            hybrid.record_sent(seq, &payload);
-        }
         let frame = postcard::to_allocvec(&Envelope { seq, payload })
             .map_err(|e| ChannelError::Decode(e.to_string()))?;
         self.traffic.messages_sent += 1;
@@ -175,42 +170,23 @@ impl<T: Transport> Peer<T> {
         let envelope: Envelope =
             postcard::from_bytes(&frame).map_err(|e| ChannelError::Decode(e.to_string()))?;
         let message: Result<Message, _> = postcard::from_bytes(&envelope.payload);
-        if let Ok(seal @ (Message::Seal(_) | Message::SignedSeal { .. })) = &message {
-            self.check_seal(envelope.seq, seal)?;
+        if let Ok(Message::Seal(seal)) = &message {
+            let expected = self.auth.expected_receive();
+            if envelope.seq != expected {
+                return Err(AuthError::Sequence {
+                    expected,
+                    got: envelope.seq,
+                }
+                .into());
+            }
+            self.auth.check(seal)?;
         }
         self.auth.record_received(envelope.seq, &envelope.payload)?;
-        if let Some(hybrid) = &mut self.hybrid {
-            hybrid.record_received(envelope.seq, &envelope.payload);
-        }
         self.traffic.messages_received += 1;
         match message.map_err(|e| ChannelError::Decode(e.to_string()))? {
             Message::Abort(reason) => Err(ChannelError::PeerAborted(reason)),
             other => Ok(other),
         }
-    }
-
-    /// Checks a seal (numbered `seq`) against the transcript received before it: the tag always,
-    /// and in hybrid mode the signature too. A seal of the other mode is refused, so that
-    /// nobody can downgrade a hybrid channel by stripping signatures.
-    fn check_seal(&mut self, seq: u64, seal: &Message) -> Result<(), ChannelError> {
-        let expected = self.auth.expected_receive();
-        if seq != expected {
-            return Err(AuthError::Sequence { expected, got: seq }.into());
-        }
-        match (seal, &mut self.hybrid) {
-            (Message::Seal(tag), None) => self.auth.check(tag)?,
-            (Message::SignedSeal { tag, signature }, Some(hybrid)) => {
-                // Both checks run (and spend their pad) before either verdict counts.
-                let tag_checked = self.auth.check(tag);
-                hybrid.verify(signature)?;
-                tag_checked?;
-            }
-            (Message::Seal(_), Some(_)) => {
-                return Err(AuthError::SignatureMode("carries no signature in hybrid mode").into());
-            }
-            _ => return Err(AuthError::SignatureMode("is signed but hybrid mode is off").into()),
-        }
-        Ok(())
     }
 
     /// Tells the peer this block is abandoned (best effort: the link may already be broken).
@@ -220,21 +196,14 @@ impl<T: Transport> Peer<T> {
 
     /// Seals the transcript and sends the seal.
     pub async fn send_seal(&mut self) -> Result<(), ChannelError> {
-        let tag = self.auth.seal()?;
-        let seal = match &mut self.hybrid {
-            Some(hybrid) => Message::SignedSeal {
-                tag,
-                signature: hybrid.sign()?,
-            },
-            None => Message::Seal(tag),
-        };
-        self.send(&seal).await
+        let seal = self.auth.seal()?;
+        self.send(&Message::Seal(seal)).await
     }
 
     /// Receives the peer's seal; [`Self::recv`] has checked it against the transcript.
     pub async fn expect_seal(&mut self) -> Result<(), ChannelError> {
         match self.recv().await? {
-            Message::Seal(_) | Message::SignedSeal { .. } => Ok(()),
+            Message::Seal(_) => Ok(()),
             other => Err(ChannelError::Protocol(format!(
                 "expected a seal, got {}",
                 other.name()
@@ -245,9 +214,6 @@ impl<T: Transport> Peer<T> {
     /// Forgets both transcripts for a block abandoned before any key could come of it.
     pub fn discard_transcripts(&mut self) {
         self.auth.discard_transcripts();
-        if let Some(hybrid) = &mut self.hybrid {
-            hybrid.discard_transcripts();
-        }
     }
 
     /// Adds fresh secret to the authentication keys (both nodes, the same bytes).

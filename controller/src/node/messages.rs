@@ -1,6 +1,7 @@
 //! Messages between the two nodes. Everything here is public by design: bases, test-basis bits,
 //! parities, hash seeds and tags. Key bits never travel.
 
+use qkd_postprocess::auth::Seal;
 use qkd_postprocess::bits::Bits;
 use qkd_postprocess::cascade::{ParityAnswer, ParityQuery};
 use qkd_postprocess::sift::{Announcement, SiftReply};
@@ -73,14 +74,7 @@ pub enum Message {
     /// Measurer → preparer: the block's key is in place.
     Confirmed,
     /// Either way: the seal over everything sent since the last seal.
-    Seal([u8; 16]),
-    /// Either way, in hybrid mode: the seal and an ML-DSA signature over the same messages.
-    SignedSeal {
-        /// Wegman-Carter tag.
-        tag: [u8; 16],
-        /// ML-DSA-65 signature.
-        signature: Vec<u8>,
-    },
+    Seal(Seal),
     /// Measurer → preparer (entangled links): send the timestamps of your next batch.
     RequestTags,
     /// Preparer → measurer: timestamps of the preparer's next batch (its channels stay secret).
@@ -107,7 +101,6 @@ impl Message {
             Message::Amplify { .. } => "Amplify",
             Message::Confirmed => "Confirmed",
             Message::Seal(_) => "Seal",
-            Message::SignedSeal { .. } => "SignedSeal",
             Message::RequestTags => "RequestTags",
             Message::Tags(_) => "Tags",
             Message::Finish => "Finish",
