@@ -8,8 +8,8 @@
 //! - [`sift`]: sifting with decoy classes, double-click squashing, test-basis errors.
 //! - [`estimate`]: finite-key decoy-state bounds (Lim et al. 2014) and asymptotic rates.
 //! - [`cascade`]: Cascade error correction as batched parity questions.
-//! - [`convolution`]: cache-blocked FFT convolution of 0/1 signals, reduced mod 2.
-//! - [`toeplitz`]: 2-universal Toeplitz hashing for verification and privacy amplification.
+//! - [`toeplitz`]: 2-universal Toeplitz hashing for verification and privacy amplification (its
+//!   long hashes by a cache-blocked FFT convolution reduced mod 2, in `convolution`).
 //! - [`auth`]: Wegman-Carter authentication of channel messages with accounted key use.
 //! - [`hybrid`]: ML-DSA signatures over the same transcripts, for post-quantum hybrid mode.
 
@@ -17,9 +17,10 @@ pub mod auth;
 pub mod bits;
 pub mod cascade;
 pub mod coincidence;
-pub mod convolution;
+mod convolution;
 pub mod estimate;
 pub mod hybrid;
+mod numeric;
 pub mod sift;
 pub mod slots;
 pub mod toeplitz;

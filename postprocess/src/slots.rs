@@ -9,6 +9,8 @@
 //! most dark counts and afterpulses. Syncs that do not fit (missing, doubled, noise) are counted
 //! and skipped rather than trusted.
 
+use crate::numeric::round_nearest;
+
 /// Phase gain of the sync tracker.
 const ALPHA: f64 = 1.0 / 16.0;
 /// Period gain of the sync tracker (critically damped alpha-beta pair).
@@ -16,15 +18,6 @@ const BETA: f64 = ALPHA * ALPHA / (2.0 - ALPHA);
 /// Detections held while the clock is not yet locked; beyond this the oldest are dropped, so a
 /// stream without syncs (a loose cable) cannot exhaust memory.
 const MAX_WAITING: usize = 1 << 20;
-
-/// Rounds to the nearest integer (ties to even) for `|x| < 2^51`, without a libm call: adding
-/// and removing 1.5·2^52 leaves no fractional bits. `f64::round` is a function call on the
-/// baseline x86-64 target, and this runs once per detection.
-#[inline]
-fn round_nearest(x: f64) -> f64 {
-    const SHIFT: f64 = 6_755_399_441_055_744.0;
-    (x + SHIFT) - SHIFT
-}
 
 /// Packs a slot and a detector into one word; ordering by the word orders by slot.
 #[inline]
@@ -492,19 +485,5 @@ impl SlotRecovery {
             }
         }
         self.pending.drain(..ready);
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::float_cmp)] // rounding results are exact integers
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_nearest_agrees_with_round_away_from_ties() {
-        for x in [-1000.3, -2.7, -0.2, 0.0, 0.49, 1.51, 999.999, 1e12 + 0.3] {
-            assert_eq!(round_nearest(x), x.round(), "{x}");
-        }
-        assert_eq!(round_nearest(2.5), 2.0, "ties go to even");
     }
 }

@@ -9,8 +9,8 @@
 //!
 //! Two ways to compute it: [`hash_direct`], word-parallel and exact, costs `m·n/64` word
 //! operations (verification tags, and the reference the fast path is checked against);
-//! [`ToeplitzHasher`] computes the convolution with FFTs ([`crate::convolution`]) in `O((n+m) log(n+m))`. The
-//! convolution's integer sums must come out exact before the parity is taken: with 0/1 inputs
+//! [`ToeplitzHasher`] computes the convolution with FFTs (the `convolution` module) in
+//! `O((n+m) log(n+m))`. The convolution's integer sums must come out exact before the parity is taken: with 0/1 inputs
 //! the f64 FFT's error is bounded by `‖seed‖·‖x‖·c·ε·log2 N` (Percival), about 10^-6 for
 //! `n = 10^8`, far below the 0.5 that rounding tolerates; every output is still checked to lie
 //! within 0.25 of an integer, and a block that does not is refused rather than trusted.
