@@ -15,13 +15,12 @@
 
 use std::time::Duration;
 
-use qkd_drivers::{
-    ChannelRole, EmissionRecords, SourceError, TagBatch, TaggerError, TimeTagger, WcpSource,
-};
-use qkd_postprocess::slots::{Detections, SlotConfig, SlotConfigError, SlotRecovery, SyncEpoch};
+use qkd_drivers::{ChannelRole, EmissionRecords, TagBatch, TimeTagger, WcpSource};
+use qkd_postprocess::slots::{SlotConfig, SlotRecovery, SyncEpoch};
 use qkd_units::Hertz;
 
-use crate::stream::{detector_inputs, reads_covering};
+use crate::error::CalibrationError;
+use crate::stream::{detector_inputs, reads_covering, recover_slots};
 use serde::Serialize;
 
 /// Histogram bins per slot.
@@ -101,42 +100,10 @@ impl DelayCalibration {
     }
 }
 
-/// Why the delays could not be determined.
-#[derive(Debug, thiserror::Error)]
-pub enum DelayError {
-    /// The tagger failed.
-    #[error("time tagger: {0}")]
-    Tagger(#[from] TaggerError),
-    /// The tagger has no input marked as sync, or none marked as a detector.
-    #[error("the tagger has no {0} input")]
-    Wiring(&'static str),
-    /// Too few syncs to measure their period (a loose sync cable, or too short a run).
-    #[error("{found} sync pulses in the run, at least 2 consecutive ones needed")]
-    NoSyncs {
-        /// Syncs seen.
-        found: u64,
-    },
-    /// A channel's clicks show no arrival peak (no light, or the phase is smeared).
-    #[error(
-        "detector {detector} (tagger input {tagger_channel}): no arrival peak in {counts} clicks ({significance:.1} σ over the background)"
-    )]
-    NoPeak {
-        /// Detector number.
-        detector: u8,
-        /// Tagger input.
-        tagger_channel: u8,
-        /// Clicks read on the channel.
-        counts: usize,
-        /// Peak counts over the background, in its standard deviations.
-        significance: f64,
-    },
-    /// Settings that cannot describe a link.
-    #[error("delay calibration: {0}")]
-    Settings(String),
-}
-
 /// Widest whole-slot correction searched, either way.
 pub const MAX_WHOLE_SLOTS: i64 = 32;
+/// Fewest detections per detector the whole-slot search compares shifts on.
+const MIN_DETECTIONS: usize = 100;
 
 /// Resolves each detector's whole-slot offset against the source's records: reads `duration`
 /// of tags through slot recovery configured with `config` (delays modulo a slot, and an epoch
@@ -149,15 +116,9 @@ pub async fn resolve_whole_slots<T: TimeTagger, S: WcpSource>(
     config: &mut SlotConfig,
     duration: Duration,
     batch_duration: Duration,
-) -> Result<[i64; 4], WholeSlotError> {
+) -> Result<[i64; 4], CalibrationError> {
     let mut recovery = SlotRecovery::new(config.clone())?;
-    let mut detections = Detections::default();
-    let mut batch = TagBatch::default();
-    for _ in 0..reads_covering(duration, batch_duration) {
-        tagger.read(&mut batch).await?;
-        recovery.process(&batch.time_ps, &batch.channel, &mut detections);
-    }
-    recovery.finish(&mut detections);
+    let detections = recover_slots(tagger, &mut recovery, duration, batch_duration, |_| {}).await?;
     let brightness: Vec<f64> = source
         .settings()
         .intensities
@@ -175,10 +136,12 @@ pub async fn resolve_whole_slots<T: TimeTagger, S: WcpSource>(
             .filter(|&(_, &mask)| mask >> detector & 1 == 1)
             .map(|(&slot, _)| slot)
             .collect();
-        if own.len() < 100 {
-            return Err(WholeSlotError::TooFewDetections {
+        if own.len() < MIN_DETECTIONS {
+            return Err(CalibrationError::TooFew {
                 detector,
+                what: "detections to find its whole-slot delay from",
                 found: own.len(),
+                needed: MIN_DETECTIONS,
             });
         }
         let mut best = (f64::NEG_INFINITY, 0);
@@ -206,39 +169,15 @@ pub async fn resolve_whole_slots<T: TimeTagger, S: WcpSource>(
     Ok(shifts)
 }
 
-/// Why whole-slot offsets could not be resolved.
-#[derive(Debug, thiserror::Error)]
-pub enum WholeSlotError {
-    /// The tagger failed.
-    #[error("time tagger: {0}")]
-    Tagger(#[from] TaggerError),
-    /// The source could not say what it sent.
-    #[error("source records: {0}")]
-    Source(#[from] SourceError),
-    /// Slot recovery refused its configuration.
-    #[error(transparent)]
-    Slots(#[from] SlotConfigError),
-    /// Too few detections on a detector to compare shifts.
-    #[error(
-        "detector {detector}: {found} detections, at least 100 needed to find its whole-slot delay"
-    )]
-    TooFewDetections {
-        /// Detector number.
-        detector: usize,
-        /// Detections found.
-        found: usize,
-    },
-}
-
 /// Reads `settings.duration` of tags and finds each detector's delay.
 pub async fn calibrate_delays<T: TimeTagger>(
     tagger: &mut T,
     settings: &DelayCalibrationSettings,
-) -> Result<DelayCalibration, DelayError> {
+) -> Result<DelayCalibration, CalibrationError> {
     let nominal_slot_ps = 1e12 / settings.slot_rate.get();
     if settings.sync_divider == 0 || !nominal_slot_ps.is_finite() || settings.batch.is_zero() {
-        return Err(DelayError::Settings(
-            "the sync divider, slot rate and batch must be positive".into(),
+        return Err(CalibrationError::Settings(
+            "delay calibration: the sync divider, slot rate and batch must be positive".into(),
         ));
     }
     let sync_channel = tagger
@@ -246,10 +185,10 @@ pub async fn calibrate_delays<T: TimeTagger>(
         .iter()
         .find(|c| c.role == ChannelRole::Sync)
         .map(|c| c.index)
-        .ok_or(DelayError::Wiring("sync"))?;
+        .ok_or(CalibrationError::MissingInput("sync"))?;
     let detectors = detector_inputs(tagger.channels());
     if detectors.is_empty() {
-        return Err(DelayError::Wiring("detector"));
+        return Err(CalibrationError::MissingInput("detector"));
     }
     let nominal_sync_ps = nominal_slot_ps * settings.sync_divider as f64;
     let mut reading = Reading::new(sync_channel, &detectors, nominal_sync_ps);
@@ -260,7 +199,7 @@ pub async fn calibrate_delays<T: TimeTagger>(
     }
     let (Some(sync_period_ps), Some(first_sync_ps)) = (reading.sync_period(), reading.first_sync)
     else {
-        return Err(DelayError::NoSyncs {
+        return Err(CalibrationError::NoSyncs {
             found: reading.syncs,
         });
     };
@@ -271,7 +210,7 @@ pub async fn calibrate_delays<T: TimeTagger>(
         .map(|(&(detector, tagger_channel), since)| {
             peak(since, slot_period_ps).map_or_else(
                 |significance| {
-                    Err(DelayError::NoPeak {
+                    Err(CalibrationError::NoPeak {
                         detector,
                         tagger_channel,
                         counts: since.len(),

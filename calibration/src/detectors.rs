@@ -19,11 +19,10 @@
 
 use std::time::Duration;
 
-use qkd_drivers::{
-    DarkCounts, SinglePhotonDetectors, SourceError, TagBatch, TaggerError, TimeTagger, WcpSource,
-};
+use qkd_drivers::{DarkCounts, SinglePhotonDetectors, TagBatch, TimeTagger, WcpSource};
 use qkd_units::Hertz;
 
+use crate::error::CalibrationError;
 use crate::stream::{detector_inputs, reads_covering};
 use serde::Serialize;
 
@@ -93,35 +92,6 @@ pub struct ChannelFigures {
     pub flags: Vec<String>,
 }
 
-/// Why characterisation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CharacterisationError {
-    /// The source could not be switched.
-    #[error("source: {0}")]
-    Source(#[from] SourceError),
-    /// The tagger failed.
-    #[error("time tagger: {0}")]
-    Tagger(#[from] TaggerError),
-    /// Too few clicks on a channel to say anything.
-    #[error("detector {detector}: {clicks} clicks with the source on, at least {needed} needed")]
-    TooFewClicks {
-        /// Detector number.
-        detector: usize,
-        /// Clicks read.
-        clicks: usize,
-        /// Clicks needed.
-        needed: usize,
-    },
-    /// The detectors report a different number of channels than the tagger carries.
-    #[error("the detectors have {detectors} channels but the tagger carries {tagged}")]
-    Wiring {
-        /// Detector channels.
-        detectors: usize,
-        /// Tagger inputs wired to detectors.
-        tagged: usize,
-    },
-}
-
 /// Fewest intervals an afterpulse estimate is made from.
 pub const MIN_INTERVALS: usize = 1000;
 /// Fewest clicks with the source on that an efficiency is compared from.
@@ -134,7 +104,7 @@ pub async fn characterise_detectors<D, S, T>(
     source: &mut S,
     tagger: &mut T,
     settings: &CharacterisationSettings,
-) -> Result<Vec<ChannelFigures>, CharacterisationError>
+) -> Result<Vec<ChannelFigures>, CalibrationError>
 where
     D: SinglePhotonDetectors,
     S: WcpSource,
@@ -155,9 +125,10 @@ where
     for (detector, channel) in channels.iter().enumerate() {
         let clicks = light[detector].len();
         if clicks < MIN_CLICKS {
-            return Err(CharacterisationError::TooFewClicks {
+            return Err(CalibrationError::TooFew {
                 detector,
-                clicks,
+                what: "clicks with the source on",
+                found: clicks,
                 needed: MIN_CLICKS,
             });
         }
@@ -195,14 +166,14 @@ where
 fn detector_wiring<T: TimeTagger>(
     tagger: &T,
     detectors: usize,
-) -> Result<Vec<u8>, CharacterisationError> {
+) -> Result<Vec<u8>, CalibrationError> {
     let inputs = detector_inputs(tagger.channels());
     let in_order = inputs
         .iter()
         .enumerate()
         .all(|(i, &(d, _))| usize::from(d) == i);
     if inputs.len() != detectors || !in_order {
-        return Err(CharacterisationError::Wiring {
+        return Err(CalibrationError::ChannelCount {
             detectors,
             tagged: inputs.len(),
         });
@@ -216,7 +187,7 @@ async fn read_clicks<T: TimeTagger>(
     inputs: &[u8],
     duration: Duration,
     batch_duration: Duration,
-) -> Result<Vec<Vec<i64>>, CharacterisationError> {
+) -> Result<Vec<Vec<i64>>, CalibrationError> {
     let mut detector_of = [None; 256];
     for (d, &index) in inputs.iter().enumerate() {
         detector_of[usize::from(index)] = Some(d);

@@ -14,12 +14,13 @@
 
 use std::time::Duration;
 
-use qkd_drivers::{EmissionRecords, SourceError, TagBatch, TaggerError, TimeTagger, WcpSource};
-use qkd_postprocess::slots::{Detections, SlotConfig, SlotConfigError, SlotRecovery};
+use qkd_drivers::{EmissionRecords, TimeTagger, WcpSource};
+use qkd_postprocess::slots::{SlotConfig, SlotRecovery};
 use qkd_units::Probability;
 use serde::Serialize;
 
-use crate::stream::reads_covering;
+use crate::error::CalibrationError;
+use crate::stream::recover_slots;
 
 /// What the calibration needs to know.
 #[derive(Debug, Clone)]
@@ -73,63 +74,42 @@ pub struct IntensityCalibration {
     pub classes: Vec<IntensityFigures>,
 }
 
-/// Why the intensities could not be measured.
-#[derive(Debug, thiserror::Error)]
-pub enum IntensityError {
-    /// The tagger failed.
-    #[error("time tagger: {0}")]
-    Tagger(#[from] TaggerError),
-    /// The source could not say what it sent.
-    #[error("source records: {0}")]
-    Source(#[from] SourceError),
-    /// Slot recovery refused its configuration.
-    #[error(transparent)]
-    Slots(#[from] SlotConfigError),
-    /// No sync was tracked, so no slot was counted.
-    #[error("slot recovery never locked to the sync: check the sync input and the delays")]
-    NoLock,
-    /// Settings that cannot describe a measurement.
-    #[error("intensity calibration: {0}")]
-    Settings(String),
-}
-
 /// Counts detected slots per intensity class over `settings.duration` and infers each class's
 /// mean photon number.
 pub async fn calibrate_intensities<T: TimeTagger, S: WcpSource>(
     tagger: &mut T,
     source: &mut S,
     settings: &IntensitySettings,
-) -> Result<IntensityCalibration, IntensityError> {
+) -> Result<IntensityCalibration, CalibrationError> {
     let eta = settings.transmission.get();
     if eta <= 0.0 || !(0.0..1.0).contains(&settings.background_per_slot) {
-        return Err(IntensityError::Settings(
-            "the transmission must be positive and the background in [0, 1)".into(),
+        return Err(CalibrationError::Settings(
+            "intensity calibration: the transmission must be positive and the background in [0, 1)"
+                .into(),
         ));
     }
     let mut slots = SlotRecovery::new(settings.slots.clone())?;
-    let mut detections = Detections::default();
-    let mut batch = TagBatch::default();
     // Every click blinds its detector, in the gate or not (afterpulses and dark counts mostly
     // fall between gates): count them all for the dead time.
     let mut clicks = [0u64; 4];
-    for _ in 0..reads_covering(settings.duration, settings.batch) {
-        tagger.read(&mut batch).await?;
-        for &channel in &batch.channel {
-            if let Some(d) = settings
-                .slots
-                .detector_channels
-                .iter()
-                .position(|&c| c == channel)
-            {
-                clicks[d] += 1;
+    let channels = settings.slots.detector_channels;
+    let detections = recover_slots(
+        tagger,
+        &mut slots,
+        settings.duration,
+        settings.batch,
+        |batch| {
+            for &channel in &batch.channel {
+                if let Some(d) = channels.iter().position(|&c| c == channel) {
+                    clicks[d] += 1;
+                }
             }
-        }
-        slots.process(&batch.time_ps, &batch.channel, &mut detections);
-    }
-    slots.finish(&mut detections);
+        },
+    )
+    .await?;
     let stats = slots.stats();
     if stats.syncs == 0 {
-        return Err(IntensityError::NoLock);
+        return Err(CalibrationError::NoLock);
     }
     let slots_run = stats.syncs as f64 * settings.slots.sync_divider as f64;
     let seconds = slots_run / settings.slots.nominal_rate_hz;

@@ -4,6 +4,7 @@
 //! - [`delay`]: each detector's arrival phase in the slot, from its timing against the sync.
 //! - [`detectors`]: dark counts, relative efficiencies within a basis pair, afterpulsing; flags.
 //! - [`intensity`]: the source's mean photon numbers from counts at a known transmission.
+//! - [`error`]: why a calibration step failed.
 //! - [`counts`]: what a window of detections says about the channel's polarization (error rates
 //!   per basis, the cost the loops minimise).
 //! - [`monitor`]: where those windows come from — reference states interleaved by the source, or
@@ -16,6 +17,7 @@
 pub mod counts;
 pub mod delay;
 pub mod detectors;
+pub mod error;
 pub mod intensity;
 pub mod monitor;
 pub mod state;

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use qkd_drivers::{ChannelRole, TaggerChannel};
+use qkd_drivers::{ChannelRole, TagBatch, TaggerChannel, TaggerError, TimeTagger};
+use qkd_postprocess::slots::{Detections, SlotRecovery};
 
 /// Tagger reads that cover at least `duration` when each covers `batch` (at least one).
 pub fn reads_covering(duration: Duration, batch: Duration) -> u128 {
@@ -20,4 +21,24 @@ pub fn detector_inputs(channels: &[TaggerChannel]) -> Vec<(u8, u8)> {
         .collect();
     inputs.sort_unstable();
     inputs
+}
+
+/// Reads `duration` of tags through `recovery` and returns every detection, the last ones
+/// included; `inspect` sees each raw batch first (for what slot recovery does not keep).
+pub async fn recover_slots<T: TimeTagger>(
+    tagger: &mut T,
+    recovery: &mut SlotRecovery,
+    duration: Duration,
+    batch_duration: Duration,
+    mut inspect: impl FnMut(&TagBatch),
+) -> Result<Detections, TaggerError> {
+    let mut detections = Detections::default();
+    let mut batch = TagBatch::default();
+    for _ in 0..reads_covering(duration, batch_duration) {
+        tagger.read(&mut batch).await?;
+        inspect(&batch);
+        recovery.process(&batch.time_ps, &batch.channel, &mut detections);
+    }
+    recovery.finish(&mut detections);
+    Ok(detections)
 }

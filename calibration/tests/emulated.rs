@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use qkd_calibration::delay::{DelayCalibrationSettings, calibrate_delays, resolve_whole_slots};
 use qkd_calibration::detectors::{
-    CharacterisationSettings, DetectorLimits, characterise_detectors,
+    ChannelFigures, CharacterisationSettings, DetectorLimits, characterise_detectors,
 };
 use qkd_calibration::intensity::{IntensitySettings, calibrate_intensities};
 use qkd_drivers::emulator::EmulatedBench;
@@ -87,15 +87,27 @@ async fn delays_are_recovered_to_within_their_statistical_error_and_fix_the_gate
     assert!(after > 0.99, "calibrated share {after}");
 }
 
-/// Characterisation settings for a bench at `rate` Hz.
-fn characterisation(rate: f64, dark_seconds: u64, seconds: f64) -> CharacterisationSettings {
-    CharacterisationSettings {
+/// Characterises the detectors of a bench built from `spec` and `seed`, with `dark_seconds`
+/// of dark counts and `seconds` with the source on.
+async fn characterised(
+    spec: &LinkSpec,
+    seed: u64,
+    dark_seconds: u64,
+    seconds: f64,
+) -> Vec<ChannelFigures> {
+    let bench = EmulatedBench::prepare_measure(spec, seed).unwrap();
+    let (detectors, mut source) = (bench.detectors(0).unwrap(), bench.wcp_source().unwrap());
+    let mut tagger = bench.tagger(0, BATCH).unwrap();
+    let settings = CharacterisationSettings {
         dark_integration: Duration::from_secs(dark_seconds),
         light_duration: Duration::from_secs_f64(seconds),
         batch: BATCH,
-        gate_rate: Some(Hertz::new(rate).unwrap()),
+        gate_rate: Some(Hertz::new(spec.source.rep_rate_hz as f64).unwrap()),
         limits: DetectorLimits::default(),
-    }
+    };
+    characterise_detectors(&detectors, &mut source, &mut tagger, &settings)
+        .await
+        .unwrap()
 }
 
 fn dark_rate_of(spec: &DetectorSpec, rate: f64) -> f64 {
@@ -113,21 +125,12 @@ async fn dark_counts_and_an_efficiency_mismatch_are_measured_and_the_mismatch_fl
     // V loses a fifth of its efficiency: a mismatch inside the Z pair.
     spec.receiver.detectors[1].efficiency *= 0.8;
     let rate = spec.source.rep_rate_hz as f64;
-    let bench = EmulatedBench::prepare_measure(&spec, 5).unwrap();
-    let (detectors, mut source) = (bench.detectors(0).unwrap(), bench.wcp_source().unwrap());
-    let mut tagger = bench.tagger(0, BATCH).unwrap();
-    let figures = characterise_detectors(
-        &detectors,
-        &mut source,
-        &mut tagger,
-        &characterisation(rate, 5, 0.3),
-    )
-    .await
-    .unwrap();
+    let dark_seconds = 5;
+    let figures = characterised(&spec, 5, dark_seconds, 0.3).await;
     for f in &figures {
         let truth = dark_rate_of(&spec.receiver.detectors[f.detector], rate);
-        // Poisson counts over 5 s: five standard errors of the expected count.
-        let sigma = (truth / 5.0).sqrt();
+        // Poisson counts over the dark integration: five standard errors of the expected rate.
+        let sigma = (truth / dark_seconds as f64).sqrt();
         assert_eq!(f.nominal_dark_rate_hz, Some(truth));
         assert!(
             (f.dark_rate_hz - truth).abs() < 5.0 * sigma,
@@ -154,18 +157,7 @@ async fn dark_counts_and_an_efficiency_mismatch_are_measured_and_the_mismatch_fl
 #[tokio::test]
 async fn the_afterpulse_probability_of_free_running_ingaas_is_measured() {
     let spec = LinkPreset::IngaasFree.spec(10.0);
-    let rate = spec.source.rep_rate_hz as f64;
-    let bench = EmulatedBench::prepare_measure(&spec, 9).unwrap();
-    let (detectors, mut source) = (bench.detectors(0).unwrap(), bench.wcp_source().unwrap());
-    let mut tagger = bench.tagger(0, BATCH).unwrap();
-    let figures = characterise_detectors(
-        &detectors,
-        &mut source,
-        &mut tagger,
-        &characterisation(rate, 40, 0.3),
-    )
-    .await
-    .unwrap();
+    let figures = characterised(&spec, 9, 40, 0.3).await;
     let detector = &spec.receiver.detectors[0];
     for f in &figures {
         // A trapped carrier makes the next click only if it is released before the next dark

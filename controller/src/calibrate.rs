@@ -116,7 +116,6 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
     let dark = in_range("dark-seconds", args.dark_seconds, 0.01, 3600.0, "s")?;
     let light = in_range("light-seconds", args.light_seconds, 0.01, 3600.0, "s")?;
     let (bench, spec) = bench_spec(args)?;
-    let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -126,10 +125,7 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
         dark: Duration::from_secs_f64(dark),
         light: Duration::from_secs_f64(light),
     };
-    let mut report = runtime.block_on(calibrate(&emulated, &spec, durations, args))?;
-    report.preset = bench.preset.name();
-    report.distance_km = bench.distance_km;
-    report.wall_s = started.elapsed().as_secs_f64();
+    let report = runtime.block_on(calibrate(&emulated, &bench, &spec, durations, args))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -209,10 +205,12 @@ async fn align(
 /// The whole sequence, each step on what the previous ones found.
 async fn calibrate(
     emulated: &EmulatedBench,
+    bench: &Bench,
     spec: &LinkSpec,
     durations: Durations,
     args: &CalibrateArgs,
 ) -> Result<CalibrationReport> {
+    let started = Instant::now();
     let rate = spec.source.rep_rate_hz as f64;
     let mut tagger = emulated
         .tagger(0, BATCH)
@@ -272,8 +270,8 @@ async fn calibrate(
         );
     }
     Ok(CalibrationReport {
-        preset: "",
-        distance_km: 0.0,
+        preset: bench.preset.name(),
+        distance_km: bench.distance_km,
         seed: args.bench.seed,
         delays,
         whole_slots,
@@ -282,7 +280,7 @@ async fn calibrate(
         intensities,
         polarization,
         flags,
-        wall_s: 0.0,
+        wall_s: started.elapsed().as_secs_f64(),
     })
 }
 
