@@ -8,7 +8,7 @@ use qkd_postprocess::sift::{Announcement, Measurements, Preparations, SquashCoin
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
 
 use super::report::LinkReport;
-use super::{BATCH, Run, decoy_settings, run_sessions};
+use super::{BATCH, BatchBudget, Run, Turn, decoy_settings, run_sessions};
 use crate::channel::{ChannelError, Peer, Transport};
 use crate::node::session::{MeasurementSource, PreparationSource};
 
@@ -41,9 +41,8 @@ struct TaggedDetections {
     slots: SlotRecovery,
     batch: TagBatch,
     detections: Detections,
-    batches_left: u64,
+    budget: BatchBudget,
     coin: SquashCoin,
-    finished: bool,
 }
 
 impl TaggedDetections {
@@ -60,15 +59,14 @@ impl MeasurementSource for TaggedDetections {
         &mut self,
         _peer: &mut Peer<T>,
     ) -> Result<Option<Measurements>, ChannelError> {
-        if self.batches_left == 0 {
-            if self.finished {
-                return Ok(None);
+        match self.budget.next() {
+            Turn::Done => return Ok(None),
+            Turn::Finish => {
+                self.slots.finish(&mut self.detections);
+                return Ok(Some(self.squash()));
             }
-            self.finished = true;
-            self.slots.finish(&mut self.detections);
-            return Ok(Some(self.squash()));
+            Turn::Read => {}
         }
-        self.batches_left -= 1;
         self.tagger
             .read(&mut self.batch)
             .await
@@ -107,9 +105,8 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
         slots,
         batch: TagBatch::default(),
         detections: Detections::default(),
-        batches_left: (run.seconds / BATCH.as_secs_f64()).ceil() as u64,
+        budget: BatchBudget::for_seconds(run.seconds),
         coin: SquashCoin::new(run.seed),
-        finished: false,
     };
     let records = SourceRecords {
         source,

@@ -12,7 +12,7 @@ use qkd_postprocess::coincidence::{CoincidenceTracker, OffsetSearch, Pairs, find
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
 
 use super::report::LinkReport;
-use super::{BATCH, Run, run_sessions};
+use super::{BATCH, BatchBudget, Run, Turn, run_sessions};
 use crate::channel::{ChannelError, Peer, Transport};
 use crate::node::messages::Message;
 use crate::node::session::{MeasurementSource, PreparationSource};
@@ -83,14 +83,13 @@ impl PreparationSource for NodeB {
 struct NodeA {
     tagger: EmulatedTagger,
     batch: TagBatch,
-    batches_left: u64,
+    budget: BatchBudget,
     /// Both streams until the offset is known.
     gathered: [Vec<i64>; 2],
     gathered_channels: Vec<u8>,
     gathered_batches: usize,
     tracker: Option<CoincidenceTracker>,
     pairs: Pairs,
-    finished: bool,
 }
 
 impl NodeA {
@@ -127,7 +126,7 @@ impl NodeA {
         self.gathered_channels.extend_from_slice(a_channels);
         self.gathered[1].extend_from_slice(b_times);
         self.gathered_batches += 1;
-        if self.gathered_batches < SEARCH_BATCHES && self.batches_left > 0 {
+        if self.gathered_batches < SEARCH_BATCHES && self.budget.has_more() {
             return Ok(());
         }
         let [a, b] = std::mem::take(&mut self.gathered);
@@ -147,17 +146,16 @@ impl MeasurementSource for NodeA {
         &mut self,
         peer: &mut Peer<T>,
     ) -> Result<Option<Measurements>, ChannelError> {
-        if self.batches_left == 0 {
-            if self.finished {
-                return Ok(None);
+        match self.budget.next() {
+            Turn::Done => return Ok(None),
+            Turn::Finish => {
+                if let Some(tracker) = &mut self.tracker {
+                    tracker.finish(&mut self.pairs);
+                }
+                return Ok(Some(self.measurements()));
             }
-            self.finished = true;
-            if let Some(tracker) = &mut self.tracker {
-                tracker.finish(&mut self.pairs);
-            }
-            return Ok(Some(self.measurements()));
+            Turn::Read => {}
         }
-        self.batches_left -= 1;
         self.tagger
             .read(&mut self.batch)
             .await
@@ -169,8 +167,11 @@ impl MeasurementSource for NodeA {
                 return Err(ChannelError::unexpected(&other, "Tags"));
             }
         };
-        let (a_times, a_channels) = (self.batch.time_ps.clone(), self.batch.channel.clone());
-        self.pair(&a_times, &a_channels, &b_times)?;
+        // Lend the batch out instead of copying it while `pair` borrows the rest of the node.
+        let batch = std::mem::take(&mut self.batch);
+        let paired = self.pair(&batch.time_ps, &batch.channel, &b_times);
+        self.batch = batch;
+        paired?;
         Ok(Some(self.measurements()))
     }
 }
@@ -204,13 +205,12 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
     let mut node_a = NodeA {
         tagger: bench.tagger(0, BATCH).context("node A has no tagger")?,
         batch: TagBatch::default(),
-        batches_left: (run.seconds / BATCH.as_secs_f64()).ceil() as u64,
+        budget: BatchBudget::for_seconds(run.seconds),
         gathered: [Vec::new(), Vec::new()],
         gathered_channels: Vec::new(),
         gathered_batches: 0,
         tracker: None,
         pairs: Pairs::default(),
-        finished: false,
     };
     let node_b = NodeB {
         tagger: bench.tagger(1, BATCH).context("node B has no tagger")?,

@@ -33,6 +33,50 @@ pub const PRE_SHARED_SECRET_BYTES: usize = 4096;
 /// Emulated time per tagger batch.
 pub const BATCH: Duration = Duration::from_millis(10);
 
+/// What a measuring node does with its next turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Read the next tagger batch.
+    Read,
+    /// The link time is used up: flush what is held back, once.
+    Finish,
+    /// Nothing more to report.
+    Done,
+}
+
+/// The tagger batches a measuring node has left for `--seconds` of link time, then one flush.
+#[derive(Debug, Clone, Copy)]
+struct BatchBudget {
+    left: u64,
+    finished: bool,
+}
+
+impl BatchBudget {
+    fn for_seconds(seconds: f64) -> Self {
+        Self {
+            left: (seconds / BATCH.as_secs_f64()).ceil() as u64,
+            finished: false,
+        }
+    }
+
+    fn next(&mut self) -> Turn {
+        if self.left > 0 {
+            self.left -= 1;
+            Turn::Read
+        } else if self.finished {
+            Turn::Done
+        } else {
+            self.finished = true;
+            Turn::Finish
+        }
+    }
+
+    /// Whether batches remain to be read.
+    fn has_more(&self) -> bool {
+        self.left > 0
+    }
+}
+
 /// Which protocol the link runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
