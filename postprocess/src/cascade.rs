@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use qkd_units::mix::{GOLDEN_GAMMA, mix64};
+
 use crate::bits::Bits;
 
 /// Largest key length (ranges pack into 28-bit fields).
@@ -62,11 +64,9 @@ struct PublicRng(u64);
 
 impl PublicRng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let z = mix64(self.0);
+        self.0 = self.0.wrapping_add(GOLDEN_GAMMA);
+        z
     }
 
     fn below(&mut self, n: usize) -> usize {

@@ -1,4 +1,5 @@
-//! Typed physical quantities shared by the qkd-node crates, and the BB84 vocabulary ([`bb84`]).
+//! Typed physical quantities shared by the qkd-node crates, the BB84 vocabulary ([`bb84`]), and
+//! the SplitMix64 hash ([`mix`]) behind both nodes' public shuffles and the emulator's streams.
 //!
 //! Where confusing two numbers costs a key (picoseconds with nanoseconds, a probability with a
 //! percentage, dB with a linear factor), the value travels in a type. Constructors reject NaN and
@@ -7,6 +8,7 @@
 #![no_std]
 
 pub mod bb84;
+pub mod mix;
 
 use core::fmt;
 use core::ops::{Add, Sub};

@@ -7,14 +7,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Distribution, Exp1, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-/// The SplitMix64 finaliser: a fast, well-mixed 64-bit hash used for seeding and per-slot choices.
-#[inline]
-pub fn mix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+pub use qkd_units::mix::mix64;
 
 /// Derives the seed of one named stream from the world seed.
 pub fn stream_seed(world_seed: u64, stream: u64) -> u64 {
