@@ -239,7 +239,7 @@ struct Clock {
     /// Sync period, tagger ps.
     period: f64,
     /// Number of that sync, counted from the first.
-    index: u64,
+    index: i64,
     /// Slot index of that sync.
     base_slot: i64,
     /// Slots per tagger picosecond.
@@ -249,13 +249,13 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(phase: Phase, period: f64, index: u64, config: &SlotConfig) -> Self {
+    fn new(phase: Phase, period: f64, index: i64, config: &SlotConfig) -> Self {
         let slots_per_ps = config.sync_divider as f64 / period;
         Clock {
             phase,
             period,
             index,
-            base_slot: (config.first_sync_slot + index * config.sync_divider) as i64,
+            base_slot: config.first_sync_slot as i64 + index * config.sync_divider as i64,
             slots_per_ps,
             half_gate_slots: config.gate_ps as f64 * slots_per_ps / 2.0,
         }
@@ -400,7 +400,7 @@ impl SlotRecovery {
                 self.lock = Lock::Locked(Clock::new(
                     clock.phase.plus(steps * clock.period + ALPHA * error),
                     clock.period + BETA * error / steps,
-                    clock.index + steps as u64,
+                    clock.index + steps as i64,
                     &self.config,
                 ));
             }
@@ -408,12 +408,11 @@ impl SlotRecovery {
     }
 
     /// Number of the sync at `t`, counted from the one that starts `first_sync_slot`: from the
-    /// epoch when there is one, else this is the first.
-    fn index_of(&self, t: i64) -> u64 {
+    /// epoch when there is one, else this is the first. A sync before the epoch numbers slots
+    /// before the stream's first, whose detections are then counted as before lock.
+    fn index_of(&self, t: i64) -> i64 {
         self.config.epoch.map_or(0, |epoch| {
-            ((t - epoch.time_ps) as f64 / epoch.period_ps)
-                .round()
-                .max(0.0) as u64
+            ((t - epoch.time_ps) as f64 / epoch.period_ps).round() as i64
         })
     }
 
@@ -434,7 +433,7 @@ impl SlotRecovery {
             self.lock = Lock::Locked(Clock::new(
                 start.phase.plus(elapsed),
                 period,
-                index + steps as u64,
+                index + steps as i64,
                 &self.config,
             ));
             // Tags up to a sync period before the first sync belong to the slots just before it.
