@@ -389,7 +389,8 @@ pub async fn measure_block<T: Transport>(
     }
     let plan = CascadePlan::for_qber(n, stats.qber_estimate);
     let shuffles = cache.shuffles(n, &plan)?;
-    let (corrected, cascade) = correct(peer, block.key.clone(), &shuffles).await?;
+    // The block's remaining use is its key, which Cascade corrects in place.
+    let (corrected, cascade) = correct(peer, block.key, &shuffles).await?;
     report.disclosed_bits = cascade.disclosed_bits;
     report.round_trips = cascade.round_trips;
     report.corrected_bits = cascade.corrected;
