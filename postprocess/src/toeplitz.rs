@@ -43,6 +43,14 @@ pub enum ToeplitzError {
         /// Output length.
         outputs: usize,
     },
+    /// The hasher was planned for another transform length (get one from [`PlanCache::hasher`]).
+    #[error("hasher planned for transforms of {planned} points, this hash needs {needed}")]
+    OtherLength {
+        /// Transform length planned.
+        planned: usize,
+        /// Transform length needed.
+        needed: usize,
+    },
     /// A convolution sum came out too far from an integer to trust.
     #[error("FFT rounding exceeded the safe margin (worst {worst:.3})")]
     Precision {
@@ -203,10 +211,11 @@ impl ToeplitzHasher {
     ) -> Result<Bits, ToeplitzError> {
         let n = input.len();
         check_shape(n, output, seed.len())?;
-        if transform_length(n + output - 1) != self.convolver.cyclic_len() {
-            return Err(ToeplitzError::Shape {
-                inputs: n,
-                outputs: output,
+        let needed = transform_length(n + output - 1);
+        if needed != self.convolver.cyclic_len() {
+            return Err(ToeplitzError::OtherLength {
+                planned: self.convolver.cyclic_len(),
+                needed,
             });
         }
         let sums = self.convolver.parities(seed, input, n - 1, output);
