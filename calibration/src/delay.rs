@@ -169,6 +169,45 @@ pub async fn resolve_whole_slots<T: TimeTagger, S: WcpSource>(
     Ok(shifts)
 }
 
+/// The timing of a link as slot recovery needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// Each detector's delay within the slot, and the sync period.
+    pub delays: DelayCalibration,
+    /// Whole slots each detector's delay adds to its phase (H, V, D, A).
+    pub whole_slots: [i64; 4],
+    /// Slot recovery with the full delays and an epoch numbering slots as the source does.
+    pub slots: SlotConfig,
+}
+
+/// Calibrates the timing from the start of the stream: delays within the slot, then whole
+/// slots against the source's pattern, each over `settings.duration`. Because the stream is read
+/// from its start, its first sync starts slot 0, which gives the epoch every later step numbers
+/// slots from.
+pub async fn calibrate_timing<T: TimeTagger, S: WcpSource>(
+    tagger: &mut T,
+    source: &mut S,
+    settings: &DelayCalibrationSettings,
+) -> Result<Timing, CalibrationError> {
+    let delays = calibrate_delays(tagger, settings).await?;
+    let mut slots = SlotConfig::standard(settings.slot_rate.get(), settings.sync_divider);
+    delays.apply_to(&mut slots);
+    slots.epoch = Some(delays.epoch());
+    let whole_slots = resolve_whole_slots(
+        tagger,
+        source,
+        &mut slots,
+        settings.duration,
+        settings.batch,
+    )
+    .await?;
+    Ok(Timing {
+        delays,
+        whole_slots,
+        slots,
+    })
+}
+
 /// Reads `settings.duration` of tags and finds each detector's delay.
 pub async fn calibrate_delays<T: TimeTagger>(
     tagger: &mut T,

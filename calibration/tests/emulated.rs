@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use qkd_calibration::delay::{DelayCalibrationSettings, calibrate_delays, resolve_whole_slots};
+use qkd_calibration::delay::{DelayCalibrationSettings, calibrate_delays, calibrate_timing};
 use qkd_calibration::detectors::{
     ChannelFigures, CharacterisationSettings, DetectorLimits, characterise_detectors,
 };
@@ -23,6 +23,16 @@ const BATCH: Duration = Duration::from_millis(10);
 
 /// Cable delays of the tagger inputs: sync, then detectors H, V, D, A (ps).
 const CABLES: [i64; 5] = [700, 1_900, -800, 3_100, 12_450];
+
+/// Delay calibration of `spec`'s link over `duration`.
+fn delay_settings(spec: &LinkSpec, duration: Duration) -> DelayCalibrationSettings {
+    DelayCalibrationSettings {
+        slot_rate: Hertz::new(spec.source.rep_rate_hz as f64).unwrap(),
+        sync_divider: u64::from(spec.source.sync_divider),
+        duration,
+        batch: BATCH,
+    }
+}
 
 /// Share of detections slot recovery keeps in its gate over `duration` with `config`.
 async fn in_gate_share(
@@ -48,13 +58,7 @@ async fn delays_are_recovered_to_within_their_statistical_error_and_fix_the_gate
     let divider = u64::from(spec.source.sync_divider);
     let bench = EmulatedBench::prepare_measure(&spec, 11).unwrap();
     let mut tagger = bench.tagger(0, BATCH).unwrap();
-
-    let settings = DelayCalibrationSettings {
-        slot_rate: Hertz::new(rate).unwrap(),
-        sync_divider: divider,
-        duration: Duration::from_millis(200),
-        batch: BATCH,
-    };
+    let settings = delay_settings(&spec, Duration::from_millis(200));
     let found = calibrate_delays(&mut tagger, &settings).await.unwrap();
     let slot = 1e12 / rate;
     assert!(found.clock_error_ppm.abs() < 1.0, "{found:?}");
@@ -257,27 +261,15 @@ async fn whole_slot_delays_at_gigahertz_rates_come_from_the_source_pattern() {
     let cables: [i64; 5] = [0, 1_900, -800, 3_100, 12_450];
     let mut spec = LinkPreset::IngaasGated.spec(25.0);
     spec.tagger.channel_delays_ps[..5].copy_from_slice(&cables);
-    let rate = spec.source.rep_rate_hz as f64;
-    let divider = u64::from(spec.source.sync_divider);
     let bench = EmulatedBench::prepare_measure(&spec, 3).unwrap();
     let mut tagger = bench.tagger(0, BATCH).unwrap();
     let mut source = bench.wcp_source().unwrap();
-    let settings = DelayCalibrationSettings {
-        slot_rate: Hertz::new(rate).unwrap(),
-        sync_divider: divider,
-        duration: Duration::from_millis(100),
-        batch: BATCH,
-    };
-    let found = calibrate_delays(&mut tagger, &settings).await.unwrap();
-    let mut config = SlotConfig::standard(rate, divider);
-    found.apply_to(&mut config);
-    // The calibration read the stream from its start.
-    config.epoch = Some(found.epoch());
-    let shifts = resolve_whole_slots(&mut tagger, &mut source, &mut config, BATCH * 10, BATCH)
+    let settings = delay_settings(&spec, Duration::from_millis(100));
+    let timing = calibrate_timing(&mut tagger, &mut source, &settings)
         .await
         .unwrap();
-    assert_eq!(shifts, [2, -1, 3, 12]);
-    for (d, &total) in config.delays_ps.iter().enumerate() {
+    assert_eq!(timing.whole_slots, [2, -1, 3, 12]);
+    for (d, &total) in timing.slots.delays_ps.iter().enumerate() {
         assert!((total - cables[d + 1]).abs() <= 1, "detector {d}: {total}");
     }
 }

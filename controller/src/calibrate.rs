@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use qkd_calibration::delay::{
-    DelayCalibration, DelayCalibrationSettings, calibrate_delays, resolve_whole_slots,
+    DelayCalibration, DelayCalibrationSettings, Timing, calibrate_timing,
 };
 use qkd_calibration::detectors::{
     ChannelFigures, CharacterisationSettings, DetectorLimits, characterise_detectors,
@@ -141,37 +141,6 @@ struct Durations {
     light: Duration,
 }
 
-/// Timing: delays in the slot from the sync, then whole slots from the source's pattern.
-async fn timing(
-    tagger: &mut EmulatedTagger,
-    source: &mut EmulatedWcpSource,
-    spec: &LinkSpec,
-    light: Duration,
-) -> Result<(DelayCalibration, [i64; 4], SlotConfig)> {
-    let rate = spec.source.rep_rate_hz as f64;
-    let divider = u64::from(spec.source.sync_divider);
-    let delays = calibrate_delays(
-        tagger,
-        &DelayCalibrationSettings {
-            slot_rate: Hertz::new(rate)?,
-            sync_divider: divider,
-            duration: light,
-            batch: BATCH,
-        },
-    )
-    .await
-    .context("delay calibration")?;
-    let mut slots = SlotConfig::standard(rate, divider);
-    delays.apply_to(&mut slots);
-    // The delay calibration read the stream from its start: its first sync began slot 0,
-    // which numbers the slots of every later step.
-    slots.epoch = Some(delays.epoch());
-    let whole_slots = resolve_whole_slots(tagger, source, &mut slots, light, BATCH)
-        .await
-        .context("whole-slot delays")?;
-    Ok((delays, whole_slots, slots))
-}
-
 /// Polarization alignment from the basis-matched error rates, saved if asked.
 async fn align(
     emulated: &EmulatedBench,
@@ -219,8 +188,22 @@ async fn calibrate(
     let detectors = emulated
         .detectors(0)
         .context("the bench has no detectors")?;
-    let (delays, whole_slots, slots) =
-        timing(&mut tagger, &mut source, spec, durations.light).await?;
+    let Timing {
+        delays,
+        whole_slots,
+        slots,
+    } = calibrate_timing(
+        &mut tagger,
+        &mut source,
+        &DelayCalibrationSettings {
+            slot_rate: Hertz::new(rate)?,
+            sync_divider: u64::from(spec.source.sync_divider),
+            duration: durations.light,
+            batch: BATCH,
+        },
+    )
+    .await
+    .context("timing calibration")?;
 
     let figures = characterise_detectors(
         &detectors,
