@@ -244,11 +244,6 @@ impl Detector {
         self.gated
     }
 
-    /// Whether the detector is biased and counting.
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// Biases (or unbiases) the detector from time `now`.
     pub fn set_enabled(&mut self, enabled: bool, now: i64, gates: &Gates) {
         if enabled && !self.enabled {

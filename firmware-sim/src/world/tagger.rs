@@ -259,11 +259,6 @@ impl Tagger {
         Ok(())
     }
 
-    /// An input's trigger level in volts.
-    pub fn trigger_level(&self, channel: usize) -> Option<f64> {
-        self.levels_volts.get(channel).copied()
-    }
-
     /// Sets an input's delay.
     pub fn set_delay(&mut self, channel: usize, ps: i64) -> Result<(), TaggerSettingError> {
         let delay = input(&mut self.delays_ps, channel)?;
