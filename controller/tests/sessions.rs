@@ -281,6 +281,18 @@ async fn tampering_replay_or_loss_in_either_direction_yields_no_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_block_gives_no_key_and_the_next_block_still_does() {
+    // A parity answer altered in flight decodes; verification or the seals catch it.
+    let (alice, bob) = attacked(20, flip_last_byte, true).await;
+    assert_eq!(alice.len(), 2, "{alice:?}");
+    assert_eq!(bob.len(), 2, "{bob:?}");
+    assert!(alice[0].key.is_none() && bob[0].key.is_none());
+    assert!(alice[0].report.aborted.is_some());
+    assert!(alice[1].key.is_some());
+    assert_eq!(keys(&alice)[1], keys(&bob)[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_mode_keys_only_when_signatures_and_seals_both_check() {
     let (a, b) = MemoryTransport::pair();
     let (alice, bob) = run_signed(b, a, 1, Signing::Hybrid).await;
@@ -295,6 +307,8 @@ async fn hybrid_mode_keys_only_when_signatures_and_seals_both_check() {
     for signing in [Signing::AliceTrustsAnotherKey, Signing::OnlyBob] {
         let (a, b) = MemoryTransport::pair();
         let (alice, bob) = run_signed(b, a, 1, signing).await;
+        // Both blocks ran and were refused at a seal; the session went on after the first.
+        assert_eq!((alice.len(), bob.len()), (2, 2));
         assert!(
             alice.iter().chain(&bob).all(|o| o.key.is_none()),
             "a key despite a failed signature check"

@@ -170,18 +170,25 @@ impl<T: Transport> Peer<T> {
         let envelope: Envelope =
             postcard::from_bytes(&frame).map_err(|e| ChannelError::Decode(e.to_string()))?;
         let message: Result<Message, _> = postcard::from_bytes(&envelope.payload);
-        if let Ok(Message::Seal(seal)) = &message {
-            let expected = self.auth.expected_receive();
-            if envelope.seq != expected {
-                return Err(AuthError::Sequence {
-                    expected,
-                    got: envelope.seq,
+        let verdict = match &message {
+            Ok(Message::Seal(seal)) => {
+                // A misnumbered seal is not checked (it would spend a pad on a replay).
+                let expected = self.auth.expected_receive();
+                if envelope.seq != expected {
+                    return Err(AuthError::Sequence {
+                        expected,
+                        got: envelope.seq,
+                    }
+                    .into());
                 }
-                .into());
+                self.auth.check(seal)
             }
-            self.auth.check(seal)?;
-        }
+            _ => Ok(()),
+        };
+        // A seal is recorded whatever its verdict: both sides' numbering stays in step, so a
+        // block that fails its seal yields no key and the session goes on with the next one.
         self.auth.record_received(envelope.seq, &envelope.payload)?;
+        verdict?;
         self.traffic.messages_received += 1;
         match message.map_err(|e| ChannelError::Decode(e.to_string()))? {
             Message::Abort(reason) => Err(ChannelError::PeerAborted(reason)),
