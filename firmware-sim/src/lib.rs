@@ -5,5 +5,7 @@
 //! `no_std` and build for microcontrollers.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod boards;
+
 #[cfg(feature = "std")]
 pub mod world;

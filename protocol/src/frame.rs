@@ -161,10 +161,8 @@ mod tests {
     }
 
     fn request() -> impl Strategy<Value = Request> {
-        let code = (any::<u32>(), any::<u32>()).prop_map(|(micro_photons, ppm)| IntensityCode {
-            micro_photons,
-            ppm,
-        });
+        let code = (any::<u32>(), any::<u32>())
+            .prop_map(|(micro_photons, ppm)| IntensityCode { micro_photons, ppm });
         let config = (0u8..=4, proptest::array::uniform4(code), any::<u32>()).prop_map(
             |(class_count, classes, basis_z_ppm)| SourceConfig {
                 class_count,
@@ -178,10 +176,16 @@ mod tests {
             config.prop_map(|c| Request::Source(SourceCommand::Configure(c))),
             Just(Request::Source(SourceCommand::ReadPowerMonitor)),
             (any::<u8>(), any::<u16>()).prop_map(|(channel, millivolts)| Request::Detector(
-                DetectorCommand::SetBias { channel, millivolts }
+                DetectorCommand::SetBias {
+                    channel,
+                    millivolts
+                }
             )),
             (any::<u8>(), any::<u32>()).prop_map(|(channel, nanoseconds)| Request::Detector(
-                DetectorCommand::SetDeadTime { channel, nanoseconds }
+                DetectorCommand::SetDeadTime {
+                    channel,
+                    nanoseconds
+                }
             )),
             any::<u16>().prop_map(|milliseconds| Request::Detector(
                 DetectorCommand::ReadCounters { milliseconds }
@@ -205,10 +209,8 @@ mod tests {
             Just(Reply::Ack),
             any::<[u32; 4]>().prop_map(Reply::Counters),
             any::<[u16; 4]>().prop_map(Reply::Dac),
-            (any::<u16>(), any::<u32>()).prop_map(|(code, femtowatts)| Reply::Power {
-                code,
-                femtowatts
-            }),
+            (any::<u16>(), any::<u32>())
+                .prop_map(|(code, femtowatts)| Reply::Power { code, femtowatts }),
             any::<u8>().prop_map(|a| Reply::Error(ErrorCode::OutOfRange(a))),
         ]
     }
@@ -230,7 +232,10 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_fails_the_checksum() {
-        let mut bytes = frame(7, &Request::Polarization(PolarizationCommand::SetDac([1, 2, 3, 4])));
+        let mut bytes = frame(
+            7,
+            &Request::Polarization(PolarizationCommand::SetDac([1, 2, 3, 4])),
+        );
         bytes[3] ^= 0x10;
         let decoded = decode_all::<Request>(&bytes);
         assert_eq!(decoded.len(), 1);
@@ -243,7 +248,10 @@ mod tests {
         bytes.push(0);
         bytes.extend(frame(9, &Request::Identify));
         let decoded = decode_all::<Request>(&bytes);
-        assert_eq!(decoded, [Err(FrameError::Overflow), Ok((9, Request::Identify))]);
+        assert_eq!(
+            decoded,
+            [Err(FrameError::Overflow), Ok((9, Request::Identify))]
+        );
     }
 
     proptest! {

@@ -14,6 +14,6 @@ pub mod message;
 
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
 pub use message::{
-    BoardKind, DetectorCommand, ErrorCode, Identity, IntensityCode, PolarizationCommand,
-    PolarizationStatus, Reply, Request, SourceCommand, SourceConfig, PROTOCOL_VERSION,
+    BoardKind, DetectorCommand, ErrorCode, Identity, IntensityCode, PROTOCOL_VERSION,
+    PolarizationCommand, PolarizationStatus, Reply, Request, SourceCommand, SourceConfig,
 };
