@@ -9,3 +9,6 @@ pub mod boards;
 
 #[cfg(feature = "std")]
 pub mod world;
+
+#[cfg(feature = "host")]
+pub mod host;

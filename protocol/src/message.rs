@@ -176,3 +176,41 @@ pub enum Reply {
     /// The request was refused.
     Error(ErrorCode),
 }
+
+/// The polarization board's output scale: DAC code 0 drives −5 V, code 65535 drives +5 V.
+pub mod squeezer_dac {
+    /// Output at code 0 and at code 65535, millivolts.
+    pub const SPAN_MV: (i32, i32) = (-5000, 5000);
+    /// Codes per millivolt.
+    const STEPS_PER_MV: f64 = 65535.0 / (SPAN_MV.1 - SPAN_MV.0) as f64;
+
+    /// Output of `code`, millivolts.
+    pub fn millivolts(code: u16) -> f64 {
+        f64::from(SPAN_MV.0) + f64::from(code) / STEPS_PER_MV
+    }
+
+    /// The code nearest to `millivolts`, or `None` outside the span (or NaN).
+    pub fn code(millivolts: f64) -> Option<u16> {
+        let steps = (millivolts - f64::from(SPAN_MV.0)) * STEPS_PER_MV + 0.5;
+        (0.0..65536.0).contains(&steps).then_some(steps as u16)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ends_middle_and_round_trip() {
+            assert_eq!(code(-5000.0), Some(0));
+            assert_eq!(code(5000.0), Some(65535));
+            assert_eq!(code(0.0), Some(32768));
+            assert_eq!(code(5000.1), None);
+            assert_eq!(code(f64::NAN), None);
+            for c in [0u16, 1, 32767, 40000, 65535] {
+                assert_eq!(code(millivolts(c)), Some(c));
+            }
+            // Half a step of 0.153 mV at most between a value and its code's output.
+            assert!((millivolts(code(1234.5).unwrap()) - 1234.5).abs() <= 0.077);
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Polarization board: a quad 16-bit bipolar DAC (±5 V after the amplifier) drives four fiber
+//! Polarization board: a quad 16-bit bipolar DAC (±5 V after the amplifier, scaled as
+//! [`qkd_protocol::squeezer_dac`] says) drives four fiber
 //! squeezers. Codes are written to the DAC's input registers, then one LDAC pulse updates all
 //! four outputs together, so the state never passes through a half-applied setting.
 
@@ -14,8 +15,6 @@ use super::BoardCore;
 pub const DAC_WRITE_INPUT: u8 = 0x10;
 /// DAC code of 0 V.
 pub const MID_SCALE: u16 = 0x8000;
-/// Output span of the amplifier, millivolts at code 0 and code 65535.
-pub const OUTPUT_SPAN_MV: (i32, i32) = (-5000, 5000);
 /// Minimum LDAC low time.
 const LDAC_PULSE_NS: u32 = 100;
 

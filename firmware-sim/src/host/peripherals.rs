@@ -1,0 +1,363 @@
+//! Simulated peripherals: what the board firmware cores drive, wired to the shared world. Each
+//! speaks the register protocol its core's module documents.
+
+use std::convert::Infallible;
+
+use embedded_hal::delay::DelayNs;
+use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
+use embedded_hal::spi::{ErrorType as SpiErrorType, Operation, SpiDevice};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::bench::{LightPath, SharedBench};
+use crate::boards::detector::{CMD_READ, CMD_START, CMD_STOP, REG_DEAD_TIME};
+use crate::boards::polarization::DAC_WRITE_INPUT;
+use crate::boards::source::{
+    MONITOR_FULL_SCALE_FW, PPM, REG_BASIS_Z, REG_CLASS_MU, REG_CLASS_PPM, REG_COMMIT,
+};
+use crate::world::IntensitySpec;
+use qkd_protocol::squeezer_dac;
+
+/// Photon energy at 1550 nm, joules.
+const PHOTON_ENERGY_J: f64 = 1.2816e-19;
+
+/// Waiting advances the world: firmware that sleeps lets emulated time pass.
+#[derive(Debug, Clone)]
+pub struct WorldDelay(pub SharedBench);
+
+impl DelayNs for WorldDelay {
+    fn delay_ns(&mut self, ns: u32) {
+        self.0.lock().advance_ps(i64::from(ns) * 1000);
+    }
+}
+
+/// Input registers of the polarization board's quad DAC, shared by its SPI side and LDAC pin.
+type Registers = Arc<Mutex<[u16; 4]>>;
+
+/// The polarization board's quad DAC (SPI side).
+#[derive(Debug)]
+pub struct SqueezerDac {
+    input: Registers,
+}
+
+/// The DAC's LDAC pin: a falling edge moves the input registers to the outputs, i.e. the
+/// squeezer voltages, together.
+#[derive(Debug)]
+pub struct SqueezerLdac {
+    input: Registers,
+    bench: SharedBench,
+}
+
+/// A pin whose state nothing else reads (the amplifier enable).
+#[derive(Debug, Default)]
+pub struct LoosePin;
+
+/// The polarization board's DAC and LDAC pin on `bench`.
+pub fn squeezer_dac(bench: SharedBench) -> (SqueezerDac, SqueezerLdac) {
+    let input = Registers::default();
+    (
+        SqueezerDac {
+            input: input.clone(),
+        },
+        SqueezerLdac { input, bench },
+    )
+}
+
+impl SpiErrorType for SqueezerDac {
+    type Error = Infallible;
+}
+
+impl SpiDevice for SqueezerDac {
+    fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
+        for op in operations.iter() {
+            if let Operation::Write(bytes) = op
+                && let [command, hi, lo] = **bytes
+                && command & 0xF0 == DAC_WRITE_INPUT
+            {
+                let mut input = self.input.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(register) = input.get_mut(usize::from(command & 0x0F)) {
+                    *register = u16::from_be_bytes([hi, lo]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PinErrorType for SqueezerLdac {
+    type Error = Infallible;
+}
+
+impl OutputPin for SqueezerLdac {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        let codes = *self.input.lock().unwrap_or_else(PoisonError::into_inner);
+        let volts: Vec<f64> = codes
+            .iter()
+            .map(|&c| squeezer_dac::millivolts(c) / 1000.0)
+            .collect();
+        // The DAC span equals the squeezers' range, so the world accepts every code.
+        let _ = self.bench.lock().set_controller(LightPath::Epc, &volts);
+        Ok(())
+    }
+
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+impl PinErrorType for LoosePin {
+    type Error = Infallible;
+}
+
+impl OutputPin for LoosePin {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// A detector's arm pin: the world's detector is biased while it is high.
+#[derive(Debug)]
+pub struct ArmPin {
+    bench: SharedBench,
+    channel: usize,
+}
+
+impl ArmPin {
+    /// The four arm pins of the detector board.
+    pub fn four(bench: &SharedBench) -> [ArmPin; 4] {
+        [0, 1, 2, 3].map(|channel| ArmPin {
+            bench: bench.clone(),
+            channel,
+        })
+    }
+
+    fn set(&mut self, on: bool) {
+        let mut bench = self.bench.lock();
+        let now = bench.now_ps();
+        bench
+            .world_mut()
+            .node_mut()
+            .set_detector_enabled(self.channel, on, now);
+    }
+}
+
+impl PinErrorType for ArmPin {
+    type Error = Infallible;
+}
+
+impl OutputPin for ArmPin {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        self.set(false);
+        Ok(())
+    }
+
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        self.set(true);
+        Ok(())
+    }
+}
+
+/// A DAC whose outputs drive what the world does not model (detector bias and threshold); it
+/// keeps the codes for inspection.
+#[derive(Debug, Default)]
+pub struct RecordingDac {
+    /// Last code written per channel.
+    pub codes: [u16; 8],
+}
+
+impl SpiErrorType for RecordingDac {
+    type Error = Infallible;
+}
+
+impl SpiDevice for RecordingDac {
+    fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
+        for op in operations.iter() {
+            if let Operation::Write(bytes) = op
+                && let [command, hi, lo] = **bytes
+                && let Some(code) = self.codes.get_mut(usize::from(command & 0x0F))
+            {
+                *code = u16::from_be_bytes([hi, lo]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The detector board's counter FPGA: counts the world's clicks between start and stop.
+#[derive(Debug)]
+pub struct CounterFpga {
+    bench: SharedBench,
+    started: [u64; 4],
+    frozen: [u32; 4],
+    /// Dead time per channel, ns, as last written.
+    pub dead_time_ns: [u32; 4],
+}
+
+impl CounterFpga {
+    /// The counter on `bench`.
+    pub fn new(bench: SharedBench) -> Self {
+        CounterFpga {
+            bench,
+            started: [0; 4],
+            frozen: [0; 4],
+            dead_time_ns: [0; 4],
+        }
+    }
+}
+
+impl SpiErrorType for CounterFpga {
+    type Error = Infallible;
+}
+
+impl SpiDevice for CounterFpga {
+    fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
+        let mut reading = false;
+        for op in operations.iter_mut() {
+            match op {
+                Operation::Write(bytes) => match **bytes {
+                    [CMD_START] => self.started = self.bench.lock().clicks(),
+                    [CMD_STOP] => {
+                        let now = self.bench.lock().clicks();
+                        for ((frozen, &n), &s) in
+                            self.frozen.iter_mut().zip(&now).zip(&self.started)
+                        {
+                            *frozen = u32::try_from(n - s).unwrap_or(u32::MAX);
+                        }
+                    }
+                    [CMD_READ] => reading = true,
+                    [register, a, b, c, d]
+                        if (REG_DEAD_TIME..REG_DEAD_TIME + 4).contains(&register) =>
+                    {
+                        self.dead_time_ns[usize::from(register - REG_DEAD_TIME)] =
+                            u32::from_be_bytes([a, b, c, d]);
+                    }
+                    _ => {}
+                },
+                Operation::Read(buffer) if reading => {
+                    for (chunk, count) in buffer.chunks_mut(4).zip(self.frozen) {
+                        chunk.copy_from_slice(&count.to_be_bytes()[..chunk.len()]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The source board's pattern generator: a committed configuration sets the world's intensity
+/// classes and basis bias.
+#[derive(Debug)]
+pub struct PatternFpga {
+    bench: SharedBench,
+    registers: [u32; 0x30],
+}
+
+impl PatternFpga {
+    /// The pattern generator on `bench`.
+    pub fn new(bench: SharedBench) -> Self {
+        PatternFpga {
+            bench,
+            registers: [0; 0x30],
+        }
+    }
+
+    fn commit(&mut self, count: usize) {
+        let classes: Vec<IntensitySpec> = (0..count.min(4))
+            .map(|n| IntensitySpec {
+                mean_photon_number: f64::from(self.registers[usize::from(REG_CLASS_MU) + n]) / 1e6,
+                probability: f64::from(self.registers[usize::from(REG_CLASS_PPM) + n])
+                    / f64::from(PPM),
+            })
+            .collect();
+        let z = f64::from(self.registers[usize::from(REG_BASIS_Z)]) / f64::from(PPM);
+        // The firmware validated the configuration; a world refusal leaves the old one.
+        let _ = self.bench.lock().world_mut().set_intensities(&classes, z);
+    }
+}
+
+impl SpiErrorType for PatternFpga {
+    type Error = Infallible;
+}
+
+impl SpiDevice for PatternFpga {
+    fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
+        for op in operations.iter() {
+            if let Operation::Write(bytes) = op
+                && let [register, a, b, c, d] = **bytes
+            {
+                let value = u32::from_be_bytes([a, b, c, d]);
+                if register == REG_COMMIT {
+                    self.commit(value as usize);
+                } else if let Some(slot) = self.registers.get_mut(usize::from(register)) {
+                    *slot = value;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The source's power monitor: mean optical power of the pulse train, 16-bit, saturating at
+/// full scale like a real ADC.
+#[derive(Debug)]
+pub struct MonitorAdc(pub SharedBench);
+
+impl SpiErrorType for MonitorAdc {
+    type Error = Infallible;
+}
+
+impl SpiDevice for MonitorAdc {
+    fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
+        let watts = {
+            let bench = self.0.lock();
+            let world = bench.world();
+            let source = world.source();
+            let mean_mu: f64 = source
+                .mean_photon_numbers
+                .iter()
+                .zip(&source.probabilities)
+                .map(|(mu, p)| mu * p)
+                .sum();
+            if world.source_enabled() {
+                mean_mu * source.clock.rate_hz() as f64 * PHOTON_ENERGY_J
+            } else {
+                0.0
+            }
+        };
+        let code = (watts * 1e15 / MONITOR_FULL_SCALE_FW as f64 * 65535.0)
+            .round()
+            .clamp(0.0, 65535.0) as u16;
+        for op in operations.iter_mut() {
+            if let Operation::Read(buffer) = op {
+                for (byte, value) in buffer.iter_mut().zip(code.to_be_bytes()) {
+                    *byte = value;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The laser's enable pin.
+#[derive(Debug)]
+pub struct LaserPin(pub SharedBench);
+
+impl PinErrorType for LaserPin {
+    type Error = Infallible;
+}
+
+impl OutputPin for LaserPin {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        self.0.lock().world_mut().set_source_enabled(false);
+        Ok(())
+    }
+
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        self.0.lock().world_mut().set_source_enabled(true);
+        Ok(())
+    }
+}
