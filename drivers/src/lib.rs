@@ -9,6 +9,7 @@ pub mod detector;
 pub mod error;
 pub mod polarization;
 pub mod ptu;
+pub mod serial;
 pub mod source;
 pub mod tagger;
 

@@ -21,5 +21,5 @@ pub use frame::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
 pub use message::{
     BoardKind, DetectorCommand, ErrorCode, Identity, IntensityCode, PROTOCOL_VERSION,
     PolarizationCommand, PolarizationStatus, Reply, Request, SourceCommand, SourceConfig,
-    squeezer_dac,
+    detector_limits, source_limits, squeezer_dac,
 };

@@ -140,6 +140,9 @@ pub enum ErrorCode {
     OutOfRange(u8),
     /// A peripheral (DAC, ADC, counter) failed to answer.
     Peripheral,
+    /// The board has restarted since the host last identified it, so its settings are the
+    /// power-on ones: it carries out no command until the host has identified it again.
+    Restarted,
 }
 
 /// The polarization board's state.
@@ -177,21 +180,32 @@ pub enum Reply {
     Error(ErrorCode),
 }
 
-/// The polarization board's output scale: DAC code 0 drives −5 V, code 65535 drives +5 V.
+/// The polarization board's output scale: an offset-binary bipolar DAC, code 0 drives −5 V,
+/// code 32768 drives 0 V and each step is 10 V / 65536.
 pub mod squeezer_dac {
-    /// Output at code 0 and at code 65535, millivolts.
-    pub const SPAN_MV: (i32, i32) = (-5000, 5000);
-    /// Codes per millivolt.
-    const STEPS_PER_MV: f64 = 65535.0 / (SPAN_MV.1 - SPAN_MV.0) as f64;
+    /// Code of 0 V.
+    pub const MID_SCALE: u16 = 0x8000;
+    /// Millivolts per code step.
+    pub const MV_PER_STEP: f64 = 10_000.0 / 65_536.0;
 
     /// Output of `code`, millivolts.
     pub fn millivolts(code: u16) -> f64 {
-        f64::from(SPAN_MV.0) + f64::from(code) / STEPS_PER_MV
+        (f64::from(code) - f64::from(MID_SCALE)) * MV_PER_STEP
+    }
+
+    /// Lowest output, mV.
+    pub fn min_millivolts() -> f64 {
+        millivolts(0)
+    }
+
+    /// Highest output, mV (one step below +5 V).
+    pub fn max_millivolts() -> f64 {
+        millivolts(u16::MAX)
     }
 
     /// The code nearest to `millivolts`, or `None` outside the span (or NaN).
     pub fn code(millivolts: f64) -> Option<u16> {
-        let steps = (millivolts - f64::from(SPAN_MV.0)) * STEPS_PER_MV + 0.5;
+        let steps = millivolts / MV_PER_STEP + f64::from(MID_SCALE) + 0.5;
         (0.0..65536.0).contains(&steps).then_some(steps as u16)
     }
 
@@ -202,15 +216,36 @@ pub mod squeezer_dac {
         #[test]
         fn ends_middle_and_round_trip() {
             assert_eq!(code(-5000.0), Some(0));
-            assert_eq!(code(5000.0), Some(65535));
-            assert_eq!(code(0.0), Some(32768));
-            assert_eq!(code(5000.1), None);
+            assert_eq!(code(max_millivolts()), Some(65535));
+            assert_eq!(code(0.0), Some(MID_SCALE));
+            assert!(millivolts(MID_SCALE).abs() < f64::EPSILON);
+            assert_eq!(code(5000.0), None);
             assert_eq!(code(f64::NAN), None);
             for c in [0u16, 1, 32767, 40000, 65535] {
                 assert_eq!(code(millivolts(c)), Some(c));
             }
-            // Half a step of 0.153 mV at most between a value and its code's output.
-            assert!((millivolts(code(1234.5).unwrap()) - 1234.5).abs() <= 0.077);
+            // Half a step (0.076 mV) at most between a value and its code's output.
+            assert!((millivolts(code(1234.5).unwrap()) - 1234.5).abs() <= MV_PER_STEP / 2.0);
         }
     }
+}
+
+/// The detector board's limits: part of its contract with the host.
+pub mod detector_limits {
+    /// Bias at DAC full scale, mV.
+    pub const BIAS_FULL_SCALE_MV: u32 = 80_000;
+    /// Threshold at DAC full scale, mV.
+    pub const THRESHOLD_FULL_SCALE_MV: u32 = 2_500;
+    /// Longest dead time the counter FPGA holds, ns.
+    pub const MAX_DEAD_TIME_NS: u32 = 1_000_000;
+    /// Longest integration of one counter read, ms.
+    pub const MAX_INTEGRATION_MS: u16 = 10_000;
+}
+
+/// The source board's limits.
+pub mod source_limits {
+    /// One, in parts per million: what class probabilities must sum to.
+    pub const PPM: u32 = 1_000_000;
+    /// Highest mean photon number the intensity modulator reaches, micro-photons.
+    pub const MAX_MICRO_PHOTONS: u32 = 100_000_000;
 }

@@ -6,16 +6,15 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_hal::spi::{Operation, SpiDevice};
 
+use qkd_protocol::detector_limits::{
+    BIAS_FULL_SCALE_MV, MAX_DEAD_TIME_NS, MAX_INTEGRATION_MS, THRESHOLD_FULL_SCALE_MV,
+};
 use qkd_protocol::{BoardKind, DetectorCommand, ErrorCode, Reply, Request};
 
 use super::{BoardCore, reply, write_register};
 
 /// DAC command: write and update channel (low nibble: channel).
 pub const DAC_WRITE_UPDATE: u8 = 0x30;
-/// Bias at DAC full scale, mV.
-pub const BIAS_FULL_SCALE_MV: u32 = 80_000;
-/// Threshold at DAC full scale, mV.
-pub const THRESHOLD_FULL_SCALE_MV: u32 = 2_500;
 /// Counter FPGA register of channel 0's dead time in ns (channel n at `+ n`).
 pub const REG_DEAD_TIME: u8 = 0x40;
 /// Counter FPGA command: clear and start counting.
@@ -24,10 +23,6 @@ pub const CMD_START: u8 = 0x01;
 pub const CMD_STOP: u8 = 0x02;
 /// Counter FPGA command: read the four frozen counts (16 bytes, big-endian).
 pub const CMD_READ: u8 = 0x03;
-/// Longest dead time the FPGA's counter holds, ns.
-pub const MAX_DEAD_TIME_NS: u32 = 1_000_000;
-/// Longest integration, ms.
-pub const MAX_INTEGRATION_MS: u16 = 10_000;
 
 /// The detector board's firmware core.
 #[derive(Debug)]
@@ -53,6 +48,14 @@ where
             arm,
             delay,
         }
+    }
+
+    /// Power-on: every channel disarmed until the host arms it.
+    pub fn start(&mut self) -> Result<(), ErrorCode> {
+        for pin in &mut self.arm {
+            pin.set_low().map_err(|_| ErrorCode::Peripheral)?;
+        }
+        Ok(())
     }
 
     /// Gives the peripherals back.

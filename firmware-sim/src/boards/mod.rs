@@ -4,7 +4,9 @@
 //!
 //! A core turns a [`Request`] into a [`Reply`] by driving its peripherals; [`Firmware`] is the
 //! serial side around any core: it decodes frames, drops damaged ones (the host times out and
-//! retries) and answers each request under the request's sequence number.
+//! retries) and answers each request under the request's sequence number. After power-on it
+//! refuses every command with [`ErrorCode::Restarted`] until the host has identified it, so a
+//! host never drives a board whose settings a reset has silently cleared.
 
 pub mod detector;
 pub mod polarization;
@@ -38,6 +40,7 @@ pub struct Firmware<B> {
     serial: u32,
     boot: u16,
     damaged_frames: u32,
+    identified: bool,
 }
 
 impl<B: BoardCore> Firmware<B> {
@@ -49,6 +52,7 @@ impl<B: BoardCore> Firmware<B> {
             serial,
             boot,
             damaged_frames: 0,
+            identified: false,
         }
     }
 
@@ -81,7 +85,11 @@ impl<B: BoardCore> Firmware<B> {
                 Some(Err(_)) => self.damaged_frames = self.damaged_frames.wrapping_add(1),
                 Some(Ok((sequence, request))) => {
                     let reply = match request {
-                        Request::Identify => Reply::Identity(self.identity()),
+                        Request::Identify => {
+                            self.identified = true;
+                            Reply::Identity(self.identity())
+                        }
+                        _ if !self.identified => Reply::Error(ErrorCode::Restarted),
                         other => self.core.handle(&other),
                     };
                     let mut frame = [0u8; MAX_FRAME];
@@ -151,6 +159,11 @@ mod tests {
     #[test]
     fn answers_under_the_request_sequence_and_drops_damaged_frames() {
         let mut firmware = Firmware::new(Echo, 42, 3);
+        let get = Request::Polarization(PolarizationCommand::GetDac);
+        assert_eq!(
+            replies(&mut firmware, &frame(4, &get)),
+            [(4, Reply::Error(ErrorCode::Restarted))]
+        );
         let mut bytes = frame(5, &Request::Identify);
         let mut damaged = frame(6, &Request::Polarization(PolarizationCommand::GetDac));
         damaged[2] ^= 0x40;

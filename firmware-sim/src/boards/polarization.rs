@@ -13,8 +13,7 @@ use super::BoardCore;
 
 /// DAC command: write input register (low nibble: channel).
 pub const DAC_WRITE_INPUT: u8 = 0x10;
-/// DAC code of 0 V.
-pub const MID_SCALE: u16 = 0x8000;
+pub use qkd_protocol::squeezer_dac::MID_SCALE;
 /// Minimum LDAC low time.
 const LDAC_PULSE_NS: u32 = 100;
 

@@ -9,6 +9,7 @@ use qkd_protocol::{
 };
 
 use super::{BoardCore, reply, write_register};
+pub use qkd_protocol::source_limits::{MAX_MICRO_PHOTONS, PPM};
 
 /// Pattern register: mean photon number of class n (`+ n`), micro-photons.
 pub const REG_CLASS_MU: u8 = 0x10;
@@ -18,12 +19,8 @@ pub const REG_CLASS_PPM: u8 = 0x18;
 pub const REG_BASIS_Z: u8 = 0x20;
 /// Pattern register: number of classes; writing it commits the whole configuration.
 pub const REG_COMMIT: u8 = 0x2F;
-/// Highest mean photon number the intensity modulator reaches, micro-photons.
-pub const MAX_MICRO_PHOTONS: u32 = 100_000_000;
 /// Power at the monitor ADC's full scale, femtowatts.
 pub const MONITOR_FULL_SCALE_FW: u64 = 10_000_000;
-/// One in parts per million.
-pub const PPM: u32 = 1_000_000;
 
 /// The source board's firmware core.
 #[derive(Debug)]

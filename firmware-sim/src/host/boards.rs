@@ -55,12 +55,13 @@ pub fn polarization_board(bench: &SharedBench, serial: u32) -> Box<dyn SerialDev
 pub fn detector_board(bench: &SharedBench, serial: u32) -> Box<dyn SerialDevice> {
     let bench = bench.clone();
     board(move |boot| {
-        let core = DetectorBoard::new(
+        let mut core = DetectorBoard::new(
             RecordingDac::default(),
             CounterFpga::new(bench.clone()),
             ArmPin::four(&bench),
             WorldDelay(bench.clone()),
         );
+        let _ = core.start();
         Firmware::new(core, serial, boot)
     })
 }

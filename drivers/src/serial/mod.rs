@@ -1,0 +1,18 @@
+//! Serial devices: the port layer (reconnecting link, bounded retries) and the drivers of our
+//! boards, the Thorlabs MPC320 and the OZ Optics EPC, each implementing the driver traits.
+
+mod board;
+mod boards;
+mod config;
+mod exchange;
+mod link;
+mod mpc320;
+mod oz_epc;
+
+pub use board::BoardClient;
+pub use boards::{BoardDetectors, BoardPolarizationController, BoardSource, DetectorNominals};
+pub use config::{DeviceConfig, DeviceKind, MAX_RETRIES};
+pub use exchange::RetryPolicy;
+pub use link::{PortSettings, SerialLink};
+pub use mpc320::Mpc320;
+pub use oz_epc::OzEpc;
