@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use qkd_controller::{bench, calibrate, emulate, link, plan, tags};
+use qkd_controller::{bench, calibrate, devices, emulate, link, plan, sim, tags};
 
 /// Controller of one node of a quantum key distribution link.
 #[derive(Debug, Parser)]
@@ -26,6 +26,12 @@ enum Command {
     /// Work with recorded time tags.
     #[command(subcommand)]
     Tags(tags::TagsCommand),
+    /// The serial devices of a configuration file.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
+    /// The emulated devices on pseudo-terminals.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
     /// Measure throughput (JSON with --json).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
         Command::Calibrate(args) => calibrate::run(&args),
         Command::Bench(command) => bench::run(&command),
         Command::Tags(command) => tags::run(&command),
+        Command::Sim(command) => sim::run(&command),
+        Command::Devices(command) => devices::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! The `qkd` command line as users and scripts see it.
 // Test helpers outside #[test] functions may unwrap: a failure is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::{Command, Output};
 
@@ -435,4 +435,132 @@ fn calibrate_finds_the_emulated_cables_intensities_and_alignment() {
     let out = qkd(&["calibrate", "--dark-seconds", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dark-seconds"));
+}
+
+#[test]
+fn sim_serve_links_every_device_and_cleans_up() {
+    let dir = std::env::temp_dir().join(format!("qkd-cli-sim-{}", std::process::id()));
+    let dir_text = dir.to_string_lossy().into_owned();
+    let out = qkd(&[
+        "sim",
+        "serve",
+        "--pty-dir",
+        &dir_text,
+        "--for-seconds",
+        "0.2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in ["source", "detectors", "epc", "mpc320", "oz-epc"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!("{dir_text}/{name} -> /dev/pts/")))
+            .unwrap_or_else(|| panic!("no link for {name} in:\n{stdout}"));
+        assert!(!line.is_empty());
+        assert!(!dir.join(name).exists(), "{name}'s link outlived the host");
+    }
+    let refused = qkd(&[
+        "sim",
+        "serve",
+        "--pty-dir",
+        &dir_text,
+        "--distance-km",
+        "-1",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--distance-km"));
+}
+
+#[test]
+fn devices_probe_reports_each_configured_device() {
+    let dir = std::env::temp_dir().join(format!("qkd-cli-probe-{}", std::process::id()));
+    let dir_text = dir.to_string_lossy().into_owned();
+    let mut host = Command::new(env!("CARGO_BIN_EXE_qkd"))
+        .args([
+            "sim",
+            "serve",
+            "--pty-dir",
+            &dir_text,
+            "--distance-km",
+            "10",
+            "--for-seconds",
+            "20",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !dir.join("oz-epc").exists() {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the host never linked its devices"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let config = dir.with_extension("json");
+    let link = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let devices = serde_json::json!({ "devices": {
+        "source": { "kind": "source-board", "port": link("source"), "repetition_rate_hz": 1e8 },
+        "detectors": { "kind": "detector-board", "port": link("detectors"), "timeout_ms": 5000 },
+        "squeezers": { "kind": "polarization-board", "port": link("epc"), "period_mv": 4000.0 },
+        "paddles": { "kind": "mpc320", "port": link("mpc320") },
+        "epc": { "kind": "oz-epc", "port": link("oz-epc"), "serial": "EPC-7" },
+        "missing": { "kind": "oz-epc", "port": "/dev/qkd-no-such-port", "retries": 0 }
+    }});
+    std::fs::write(&config, devices.to_string()).unwrap();
+    let out = qkd(&[
+        "devices",
+        "probe",
+        "--config",
+        &config.to_string_lossy(),
+        "--json",
+    ]);
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert!(
+        !out.status.success(),
+        "a missing device must fail the probe"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 of 6 devices did not answer: missing")
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probes = report["devices"].as_array().unwrap();
+    let probe = |name: &str| probes.iter().find(|p| p["name"] == name).unwrap().clone();
+    for name in ["source", "detectors", "squeezers", "paddles", "epc"] {
+        assert_eq!(probe(name)["ok"], true, "{}", probe(name));
+    }
+    assert!(
+        probe("paddles")["identity"]
+            .as_str()
+            .unwrap()
+            .contains("MPC320")
+    );
+    assert!(probe("epc")["identity"].as_str().unwrap().contains("EPC-7"));
+    assert_eq!(
+        probe("squeezers")["readings"],
+        serde_json::json!([0.0, 0.0, 0.0, 0.0])
+    );
+    let missing = probe("missing");
+    assert_eq!(missing["ok"], false);
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .contains("/dev/qkd-no-such-port")
+    );
+    // A malformed file is refused by name.
+    std::fs::write(
+        &config,
+        r#"{"devices": {"x": {"kind": "mpc320", "port": "/dev/x", "bauds": 1}}}"#,
+    )
+    .unwrap();
+    let bad = qkd(&["devices", "probe", "--config", &config.to_string_lossy()]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bauds"));
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -160,9 +160,11 @@ async fn the_source_board_configures_the_worlds_source() {
         basis_z_probability: Probability::new(0.8).unwrap(),
     };
     let rate = Hertz::new(1e9).unwrap();
-    let mut source = BoardSource::connect(link, policy, rate, &settings)
-        .await
-        .unwrap();
+    let mut source = BoardSource::connect(link, policy, rate).await.unwrap();
+    // A board fresh from power-on has no classes loaded yet.
+    assert!(source.settings().intensities.is_empty());
+    source.configure(&settings).await.unwrap();
+    assert_eq!(source.settings(), &settings);
     {
         let bench = host.bench().lock();
         let world = bench.world().source();

@@ -6,6 +6,7 @@ mod emulate;
 mod ingest;
 mod machine;
 mod pa;
+mod serial;
 pub mod tracking;
 
 use anyhow::Result;
@@ -24,6 +25,8 @@ pub enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// Polarization tracking on the emulated bench, scored against the true rotation.
     Tracking(tracking::TrackingArgs),
+    /// Command round trips to the emulated devices through pseudo-terminals.
+    Serial(serial::SerialArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<()> {
@@ -33,6 +36,7 @@ pub fn run(command: &BenchCommand) -> Result<()> {
         BenchCommand::Pa(args) => pa::run(args),
         BenchCommand::Ingest(args) => ingest::run(args),
         BenchCommand::Tracking(args) => tracking::run(args),
+        BenchCommand::Serial(args) => serial::run(args),
     }
 }
 

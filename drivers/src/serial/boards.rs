@@ -9,12 +9,12 @@ use qkd_protocol::{
     BoardKind, DetectorCommand, ErrorCode, IntensityCode, PolarizationCommand, Reply, Request,
     SourceCommand, SourceConfig, source_limits, squeezer_dac,
 };
-use qkd_units::{Hertz, Picoseconds, Volts};
+use qkd_units::{Hertz, MeanPhotonNumber, Picoseconds, Volts};
 
 use crate::error::{DetectorError, InvalidSetting, PolarizationError, SourceError, TransportError};
 use crate::{
     ActuatorSpec, ActuatorUnit, DarkCounts, DetectorChannel, DeviceIdentity, EmissionRecords,
-    PolarizationController, SinglePhotonDetectors, WcpSettings, WcpSource,
+    IntensityClass, PolarizationController, SinglePhotonDetectors, WcpSettings, WcpSource,
 };
 
 use super::board::BoardClient;
@@ -118,8 +118,9 @@ impl PolarizationController for BoardPolarizationController {
     }
 }
 
-/// What the detector board cannot tell about its detectors: their datasheet values.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What the detector board cannot tell about its detectors: their datasheet values (zero when
+/// not given; calibration measures them).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct DetectorNominals {
     /// Detection efficiency.
     pub efficiency: qkd_units::Probability,
@@ -333,22 +334,27 @@ pub struct BoardSource {
 }
 
 impl BoardSource {
-    /// Connects; the repetition rate is fixed by the board's clock and given by configuration;
-    /// `settings` are loaded into the board at once.
+    /// Connects and reads the settings in effect; the repetition rate is fixed by the board's
+    /// clock and given by configuration.
     pub async fn connect(
         link: SerialLink,
         policy: RetryPolicy,
         rate: Hertz,
-        settings: &WcpSettings,
     ) -> Result<Self, SourceError> {
         let client = BoardClient::connect(link, policy, BoardKind::Source).await?;
         let mut source = BoardSource {
             identity: client.device_identity(),
             client,
             rate,
-            settings: settings.clone(),
+            settings: WcpSettings {
+                intensities: Vec::new(),
+                basis_z_probability: qkd_units::Probability::default(),
+            },
         };
-        source.configure(settings).await?;
+        match source.command(SourceCommand::GetConfig).await? {
+            Reply::SourceConfig(config) => source.settings = wcp_settings(&config)?,
+            other => return Err(unexpected(&other).into()),
+        }
         Ok(source)
     }
 
@@ -409,6 +415,28 @@ fn source_config(settings: &WcpSettings) -> Result<SourceConfig, InvalidSetting>
         config.classes[n] = IntensityCode { micro_photons, ppm };
     }
     Ok(config)
+}
+
+/// The settings a board configuration stands for (no classes before the first `configure`).
+fn wcp_settings(config: &SourceConfig) -> Result<WcpSettings, TransportError> {
+    let bad = |what: &str| TransportError::Malformed(format!("board configuration: {what}"));
+    let count = usize::from(config.class_count).min(config.classes.len());
+    let intensities = config.classes[..count]
+        .iter()
+        .map(|class| {
+            Ok(IntensityClass {
+                mean_photon_number: MeanPhotonNumber::new(f64::from(class.micro_photons) / 1e6)
+                    .map_err(|_| bad("mean photon number"))?,
+                probability: qkd_units::Probability::new(f64::from(class.ppm) / 1e6)
+                    .map_err(|_| bad("class probability"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, TransportError>>()?;
+    Ok(WcpSettings {
+        intensities,
+        basis_z_probability: qkd_units::Probability::new(f64::from(config.basis_z_ppm) / 1e6)
+            .map_err(|_| bad("basis probability"))?,
+    })
 }
 
 impl WcpSource for BoardSource {

@@ -71,6 +71,19 @@ pub struct DeviceConfig {
     /// Retries after a failed attempt (default 3).
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Squeezer controllers: the voltage that adds 2π of retardance (2·Vπ), mV, if known; lets
+    /// tracking unwind at a range end.
+    #[serde(default)]
+    pub period_mv: Option<f64>,
+    /// MPC320: paddle velocity, percent of the maximum (default 100).
+    #[serde(default)]
+    pub velocity_percent: Option<u16>,
+    /// OZ EPC: the unit's serial number, which its protocol cannot report.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// Source board: pulse repetition rate, Hz (fixed by its clock).
+    #[serde(default)]
+    pub repetition_rate_hz: Option<f64>,
 }
 
 /// Most retries accepted: beyond this a dead device holds the controller for too long.
@@ -85,6 +98,10 @@ impl DeviceConfig {
             baud: None,
             timeout_ms: None,
             retries: None,
+            period_mv: None,
+            velocity_percent: None,
+            serial: None,
+            repetition_rate_hz: None,
         }
     }
 

@@ -7,6 +7,7 @@ mod config;
 mod exchange;
 mod link;
 mod mpc320;
+mod open;
 mod oz_epc;
 
 pub use board::BoardClient;
@@ -15,4 +16,5 @@ pub use config::{DeviceConfig, DeviceKind, MAX_RETRIES};
 pub use exchange::RetryPolicy;
 pub use link::{PortSettings, SerialLink};
 pub use mpc320::Mpc320;
+pub use open::{SerialPolarizationController, kind_name};
 pub use oz_epc::OzEpc;

@@ -9,7 +9,7 @@ use qkd_protocol::apt::{
     STEPS_PER_TRAVEL, Status, id,
 };
 
-use crate::error::{PolarizationError, TransportError};
+use crate::error::{InvalidSetting, PolarizationError, TransportError};
 use crate::{ActuatorSpec, ActuatorUnit, DeviceIdentity, PolarizationController};
 
 use super::exchange::{Progress, RetryPolicy, exchange};
@@ -56,6 +56,13 @@ impl Mpc320 {
         policy: RetryPolicy,
         velocity_percent: u16,
     ) -> Result<Self, PolarizationError> {
+        if !(1..=100).contains(&velocity_percent) {
+            return Err(InvalidSetting::new(
+                "velocity_percent",
+                &format!("{velocity_percent}: give 1 to 100"),
+            )
+            .into());
+        }
         let names = ["paddle 1 (λ/4)", "paddle 2 (λ/2)", "paddle 3 (λ/4)"];
         // Half a turn restores a quarter-wave paddle, a quarter turn a half-wave one.
         let periods = [180.0, 90.0, 180.0];
@@ -80,7 +87,7 @@ impl Mpc320 {
                 firmware: String::new(),
             },
             actuators,
-            velocity_percent: velocity_percent.clamp(1, 100),
+            velocity_percent,
             positions: [0; 3],
         };
         let info = device
