@@ -210,75 +210,75 @@ fn read_until(port: &mut serialport::TTYPort, end: &[u8]) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Writes an APT request and checks the reply's header; returns the reply's data packet.
+fn apt_ask(
+    port: &mut serialport::TTYPort,
+    request: &[u8],
+    header: [u8; 6],
+    data: usize,
+) -> Vec<u8> {
+    port.write_all(request).unwrap();
+    assert_eq!(
+        read_exactly(port, 6),
+        header,
+        "reply header to {request:02X?}"
+    );
+    read_exactly(port, data)
+}
+
 #[test]
 fn the_emulated_mpc320_answers_documented_frames() {
     let (host, dir) = serve("mpc320-frames", LightPath::Mpc320);
     let mut port = raw_port(&dir, "mpc320", 115_200);
-    // HW_DISCONNECT as documented, then identify and enable: none of them is answered.
+    // HW_DISCONNECT as documented, then identify and enable paddle 2: none is answered.
     port.write_all(&[0x02, 0x00, 0x00, 0x00, 0x50, 0x01])
         .unwrap();
     port.write_all(&[0x23, 0x02, 0x00, 0x00, 0x50, 0x01])
         .unwrap();
     port.write_all(&[0x10, 0x02, 0x02, 0x01, 0x50, 0x01])
         .unwrap();
-    // HW_REQ_INFO → HW_GET_INFO: header with 84 data bytes, to the host from the device.
-    port.write_all(&[0x05, 0x00, 0x00, 0x00, 0x50, 0x01])
-        .unwrap();
-    assert_eq!(
-        read_exactly(&mut port, 6),
-        [0x06, 0x00, 0x54, 0x00, 0x81, 0x50]
+    // HW_REQ_INFO → HW_GET_INFO: 84 data bytes, to the host (0x01 | 0x80) from the device.
+    let info = apt_ask(
+        &mut port,
+        &[0x05, 0, 0, 0, 0x50, 0x01],
+        [0x06, 0, 0x54, 0, 0x81, 0x50],
+        84,
     );
-    let info = apt::HardwareInfo::decode(&read_exactly(&mut port, 84)).unwrap();
+    let info = apt::HardwareInfo::decode(&info).unwrap();
     assert_eq!((apt::text(&info.model), info.channels), ("MPC320", 3));
-    // MOVE_ABSOLUTE of paddle 2 to step 685 (85°): `53 04 06 00 D0 01 02 00 AD 02 00 00`.
-    port.write_all(&[
+    // MOVE_ABSOLUTE of paddle 2 to step 685 (85°) → MOVE_COMPLETED with the 14-byte status:
+    // channel 2, position and encoder count 685, status bits "enabled".
+    let moved = [
         0x53, 0x04, 0x06, 0x00, 0xD0, 0x01, 0x02, 0x00, 0xAD, 0x02, 0x00, 0x00,
-    ])
-    .unwrap();
-    // MOVE_COMPLETED with the 14-byte status: channel 2, position and encoder 685, enabled.
-    assert_eq!(
-        read_exactly(&mut port, 6),
-        [0x64, 0x04, 0x0E, 0x00, 0x81, 0x50]
-    );
-    assert_eq!(
-        read_exactly(&mut port, 14),
-        [
-            0x02, 0x00, 0xAD, 0x02, 0x00, 0x00, 0xAD, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80
-        ]
-    );
+    ];
+    let status = apt_ask(&mut port, &moved, [0x64, 0x04, 0x0E, 0, 0x81, 0x50], 14);
+    assert_eq!(status, [2, 0, 0xAD, 2, 0, 0, 0xAD, 2, 0, 0, 0, 0, 0, 0x80]);
     let paddles = world_volts(&host);
     assert!(
         (paddles[1] - 85f64.to_radians()).abs() < 1e-12,
         "{paddles:?}"
     );
-    // POL_REQ_PARAMS → POL_GET_PARAMS, 12 bytes: unused, velocity 100 %, home 0, jogs 10.
-    port.write_all(&[0x31, 0x05, 0x00, 0x00, 0x50, 0x01])
-        .unwrap();
-    assert_eq!(
-        read_exactly(&mut port, 6),
-        [0x32, 0x05, 0x0C, 0x00, 0x81, 0x50]
+    // POL_REQ_PARAMS → POL_GET_PARAMS: unused, velocity 100 %, home 0, jog steps 10.
+    let params = apt_ask(
+        &mut port,
+        &[0x31, 0x05, 0, 0, 0x50, 0x01],
+        [0x32, 0x05, 0x0C, 0, 0x81, 0x50],
+        12,
     );
-    assert_eq!(
-        read_exactly(&mut port, 12),
-        [0, 0, 100, 0, 0, 0, 10, 0, 10, 0, 10, 0]
-    );
-    // MOVE_HOME of paddle 2 → MOVE_HOMED for channel 2.
-    port.write_all(&[0x43, 0x04, 0x02, 0x00, 0x50, 0x01])
-        .unwrap();
-    assert_eq!(
-        read_exactly(&mut port, 6),
-        [0x44, 0x04, 0x02, 0x00, 0x01, 0x50]
+    assert_eq!(params, [0, 0, 100, 0, 0, 0, 10, 0, 10, 0, 10, 0]);
+    // MOVE_HOME of paddle 2 → MOVE_HOMED for channel 2 (header only).
+    apt_ask(
+        &mut port,
+        &[0x43, 0x04, 0x02, 0, 0x50, 0x01],
+        [0x44, 0x04, 0x02, 0, 0x01, 0x50],
+        0,
     );
     // A move of a disabled paddle is refused with a rich response naming MOVE_ABSOLUTE.
-    port.write_all(&[
+    let refused = [
         0x53, 0x04, 0x06, 0x00, 0xD0, 0x01, 0x01, 0x00, 0x0A, 0x00, 0x00, 0x00,
-    ])
-    .unwrap();
-    assert_eq!(
-        read_exactly(&mut port, 6),
-        [0x81, 0x00, 0x44, 0x00, 0x81, 0x50]
-    );
-    assert_eq!(read_exactly(&mut port, 68)[..4], [0x53, 0x04, 0x02, 0x00]);
+    ];
+    let response = apt_ask(&mut port, &refused, [0x81, 0, 0x44, 0, 0x81, 0x50], 68);
+    assert_eq!(response[..4], [0x53, 0x04, 0x02, 0x00]);
 }
 
 #[test]

@@ -232,57 +232,30 @@ mod tests {
         let counter = spi_write(&[REG_DEAD_TIME + 1, 0, 0, 0x27, 0x10]);
         let arm = [PinT::set(State::High), PinT::set(State::Low)];
         let mut b = board(&dac, &counter, &arm, &[]);
-        let ack = Reply::Ack;
-        assert_eq!(
-            run(
-                &mut b,
-                DetectorCommand::SetBias {
-                    channel: 1,
-                    millivolts: 40_000
-                }
-            ),
-            ack
-        );
-        assert_eq!(
-            run(
-                &mut b,
-                DetectorCommand::SetThreshold {
-                    channel: 1,
-                    millivolts: 2_500
-                }
-            ),
-            ack
-        );
-        assert_eq!(
-            run(
-                &mut b,
-                DetectorCommand::SetDeadTime {
-                    channel: 1,
-                    nanoseconds: 10_000
-                }
-            ),
-            ack
-        );
-        assert_eq!(
-            run(
-                &mut b,
-                DetectorCommand::SetEnabled {
-                    channel: 1,
-                    enabled: true
-                }
-            ),
-            ack
-        );
-        assert_eq!(
-            run(
-                &mut b,
-                DetectorCommand::SetEnabled {
-                    channel: 1,
-                    enabled: false
-                }
-            ),
-            ack
-        );
+        for command in [
+            DetectorCommand::SetBias {
+                channel: 1,
+                millivolts: 40_000,
+            },
+            DetectorCommand::SetThreshold {
+                channel: 1,
+                millivolts: 2_500,
+            },
+            DetectorCommand::SetDeadTime {
+                channel: 1,
+                nanoseconds: 10_000,
+            },
+            DetectorCommand::SetEnabled {
+                channel: 1,
+                enabled: true,
+            },
+            DetectorCommand::SetEnabled {
+                channel: 1,
+                enabled: false,
+            },
+        ] {
+            assert_eq!(run(&mut b, command), Reply::Ack, "{command:?}");
+        }
         done(b);
     }
 
