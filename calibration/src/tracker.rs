@@ -19,6 +19,7 @@ use qkd_drivers::{ActuatorSpec, ActuatorUnit, PolarizationController, Polarizati
 
 use crate::counts::StateCounts;
 use crate::monitor::{ErrorMonitor, MonitorError};
+use crate::state::PolarizationCalibration;
 
 /// How the loop trades probing against precision.
 #[derive(Debug, Clone, PartialEq)]
@@ -303,6 +304,29 @@ impl Tracker {
         self.scan(controller, monitor, &[(1.0, 11, 0.01), (0.15, 7, 0.003)])
             .await?;
         self.characterise(controller, monitor).await
+    }
+
+    /// Starts from a saved calibration instead of aligning: commands its setting, takes its
+    /// curvatures and floor, and measures the cost there. Returns whether the link is still
+    /// aligned (excess cost below the pause threshold); if not, the caller aligns anew.
+    pub async fn resume(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        calibration: &PolarizationCalibration,
+    ) -> Result<bool, TrackingError> {
+        ActuatorSpec::check_setting(&self.actuators, &calibration.setting)?;
+        self.set_curvatures(&calibration.curvatures);
+        self.setting.clone_from(&calibration.setting);
+        let here = self.setting.clone();
+        let cost = self.cost_at(controller, monitor, &here).await?;
+        let floor = calibration.floor.map_or(cost, |f| f.min(cost));
+        if cost - floor > self.config.pause_above {
+            return Ok(false);
+        }
+        self.floor = Some(floor);
+        self.paused = false;
+        Ok(true)
     }
 
     /// Scans each actuator in turn and keeps its best value, once per `(share of the range,

@@ -10,11 +10,16 @@ use qkd_calibration::detectors::{
     ChannelFigures, CharacterisationSettings, DetectorLimits, characterise_detectors,
 };
 use qkd_calibration::intensity::{IntensitySettings, calibrate_intensities};
-use qkd_drivers::emulator::EmulatedBench;
-use qkd_drivers::{TagBatch, TimeTagger};
-use qkd_firmware_sim::world::LinkSpec;
+use qkd_calibration::monitor::{ErrorMonitor, Feedback, TaggedMonitor};
+use qkd_calibration::state::PolarizationCalibration;
+use qkd_calibration::tracker::{Tracker, TrackerConfig};
+use qkd_drivers::emulator::{
+    EmulatedBench, EmulatedPolarizationController, EmulatedTagger, EmulatedWcpSource,
+};
+use qkd_drivers::{PolarizationController, TagBatch, TimeTagger};
 use qkd_firmware_sim::world::detector::{DarkCountSpec, DetectorSpec};
 use qkd_firmware_sim::world::presets::LinkPreset;
+use qkd_firmware_sim::world::{ControllerSpec, InitialRotation, LinkSpec};
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
 use qkd_units::Hertz;
 use qkd_units::Probability;
@@ -272,4 +277,60 @@ async fn whole_slot_delays_at_gigahertz_rates_come_from_the_source_pattern() {
     for (d, &total) in timing.slots.delays_ps.iter().enumerate() {
         assert!((total - cables[d + 1]).abs() <= 1, "detector {d}: {total}");
     }
+}
+
+/// A tracker aligned on a bench whose fiber turns by `angle` about `axis` (no drift), with a
+/// monitor on its tagger.
+async fn tracker_on(
+    axis: [f64; 3],
+    angle_rad: f64,
+) -> (
+    Tracker,
+    EmulatedPolarizationController,
+    TaggedMonitor<EmulatedTagger, EmulatedWcpSource>,
+) {
+    let mut spec = LinkPreset::Snspd.spec(25.0);
+    spec.fiber.drift_rad_per_sqrt_s = 0.0;
+    spec.fiber.initial_rotation = InitialRotation::Fixed { axis, angle_rad };
+    spec.receiver.controller = ControllerSpec::four_squeezers();
+    let bench = EmulatedBench::prepare_measure(&spec, 5).unwrap();
+    let slots = SlotConfig::standard(
+        spec.source.rep_rate_hz as f64,
+        u64::from(spec.source.sync_divider),
+    );
+    let tagger = bench.tagger(0, BATCH).unwrap();
+    let source = bench.wcp_source().unwrap();
+    let monitor =
+        TaggedMonitor::new(tagger, source, BATCH, slots, Feedback::DisclosedBits).unwrap();
+    let mut controller = bench.polarization_controller(0).unwrap();
+    let config = TrackerConfig::for_settle_time(controller.settle_time());
+    let tracker = Tracker::new(&mut controller, config).await.unwrap();
+    (tracker, controller, monitor)
+}
+
+#[tokio::test]
+async fn a_saved_alignment_is_reused_while_the_fiber_holds_and_refused_once_it_moved() {
+    let (mut tracker, mut controller, mut monitor) = tracker_on([0.3, -0.5, 0.8], 1.9).await;
+    tracker.align(&mut controller, &mut monitor).await.unwrap();
+    let saved = PolarizationCalibration::from_tracker(&tracker, controller.identity());
+    // The same fiber: the saved setting still aligns, found with one measurement.
+    let (mut fresh, mut controller, mut monitor) = tracker_on([0.3, -0.5, 0.8], 1.9).await;
+    let started = monitor.elapsed();
+    assert!(
+        fresh
+            .resume(&mut controller, &mut monitor, &saved)
+            .await
+            .unwrap()
+    );
+    assert!(monitor.elapsed().saturating_sub(started) < Duration::from_millis(100));
+    assert_eq!(fresh.setting(), saved.setting.as_slice());
+    assert!(!fresh.paused());
+    // The fiber has turned since: the loop says so instead of tracking from a wrong start.
+    let (mut moved, mut controller, mut monitor) = tracker_on([0.8, 0.5, -0.3], 2.6).await;
+    assert!(
+        !moved
+            .resume(&mut controller, &mut monitor, &saved)
+            .await
+            .unwrap()
+    );
 }

@@ -51,14 +51,32 @@ pub struct CalibrateArgs {
     /// Write the polarization calibration here (versioned, tied to the controller's identity).
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Start polarization from this saved calibration (refused if it belongs to another
+    /// controller); a full alignment runs only if the link has moved since.
+    #[arg(long)]
+    pub load: Option<PathBuf>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
+/// How the polarization alignment started.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum AlignmentStart {
+    /// Scanned from scratch.
+    Aligned,
+    /// A loaded calibration still held.
+    Loaded,
+    /// A loaded calibration no longer held: scanned from scratch.
+    Realigned,
+}
+
 /// Polarization alignment as found.
 #[derive(Debug, Serialize)]
 struct Alignment {
+    /// How it started.
+    start: AlignmentStart,
     /// Actuator setting, device units.
     setting: Vec<f64>,
     /// Cost per unit² of each actuator.
@@ -147,8 +165,9 @@ async fn align(
     tagger: EmulatedTagger,
     source: EmulatedWcpSource,
     slots: SlotConfig,
-    save: Option<&Path>,
+    files: (Option<&Path>, Option<&Path>),
 ) -> Result<Alignment> {
+    let (load, save) = files;
     let mut controller = emulated
         .polarization_controller(0)
         .context("the bench has no polarization controller")?;
@@ -156,14 +175,36 @@ async fn align(
     let config = TrackerConfig::for_settle_time(controller.settle_time());
     let mut tracker = Tracker::new(&mut controller, config).await?;
     let before = monitor.elapsed();
-    tracker
-        .align(&mut controller, &mut monitor)
-        .await
-        .context("polarization alignment")?;
+    let start = match load {
+        Some(path) => {
+            let saved = PolarizationCalibration::load(
+                path,
+                controller.identity(),
+                controller.actuators().len(),
+            )?;
+            if tracker
+                .resume(&mut controller, &mut monitor, &saved)
+                .await
+                .context("checking the loaded polarization calibration")?
+            {
+                AlignmentStart::Loaded
+            } else {
+                AlignmentStart::Realigned
+            }
+        }
+        None => AlignmentStart::Aligned,
+    };
+    if !matches!(start, AlignmentStart::Loaded) {
+        tracker
+            .align(&mut controller, &mut monitor)
+            .await
+            .context("polarization alignment")?;
+    }
     if let Some(path) = save {
         PolarizationCalibration::from_tracker(&tracker, controller.identity()).save(path)?;
     }
     Ok(Alignment {
+        start,
         setting: tracker.setting().to_vec(),
         curvatures: tracker.curvatures().to_vec(),
         qber_floor: tracker.floor(),
@@ -240,7 +281,8 @@ async fn calibrate(
     .context("intensity calibration")?;
 
     let slot_delays_ps = slots.delays_ps;
-    let polarization = align(emulated, tagger, source, slots, args.save.as_deref()).await?;
+    let files = (args.load.as_deref(), args.save.as_deref());
+    let polarization = align(emulated, tagger, source, slots, files).await?;
     let mut flags = Vec::new();
     for f in &figures {
         flags.extend(f.flags.iter().map(|m| format!("detector {}: {m}", f.name)));
@@ -329,7 +371,12 @@ fn print(r: &CalibrationReport) {
         );
     }
     println!(
-        "  polarization: aligned in {:.2} s of link time, QBER floor {}",
+        "  polarization: {} in {:.2} s of link time, QBER floor {}",
+        match r.polarization.start {
+            AlignmentStart::Aligned => "aligned",
+            AlignmentStart::Loaded => "loaded from the calibration file and checked",
+            AlignmentStart::Realigned => "the loaded calibration no longer held; realigned",
+        },
         r.polarization.link_s,
         r.polarization
             .qber_floor

@@ -429,7 +429,50 @@ fn calibrate_finds_the_emulated_cables_intensities_and_alignment() {
     let floor = report["polarization"]["qber_floor"].as_f64().unwrap();
     assert!(floor < 0.05, "aligned QBER {floor}");
     assert_eq!(report["flags"], serde_json::json!([]));
+    assert_eq!(report["polarization"]["start"], "aligned");
     assert!(saved.exists());
+
+    // The same bench again, started from the saved calibration: no scan, a fraction of the time.
+    let again = |seed: &str| {
+        qkd(&[
+            "calibrate",
+            "--preset",
+            "ingaas-gated",
+            "--distance-km",
+            "25",
+            "--dark-seconds",
+            "0.2",
+            "--light-seconds",
+            "0.2",
+            "--seed",
+            seed,
+            "--load",
+            saved.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let out = again("1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resumed["polarization"]["start"], "loaded");
+    let aligned_s = report["polarization"]["link_s"].as_f64().unwrap();
+    let loaded_s = resumed["polarization"]["link_s"].as_f64().unwrap();
+    assert!(
+        loaded_s < aligned_s / 10.0,
+        "loaded in {loaded_s} s, aligned in {aligned_s} s"
+    );
+    // Another seed is another emulated controller (its serial carries the seed): refused.
+    let other = again("2");
+    assert_eq!(other.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        message.contains("belongs to") && message.contains("recalibrate"),
+        "{message}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 
     let out = qkd(&["calibrate", "--dark-seconds", "0"]);
