@@ -37,6 +37,9 @@ pub struct TrackerConfig {
     pub pause_above: f64,
     /// Excess cost under which key generation resumes.
     pub resume_below: f64,
+    /// Far from the optimum, probe each actuator on one side only and take the curvature as
+    /// known: for motorised controllers, where every move costs travel and settling.
+    pub one_sided_when_far: bool,
 }
 
 impl Default for TrackerConfig {
@@ -48,6 +51,7 @@ impl Default for TrackerConfig {
             dither_cost: 0.0015,
             pause_above: 0.02,
             resume_below: 0.007,
+            one_sided_when_far: false,
         }
     }
 }
@@ -61,6 +65,7 @@ impl TrackerConfig {
         TrackerConfig {
             cost_sigma: if slow { 0.003 } else { 0.0015 },
             dither_cost: if slow { 0.0025 } else { 0.0015 },
+            one_sided_when_far: slow,
             ..TrackerConfig::default()
         }
     }
@@ -115,6 +120,9 @@ pub struct SweepReport {
 
 /// Largest factor by which a dither widens while the optimum is far.
 const MAX_WIDENING: f64 = 16.0;
+
+/// Precision of a cost far from the floor, as a share of its excess.
+const RELATIVE_PRECISION: f64 = 0.1;
 
 /// Growth of the floor estimate per sweep, so a floor set on a lucky window does not stick.
 const FLOOR_CREEP: f64 = 0.0001;
@@ -253,15 +261,21 @@ impl Tracker {
         Ok(())
     }
 
-    /// The cost at `setting`, read until precise enough.
+    /// The cost at `setting`, read until precise enough: to the configured standard error near
+    /// the floor, and to a tenth of the excess far from it, where differences between probes are
+    /// large and every millisecond spent measuring delays the recovery.
     async fn cost_at(
         &mut self,
         controller: &mut impl PolarizationController,
         monitor: &mut impl ErrorMonitor,
         setting: &[f64],
     ) -> Result<f64, TrackingError> {
-        let sigma = self.config.cost_sigma;
-        self.cost_within(controller, monitor, setting, sigma).await
+        let base = self.config.cost_sigma;
+        let floor = self.floor;
+        self.cost_until(controller, monitor, setting, |cost, sigma| {
+            sigma <= floor.map_or(base, |f| base.max(RELATIVE_PRECISION * (cost - f)))
+        })
+        .await
     }
 
     /// The cost at `setting`, read until its standard error is at most `sigma`.
@@ -272,11 +286,25 @@ impl Tracker {
         setting: &[f64],
         sigma: f64,
     ) -> Result<f64, TrackingError> {
+        self.cost_until(controller, monitor, setting, |_, s| s <= sigma)
+            .await
+    }
+
+    /// The cost at `setting`, read window by window until `enough(cost, standard error)`.
+    async fn cost_until(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        setting: &[f64],
+        enough: impl Fn(f64, f64) -> bool,
+    ) -> Result<f64, TrackingError> {
         self.go(controller, monitor, setting).await?;
         let mut counts = StateCounts::default();
         for _ in 0..self.config.max_windows.max(1) {
             counts.merge(&monitor.measure(self.config.window).await?);
-            if counts.cost_sigma().is_some_and(|s| s <= sigma) {
+            if let (Some(cost), Some(sigma)) = (counts.cost(), counts.cost_sigma())
+                && enough(cost, sigma)
+            {
                 break;
             }
         }
@@ -468,7 +496,17 @@ impl Tracker {
             self.widening[i] = self.widening[i].max(far.min(MAX_WIDENING / 2.0));
             let dither = ((2.0 * self.config.dither_cost / k).sqrt() * self.widening[i])
                 .clamp(range * 1e-5, range / 8.0);
-            let (mid, plus, minus) = self.probe(controller, monitor, i, dither).await?;
+            let far_off = self.widening[i] > 1.0 && self.config.one_sided_when_far;
+            let (mid, plus, minus) = if far_off {
+                // One probe: the known curvature stands in for the second, halving the moves.
+                let mid = self.setting[i].clamp(min + dither, max - dither);
+                let plus = self
+                    .cost_at(controller, monitor, &self.with(i, mid + dither))
+                    .await?;
+                (mid, plus, 2.0 * centre + k * dither * dither - plus)
+            } else {
+                self.probe(controller, monitor, i, dither).await?
+            };
             // Near the optimum every sample refines the curvature, negative ones too: keeping
             // only the positive would bias it upwards and shrink the dither until it drowns in
             // noise. The bounds keep a run of noise from undoing the characterisation.

@@ -116,7 +116,7 @@ fn recovery(controller: &str, seed: &str) -> f64 {
 fn both_actuator_kinds_recover_from_a_one_radian_step() {
     for seed in ["1", "2", "3", "4"] {
         let seconds = recovery("squeezers", seed);
-        assert!(seconds < 1.5, "squeezers, seed {seed}: {seconds} s");
+        assert!(seconds < 1.0, "squeezers, seed {seed}: {seconds} s");
     }
     for seed in ["1", "2"] {
         let seconds = recovery("paddles", seed);
