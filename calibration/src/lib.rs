@@ -9,6 +9,8 @@
 //!   per basis, the cost the loops minimise).
 //! - [`monitor`]: where those windows come from — reference states interleaved by the source, or
 //!   the bits already disclosed for parameter estimation — read from a time tagger.
+//! - [`newton`]: far from alignment, steps that steer the measured correlations straight to their
+//!   aligned values.
 //! - [`tracker`]: the loop that moves a polarization controller's actuators to keep the cost at
 //!   its floor, with in-situ characterisation of each actuator, initial alignment, and a pause
 //!   flag while it cannot keep up.
@@ -20,6 +22,7 @@ pub mod detectors;
 pub mod error;
 pub mod intensity;
 pub mod monitor;
+pub mod newton;
 pub mod state;
 mod stream;
 pub mod tracker;

@@ -19,6 +19,7 @@ use qkd_drivers::{ActuatorSpec, ActuatorUnit, PolarizationController, Polarizati
 
 use crate::counts::StateCounts;
 use crate::monitor::{ErrorMonitor, MonitorError};
+use crate::newton::{Jacobian, SIGNALS};
 use crate::state::PolarizationCalibration;
 
 /// How the loop trades probing against precision.
@@ -121,11 +122,36 @@ pub struct SweepReport {
 /// Largest factor by which a dither widens while the optimum is far.
 const MAX_WIDENING: f64 = 16.0;
 
+/// Damping of the first far-field step (Levenberg-Marquardt).
+const INITIAL_DAMPING: f64 = 0.1;
+
+/// Most far-field steps per sweep.
+const FAR_STEPS: u32 = 8;
+
+/// Largest far-field step, in units of an actuator's first probe.
+const FAR_TRUST: f64 = 3.0;
+
 /// Precision of a cost far from the floor, as a share of its excess.
 const RELATIVE_PRECISION: f64 = 0.1;
 
 /// Growth of the floor estimate per sweep, so a floor set on a lucky window does not stick.
 const FLOOR_CREEP: f64 = 0.0001;
+
+/// The correlations' distance from alignment (`aligned` on the diagonal, 0 across the bases)
+/// and the weight of each (0 where the counts show nothing).
+fn residuals(counts: &StateCounts, aligned: f64) -> ([f64; SIGNALS], [f64; SIGNALS]) {
+    let target = [aligned, aligned, 0.0, 0.0];
+    let seen = counts.correlations();
+    let mut residual = [0.0; SIGNALS];
+    let mut weight = [0.0; SIGNALS];
+    for k in 0..SIGNALS {
+        if let Some((value, _)) = seen[k] {
+            residual[k] = value - target[k];
+            weight[k] = 1.0;
+        }
+    }
+    (residual, weight)
+}
 
 /// A first probe of an actuator: a move that rotates the state by a fraction of a radian on the
 /// devices we know, or a fortieth of the range.
@@ -157,6 +183,10 @@ pub struct Tracker {
     paused: bool,
     moves: u64,
     unwinds: u64,
+    /// Model of the correlations while far from the floor (dropped once back near it).
+    jacobian: Option<Jacobian>,
+    /// Levenberg-Marquardt damping of the far-field steps.
+    damping: f64,
 }
 
 impl Tracker {
@@ -199,6 +229,8 @@ impl Tracker {
             paused: true,
             moves: 0,
             unwinds: 0,
+            jacobian: None,
+            damping: INITIAL_DAMPING,
         })
     }
 
@@ -261,21 +293,34 @@ impl Tracker {
         Ok(())
     }
 
-    /// The cost at `setting`, read until precise enough: to the configured standard error near
-    /// the floor, and to a tenth of the excess far from it, where differences between probes are
-    /// large and every millisecond spent measuring delays the recovery.
+    /// The cost at `setting`, read until precise enough (see [`Self::measure_at`]).
     async fn cost_at(
         &mut self,
         controller: &mut impl PolarizationController,
         monitor: &mut impl ErrorMonitor,
         setting: &[f64],
     ) -> Result<f64, TrackingError> {
+        Ok(self.measure_at(controller, monitor, setting).await?.1)
+    }
+
+    /// Counts and cost at `setting`, read until precise enough: to the configured standard error
+    /// near the floor, and to a tenth of the excess far from it, where differences between
+    /// probes are large and every millisecond spent measuring delays the recovery.
+    async fn measure_at(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        setting: &[f64],
+    ) -> Result<(StateCounts, f64), TrackingError> {
         let base = self.config.cost_sigma;
         let floor = self.floor;
-        self.cost_until(controller, monitor, setting, |cost, sigma| {
-            sigma <= floor.map_or(base, |f| base.max(RELATIVE_PRECISION * (cost - f)))
-        })
-        .await
+        let counts = self
+            .counts_until(controller, monitor, setting, |cost, sigma| {
+                sigma <= floor.map_or(base, |f| base.max(RELATIVE_PRECISION * (cost - f)))
+            })
+            .await?;
+        let cost = self.cost_of(&counts)?;
+        Ok((counts, cost))
     }
 
     /// The cost at `setting`, read until its standard error is at most `sigma`.
@@ -286,18 +331,29 @@ impl Tracker {
         setting: &[f64],
         sigma: f64,
     ) -> Result<f64, TrackingError> {
-        self.cost_until(controller, monitor, setting, |_, s| s <= sigma)
-            .await
+        let counts = self
+            .counts_until(controller, monitor, setting, |_, s| s <= sigma)
+            .await?;
+        self.cost_of(&counts)
     }
 
-    /// The cost at `setting`, read window by window until `enough(cost, standard error)`.
-    async fn cost_until(
+    /// The cost of `counts`, or why there is none.
+    fn cost_of(&self, counts: &StateCounts) -> Result<f64, TrackingError> {
+        counts.cost().ok_or(TrackingError::NoSignal {
+            z: counts.z().detections,
+            x: counts.x().detections,
+            seconds: self.config.window.as_secs_f64() * f64::from(self.config.max_windows),
+        })
+    }
+
+    /// The counts at `setting`, read window by window until `enough(cost, standard error)`.
+    async fn counts_until(
         &mut self,
         controller: &mut impl PolarizationController,
         monitor: &mut impl ErrorMonitor,
         setting: &[f64],
         enough: impl Fn(f64, f64) -> bool,
-    ) -> Result<f64, TrackingError> {
+    ) -> Result<StateCounts, TrackingError> {
         self.go(controller, monitor, setting).await?;
         let mut counts = StateCounts::default();
         for _ in 0..self.config.max_windows.max(1) {
@@ -308,11 +364,7 @@ impl Tracker {
                 break;
             }
         }
-        counts.cost().ok_or_else(|| TrackingError::NoSignal {
-            z: counts.z().detections,
-            x: counts.x().detections,
-            seconds: self.config.window.as_secs_f64() * f64::from(self.config.max_windows),
-        })
+        Ok(counts)
     }
 
     fn with(&self, actuator: usize, value: f64) -> Vec<f64> {
@@ -436,6 +488,87 @@ impl Tracker {
         Ok(cost)
     }
 
+    /// Far from the floor: damped Gauss-Newton steps that drive the correlations the counts show
+    /// to their aligned values, one move and one measurement each (see [`crate::newton`]). The
+    /// Jacobian is probed on the first far sweep and then updated from every step; a step that
+    /// raises the cost is undone and the damping raised.
+    async fn steer(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        counts: StateCounts,
+        floor: f64,
+    ) -> Result<(), TrackingError> {
+        let aligned = 1.0 - 2.0 * floor;
+        let scales: Vec<f64> = self.actuators.iter().map(first_probe).collect();
+        let (mut signals, weights) = residuals(&counts, aligned);
+        let mut cost = self.cost_of(&counts)?;
+        if self.jacobian.is_none() {
+            let mut columns = Vec::with_capacity(scales.len());
+            for (i, &scale) in scales.iter().enumerate() {
+                let a = &self.actuators[i];
+                let sign = if self.setting[i] + scale <= a.max {
+                    1.0
+                } else {
+                    -1.0
+                };
+                let probe = self.with(i, self.setting[i] + sign * scale);
+                let (probed, _) = self.measure_at(controller, monitor, &probe).await?;
+                let (moved, _) = residuals(&probed, aligned);
+                columns.push(std::array::from_fn(|k| sign * (moved[k] - signals[k])));
+            }
+            self.jacobian = Some(Jacobian { columns });
+        }
+        for _ in 0..FAR_STEPS {
+            let Some(jacobian) = self.jacobian.as_mut() else {
+                break;
+            };
+            let Some(mut step) = jacobian.damped_step(&signals, &weights, self.damping) else {
+                self.jacobian = None;
+                break;
+            };
+            let longest = step.iter().fold(0.0f64, |m, d| m.max(d.abs()));
+            if longest > FAR_TRUST {
+                for d in &mut step {
+                    *d *= FAR_TRUST / longest;
+                }
+            }
+            let mut target = self.setting.clone();
+            for ((t, d), (scale, a)) in target
+                .iter_mut()
+                .zip(&mut step)
+                .zip(scales.iter().zip(&self.actuators))
+            {
+                let moved = (*t + *d * scale).clamp(a.min, a.max);
+                *d = (moved - *t) / scale;
+                *t = moved;
+            }
+            let (next_counts, next_cost) = self.measure_at(controller, monitor, &target).await?;
+            // The step's outcome teaches the model whether or not it is kept.
+            let (next_signals, _) = residuals(&next_counts, aligned);
+            let change: [f64; SIGNALS] = std::array::from_fn(|k| next_signals[k] - signals[k]);
+            if let Some(jacobian) = self.jacobian.as_mut() {
+                jacobian.update(&step, &change);
+            }
+            if next_cost < cost {
+                self.setting = target;
+                (cost, signals) = (next_cost, next_signals);
+                self.damping = (self.damping / 3.0).max(1e-3);
+                if cost - floor < 0.5 * self.config.pause_above {
+                    break;
+                }
+            } else {
+                self.damping *= 4.0;
+                if self.damping > 100.0 {
+                    self.jacobian = None;
+                    self.damping = INITIAL_DAMPING;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `value` for actuator `i`, moved by the actuator's period away from a range end it has come
     /// within `margin` of, when the period fits: the same optics, with room to keep tracking.
     fn unwound(&mut self, i: usize, value: f64, margin: f64) -> f64 {
@@ -470,7 +603,7 @@ impl Tracker {
         monitor: &mut impl ErrorMonitor,
     ) -> Result<SweepReport, TrackingError> {
         let here = self.setting.clone();
-        let measured = self.cost_at(controller, monitor, &here).await?;
+        let (counts, measured) = self.measure_at(controller, monitor, &here).await?;
         let floor = self
             .floor
             .map_or(measured, |f| (f + FLOOR_CREEP).min(measured));
@@ -486,6 +619,15 @@ impl Tracker {
             excess,
             paused: self.paused,
         };
+        // Steering needs the correlations across bases, which only reference states give:
+        // with the key bits' two error rates alone it is underdetermined and wanders.
+        let crossed = counts.correlations().iter().all(Option::is_some);
+        if excess > self.config.pause_above && crossed {
+            self.steer(controller, monitor, counts, floor).await?;
+            return Ok(report);
+        }
+        self.jacobian = None;
+        self.damping = INITIAL_DAMPING;
         let mut centre = measured;
         for i in 0..self.actuators.len() {
             let (min, max) = (self.actuators[i].min, self.actuators[i].max);

@@ -110,17 +110,19 @@ fn recovery(controller: &str, seed: &str) -> f64 {
     field(&report, "recovery_time_s")
 }
 
-/// The target is 1 s; over random step axes squeezers take 0.2–1.4 s and paddles up to
-/// 2 s, so these bounds check recovery happens at all, not the target.
+/// The target is 1 s of link time. With reference states the tracker steers the measured
+/// correlations straight back (squeezers take about 0.05 s, paddles 0.4–0.5 s); seed 3's step
+/// leaves the paddles in a local minimum of their reachable settings, which drift frees only
+/// after seconds, so it is not among the seeds held to the target.
 #[test]
-fn both_actuator_kinds_recover_from_a_one_radian_step() {
+fn both_actuator_kinds_recover_from_a_one_radian_step_within_a_second() {
     for seed in ["1", "2", "3", "4"] {
         let seconds = recovery("squeezers", seed);
         assert!(seconds < 1.0, "squeezers, seed {seed}: {seconds} s");
     }
-    for seed in ["1", "2"] {
+    for seed in ["1", "2", "4"] {
         let seconds = recovery("paddles", seed);
-        assert!(seconds < 2.0, "paddles, seed {seed}: {seconds} s");
+        assert!(seconds < 1.0, "paddles, seed {seed}: {seconds} s");
     }
 }
 
