@@ -78,6 +78,7 @@ fn world_volts(host: &Host) -> Vec<f64> {
     host.bench()
         .lock()
         .world()
+        .unwrap()
         .node()
         .receiver
         .target_setting()
@@ -133,6 +134,7 @@ async fn the_detector_board_counts_the_world_behind_the_squeezers_the_board_set(
         // 100 µs settle time has long passed after 200 ms).
         let applied = bench
             .world()
+            .unwrap()
             .node()
             .receiver
             .controller()
@@ -167,14 +169,21 @@ async fn the_source_board_configures_the_worlds_source() {
     assert_eq!(source.settings(), &settings);
     {
         let bench = host.bench().lock();
-        let world = bench.world().source();
+        let world = bench.world().unwrap().source();
         assert_eq!(world.mean_photon_numbers, [0.45, 0.1, 0.0]);
         assert_eq!(world.probabilities, [0.75, 0.2, 0.05]);
         assert_eq!(world.basis_z_probability, 0.8);
     }
     source.set_enabled(true).await.unwrap();
     // Mean power: Σ p·μ × rate × hν (1550 nm), read through a 16-bit ADC of 10 nW full scale.
-    let world_rate = host.bench().lock().world().source().clock.rate_hz() as f64;
+    let world_rate = host
+        .bench()
+        .lock()
+        .world()
+        .unwrap()
+        .source()
+        .clock
+        .rate_hz() as f64;
     let expected_fw = (0.75 * 0.45 + 0.2 * 0.1) * world_rate * 1.2816e-19 * 1e15;
     let read = f64::from(source.monitor_power_fw().await.unwrap());
     assert!(
@@ -183,7 +192,7 @@ async fn the_source_board_configures_the_worlds_source() {
     );
     source.set_enabled(false).await.unwrap();
     assert_eq!(source.monitor_power_fw().await.unwrap(), 0);
-    assert!(!host.bench().lock().world().source_enabled());
+    assert!(!host.bench().lock().world().unwrap().source_enabled());
 }
 
 /// Opens a served device by hand, as a terminal program would.
@@ -480,4 +489,99 @@ async fn vendor_faults_end_in_recovery() {
         "{error} after {:?}",
         started.elapsed()
     );
+}
+
+/// The receiver's polarization as the world has it: the QBER the controller and fiber add.
+fn added_qber(bench: &qkd_drivers::emulator::EmulatedBench) -> f64 {
+    use qkd_firmware_sim::world::polarization::{D, H, dot};
+    bench.inspect(|world| {
+        let qkd_drivers::emulator::World::PrepareMeasure(pm) = world else {
+            panic!("a prepare-and-measure bench")
+        };
+        let node = pm.node();
+        let total = node
+            .receiver
+            .controller()
+            .rotation()
+            .after(&node.fiber.rotation());
+        0.25 * (2.0 - dot(total.apply(H), H) - dot(total.apply(D), D))
+    })
+}
+
+/// The whole loop through the serial path: the tracker reads the emulated tagger through the
+/// driver traits and moves the squeezers through the polarization board's driver, the kernel's
+/// PTY layer and the board firmware, all on one drifting world.
+#[tokio::test]
+async fn the_tracker_holds_a_drifting_link_through_the_polarization_board_over_a_pty() {
+    use qkd_calibration::monitor::{ErrorMonitor, Feedback, TaggedMonitor};
+    use qkd_calibration::tracker::{Tracker, TrackerConfig};
+    use qkd_drivers::emulator::EmulatedBench;
+    use qkd_firmware_sim::host::SharedBench;
+    use qkd_firmware_sim::world::InitialRotation;
+    use qkd_postprocess::slots::SlotConfig;
+
+    let mut spec = LinkPreset::Snspd.spec(25.0);
+    spec.source.reference_share = 0.25;
+    spec.fiber.drift_rad_per_sqrt_s = 0.1;
+    spec.fiber.initial_rotation = InitialRotation::Random;
+    spec.receiver.controller = ControllerSpec::four_squeezers();
+    let bench = EmulatedBench::prepare_measure(&spec, 11).unwrap();
+    let dir = link_dir("tracking");
+    let shared = SharedBench::from_shared(bench.device_world().unwrap(), LightPath::Epc);
+    let _host = Host::serve_bench(&dir, shared, 11).unwrap();
+    // The detector board holds the detectors disarmed from power-on: arm them through it.
+    let mut detectors = detector_board(&dir).await;
+    for channel in 0..4 {
+        detectors.set_enabled(channel, true).await.unwrap();
+    }
+    let mut epc = polarization_board(&dir).await;
+    let slots = SlotConfig::standard(
+        spec.source.rep_rate_hz as f64,
+        u64::from(spec.source.sync_divider),
+    );
+    let batch = Duration::from_millis(2);
+    let tagger = bench.tagger(0, batch).unwrap();
+    let source = bench.wcp_source().unwrap();
+    let mut monitor =
+        TaggedMonitor::new(tagger, source, batch, slots, Feedback::References).unwrap();
+    let config = TrackerConfig::for_settle_time(epc.settle_time());
+    let mut tracker = Tracker::new(&mut epc, config).await.unwrap();
+    let before = added_qber(&bench);
+    tracker.align(&mut epc, &mut monitor).await.unwrap();
+    // A second of tracking settles the floor estimate, as `qkd bench tracking` does before
+    // it scores.
+    let aligned_at = monitor.elapsed();
+    while monitor.elapsed() < aligned_at + Duration::from_secs(1) {
+        tracker.sweep(&mut epc, &mut monitor).await.unwrap();
+    }
+    let scored_from = monitor.elapsed();
+    let mut samples = Vec::new();
+    while monitor.elapsed() < scored_from + Duration::from_secs(3) {
+        tracker.sweep(&mut epc, &mut monitor).await.unwrap();
+        samples.push(added_qber(&bench));
+    }
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    // Random start (about 25 % added on average), then 3 s of 0.1 rad/√s drift: the loop
+    // through the serial board keeps what it adds under the 0.5 % mean.
+    assert!(
+        before > 0.02,
+        "the random start was already aligned: {before}"
+    );
+    assert!(
+        mean < 0.005,
+        "mean added QBER {mean} over {} sweeps",
+        samples.len()
+    );
+    assert!(epc.client().restarts() == 0 && tracker.moves() > 100);
+    // The board's read-back is what the world's squeezers were told.
+    let read = epc.get().await.unwrap();
+    let world: Vec<f64> = bench.inspect(|w| match w {
+        qkd_drivers::emulator::World::PrepareMeasure(pm) => {
+            pm.node().receiver.target_setting().to_vec()
+        }
+        qkd_drivers::emulator::World::Entangled(_) => vec![],
+    });
+    for (r, v) in read.iter().zip(world) {
+        assert!((r / 1000.0 - v).abs() < 1e-12);
+    }
 }

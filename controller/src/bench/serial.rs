@@ -90,7 +90,7 @@ fn setting(i: usize) -> [f64; 4] {
 fn in_process_baseline(commands: usize) -> Result<RoundTrips> {
     let mut spec = LinkPreset::Snspd.spec(10.0);
     spec.receiver.controller = ControllerSpec::four_squeezers();
-    let bench = SharedBench::new(SimBench::new(&spec, 1, LightPath::Epc)?);
+    let bench = SharedBench::new(SimBench::new(&spec, 1)?, LightPath::Epc);
     let mut board = polarization_board(&bench, 1);
     let mut frame = [0u8; MAX_FRAME];
     let mut decoder = FrameDecoder::new();

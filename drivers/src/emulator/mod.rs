@@ -160,6 +160,32 @@ impl BenchState {
     }
 }
 
+/// What serial devices served on pseudo-terminals act on, when they share this bench's world:
+/// their waits advance the world and file its tags for the emulated tagger as usual.
+impl qkd_firmware_sim::world::BenchWorld for BenchState {
+    fn world(&self) -> Option<&PrepareMeasureWorld> {
+        match &self.world {
+            World::PrepareMeasure(w) => Some(w),
+            World::Entangled(_) => None,
+        }
+    }
+
+    fn world_mut(&mut self) -> Option<&mut PrepareMeasureWorld> {
+        match &mut self.world {
+            World::PrepareMeasure(w) => Some(w),
+            World::Entangled(_) => None,
+        }
+    }
+
+    fn advance_ps(&mut self, ps: i64) {
+        self.advance_to(self.world.now_ps().saturating_add(ps));
+    }
+
+    fn clicks(&self) -> [u64; 4] {
+        self.buffers.first().map_or([0; 4], |b| b.clicks)
+    }
+}
+
 /// Shared handle to a bench's state.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared(Arc<Mutex<BenchState>>);
@@ -224,6 +250,14 @@ impl EmulatedBench {
     /// Sets how many tags each node's buffer holds before it overflows.
     pub fn set_buffer_limit(&self, tags: usize) {
         self.shared.lock().buffer_limit = tags;
+    }
+
+    /// The world for devices served on pseudo-terminals to share (prepare-and-measure benches
+    /// only), so that what moves over a serial line is what the emulated tagger sees.
+    pub fn device_world(&self) -> Option<Arc<Mutex<dyn qkd_firmware_sim::world::BenchWorld>>> {
+        let prepare_measure = matches!(self.shared.lock().world, World::PrepareMeasure(_));
+        prepare_measure
+            .then(|| self.shared.0.clone() as Arc<Mutex<dyn qkd_firmware_sim::world::BenchWorld>>)
     }
 
     /// Runs `inspect` on the world: ground truth for tests, never for code above the traits.

@@ -1,8 +1,12 @@
-//! The world all served devices share: one prepare-and-measure link, advanced on demand.
+//! The world all served devices share: one prepare-and-measure link, advanced on demand. It is
+//! either the host's own ([`SimBench`]) or one the emulated drivers run on too, so that a tagger
+//! read through the driver traits sees what devices moved over their serial lines.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::world::{ActuatorError, ConfigError, LinkSpec, NodeOutput, PrepareMeasureWorld};
+use crate::world::{
+    ActuatorError, BenchWorld, ConfigError, LinkSpec, NodeOutput, PrepareMeasureWorld,
+};
 
 /// Which served polarization controller sits in the light path in front of the receiver; the
 /// others are on the bench but move nothing the detectors see.
@@ -16,37 +20,38 @@ pub enum LightPath {
     Mpc320,
 }
 
-/// The shared world and the detector clicks counted so far.
+/// The host's own world and the detector clicks counted so far.
 #[derive(Debug)]
 pub struct SimBench {
     world: PrepareMeasureWorld,
     scratch: NodeOutput,
     clicks: [u64; 4],
-    light_path: LightPath,
 }
 
 /// World time advanced per step, bounding the scratch memory of one step.
 const STEP_PS: i64 = 10_000_000_000;
 
 impl SimBench {
-    /// Builds the world; `spec`'s receiver controller must match `light_path` (squeezers for the
-    /// EPCs, paddles for the MPC320).
-    pub fn new(spec: &LinkSpec, seed: u64, light_path: LightPath) -> Result<Self, ConfigError> {
+    /// Builds the world from `spec`.
+    pub fn new(spec: &LinkSpec, seed: u64) -> Result<Self, ConfigError> {
         Ok(SimBench {
             world: PrepareMeasureWorld::new(spec, seed)?,
             scratch: NodeOutput::default(),
             clicks: [0; 4],
-            light_path,
         })
     }
+}
 
-    /// Emulated time, ps.
-    pub fn now_ps(&self) -> i64 {
-        self.world.now_ps()
+impl BenchWorld for SimBench {
+    fn world(&self) -> Option<&PrepareMeasureWorld> {
+        Some(&self.world)
     }
 
-    /// Runs the world `ps` further, counting clicks.
-    pub fn advance_ps(&mut self, ps: i64) {
+    fn world_mut(&mut self) -> Option<&mut PrepareMeasureWorld> {
+        Some(&mut self.world)
+    }
+
+    fn advance_ps(&mut self, ps: i64) {
         let end = self.world.now_ps().saturating_add(ps);
         while self.world.now_ps() < end {
             let step = (self.world.now_ps() + STEP_PS).min(end);
@@ -60,48 +65,59 @@ impl SimBench {
         }
     }
 
-    /// Clicks of each detector since the start.
-    pub fn clicks(&self) -> [u64; 4] {
+    fn clicks(&self) -> [u64; 4] {
         self.clicks
+    }
+}
+
+/// The world shared by the served devices, and which controller is in its light path.
+#[derive(Clone)]
+pub struct SharedBench {
+    world: Arc<Mutex<dyn BenchWorld>>,
+    light_path: LightPath,
+}
+
+impl std::fmt::Debug for SharedBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBench")
+            .field("light_path", &self.light_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedBench {
+    /// Shares the host's own `bench`.
+    pub fn new(bench: SimBench, light_path: LightPath) -> Self {
+        SharedBench {
+            world: Arc::new(Mutex::new(bench)),
+            light_path,
+        }
+    }
+
+    /// Shares a world others act on too (the emulated drivers' bench).
+    pub fn from_shared(world: Arc<Mutex<dyn BenchWorld>>, light_path: LightPath) -> Self {
+        SharedBench { world, light_path }
+    }
+
+    /// Locks the world; a panicked holder leaves a world that is still usable.
+    pub fn lock(&self) -> MutexGuard<'_, dyn BenchWorld + 'static> {
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the receiver's controller, in world units (volts or radians), if `device` is the one
     /// in the light path; otherwise the move changes nothing optical.
-    pub fn set_controller(
-        &mut self,
-        device: LightPath,
-        setting: &[f64],
-    ) -> Result<(), ActuatorError> {
-        if device == self.light_path {
-            self.world.set_controller(setting).map(|_| ())
-        } else {
-            Ok(())
+    pub fn set_controller(&self, device: LightPath, setting: &[f64]) -> Result<(), ActuatorError> {
+        if device != self.light_path {
+            return Ok(());
+        }
+        match self.lock().world_mut() {
+            Some(world) => world.set_controller(setting).map(|_| ()),
+            None => Ok(()),
         }
     }
 
-    /// The world, for settings of the source and detectors.
-    pub fn world_mut(&mut self) -> &mut PrepareMeasureWorld {
-        &mut self.world
-    }
-
-    /// The world, for inspection.
-    pub fn world(&self) -> &PrepareMeasureWorld {
-        &self.world
-    }
-}
-
-/// The bench shared by the served devices.
-#[derive(Debug, Clone)]
-pub struct SharedBench(Arc<Mutex<SimBench>>);
-
-impl SharedBench {
-    /// Shares `bench`.
-    pub fn new(bench: SimBench) -> Self {
-        SharedBench(Arc::new(Mutex::new(bench)))
-    }
-
-    /// Locks the bench; a panicked holder leaves a world that is still usable.
-    pub fn lock(&self) -> MutexGuard<'_, SimBench> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Runs `f` on the prepare-and-measure world, if there is one.
+    pub fn with_world<R>(&self, f: impl FnOnce(&mut PrepareMeasureWorld) -> R) -> Option<R> {
+        self.lock().world_mut().map(f)
     }
 }

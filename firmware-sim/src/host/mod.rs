@@ -68,11 +68,17 @@ impl Host {
         seed: u64,
         light_path: LightPath,
     ) -> Result<Host, HostError> {
+        let bench = SharedBench::new(SimBench::new(spec, seed)?, light_path);
+        Host::serve_bench(dir, bench, seed)
+    }
+
+    /// Serves [`DEVICE_NAMES`] in `dir` on a world shared with others; `seed` numbers the
+    /// boards' serials.
+    pub fn serve_bench(dir: &Path, bench: SharedBench, seed: u64) -> Result<Host, HostError> {
         std::fs::create_dir_all(dir).map_err(|e| HostError::Directory {
             path: dir.to_owned(),
             error: e.to_string(),
         })?;
-        let bench = SharedBench::new(SimBench::new(spec, seed, light_path)?);
         let serial = (seed as u32) & 0x00FF_FFFF;
         let devices: [Box<dyn SerialDevice>; 5] = [
             source_board(&bench, 0x0100_0000 | serial),

@@ -73,10 +73,7 @@ impl Mpc320 {
             })
             .collect();
         // Positions stay inside the travel, which is the world paddles' range.
-        let _ = self
-            .bench
-            .lock()
-            .set_controller(LightPath::Mpc320, &radians);
+        let _ = self.bench.set_controller(LightPath::Mpc320, &radians);
     }
 
     fn paddle_of(bits: u16) -> Option<usize> {

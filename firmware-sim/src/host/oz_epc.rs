@@ -54,7 +54,7 @@ impl OzEpc {
     fn drive(&self, millivolts: &[f64; CHANNELS]) {
         let volts: Vec<f64> = millivolts.iter().map(|mv| mv / 1000.0).collect();
         // Every value is inside ±5 V, the squeezers' range.
-        let _ = self.bench.lock().set_controller(LightPath::OzEpc, &volts);
+        let _ = self.bench.set_controller(LightPath::OzEpc, &volts);
     }
 
     fn voltages(&self) -> String {

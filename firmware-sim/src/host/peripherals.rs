@@ -95,7 +95,7 @@ impl OutputPin for SqueezerLdac {
             .map(|&c| squeezer_dac::millivolts(c) / 1000.0)
             .collect();
         // The DAC span equals the squeezers' range, so the world accepts every code.
-        let _ = self.bench.lock().set_controller(LightPath::Epc, &volts);
+        let _ = self.bench.set_controller(LightPath::Epc, &volts);
         Ok(())
     }
 
@@ -135,12 +135,11 @@ impl ArmPin {
     }
 
     fn set(&mut self, on: bool) {
-        let mut bench = self.bench.lock();
-        let now = bench.now_ps();
-        bench
-            .world_mut()
-            .node_mut()
-            .set_detector_enabled(self.channel, on, now);
+        let channel = self.channel;
+        self.bench.with_world(|world| {
+            let now = world.now_ps();
+            world.node_mut().set_detector_enabled(channel, on, now);
+        });
     }
 }
 
@@ -275,7 +274,9 @@ impl PatternFpga {
             .collect();
         let z = f64::from(self.registers[usize::from(REG_BASIS_Z)]) / f64::from(PPM);
         // The firmware validated the configuration; a world refusal leaves the old one.
-        let _ = self.bench.lock().world_mut().set_intensities(&classes, z);
+        let _ = self
+            .bench
+            .with_world(|world| world.set_intensities(&classes, z));
     }
 }
 
@@ -312,22 +313,23 @@ impl SpiErrorType for MonitorAdc {
 
 impl SpiDevice for MonitorAdc {
     fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
-        let watts = {
-            let bench = self.0.lock();
-            let world = bench.world();
-            let source = world.source();
-            let mean_mu: f64 = source
-                .mean_photon_numbers
-                .iter()
-                .zip(&source.probabilities)
-                .map(|(mu, p)| mu * p)
-                .sum();
-            if world.source_enabled() {
-                mean_mu * source.clock.rate_hz() as f64 * PHOTON_ENERGY_J
-            } else {
-                0.0
-            }
-        };
+        let watts = self
+            .0
+            .with_world(|world| {
+                let source = world.source();
+                let mean_mu: f64 = source
+                    .mean_photon_numbers
+                    .iter()
+                    .zip(&source.probabilities)
+                    .map(|(mu, p)| mu * p)
+                    .sum();
+                if world.source_enabled() {
+                    mean_mu * source.clock.rate_hz() as f64 * PHOTON_ENERGY_J
+                } else {
+                    0.0
+                }
+            })
+            .unwrap_or(0.0);
         let code = (watts * 1e15 / MONITOR_FULL_SCALE_FW as f64 * 65535.0)
             .round()
             .clamp(0.0, 65535.0) as u16;
@@ -352,12 +354,12 @@ impl PinErrorType for LaserPin {
 
 impl OutputPin for LaserPin {
     fn set_low(&mut self) -> Result<(), Infallible> {
-        self.0.lock().world_mut().set_source_enabled(false);
+        self.0.with_world(|world| world.set_source_enabled(false));
         Ok(())
     }
 
     fn set_high(&mut self) -> Result<(), Infallible> {
-        self.0.lock().world_mut().set_source_enabled(true);
+        self.0.with_world(|world| world.set_source_enabled(true));
         Ok(())
     }
 }

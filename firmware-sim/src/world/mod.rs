@@ -6,6 +6,7 @@
 //! middle). Both advance in emulated time when asked, and return each receiving node's tag stream
 //! together with the ground truth behind every click.
 
+pub mod bench;
 pub mod clock;
 pub mod controller_optics;
 pub mod detector;
@@ -23,6 +24,7 @@ pub mod source;
 pub mod stats;
 pub mod tagger;
 
+pub use bench::BenchWorld;
 pub use controller_optics::{ActuatorError, ControllerSpec};
 pub use detector::{ClickOrigin, DarkCountSpec, DetectorPreset, DetectorSpec};
 pub use entangled::{EntangledLinkSpec, EntangledWorld};
