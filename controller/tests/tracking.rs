@@ -135,3 +135,20 @@ fn bad_tracking_flags_are_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--step-at needs --step-rad"));
 }
+
+/// Through the polarization board's serial driver and a PTY the loop sees the same world and
+/// the same detections as through the emulated controller: the figures agree closely.
+#[test]
+fn tracking_through_the_serial_board_matches_the_emulated_controller() {
+    let args = ["--seed", "5", "--drift-rate", "0.3", "--seconds", "2"];
+    let emulated = tracking(&args);
+    let serial = tracking(&[&args[..], &["--serial"]].concat());
+    assert_eq!(serial["serial"], true);
+    let (a, b) = (
+        field(&emulated, "mean_added_qber"),
+        field(&serial, "mean_added_qber"),
+    );
+    assert!(b < 0.005, "through the serial board: {b}");
+    // The board's DAC rounds each setting to 0.15 mV: the runs differ only by that.
+    assert!((a - b).abs() < 0.001, "emulated {a} vs serial {b}");
+}

@@ -14,7 +14,9 @@ use qkd_calibration::counts::StateCounts;
 use qkd_calibration::monitor::{ErrorMonitor, Feedback, MonitorError, TaggedMonitor};
 use qkd_calibration::tracker::{Tracker, TrackerConfig};
 use qkd_drivers::emulator::{EmulatedBench, World};
-use qkd_drivers::{PolarizationController, WcpSource};
+use qkd_drivers::serial::{DetectorNominals, DeviceConfig, DeviceKind};
+use qkd_drivers::{PolarizationController, SinglePhotonDetectors, WcpSource};
+use qkd_firmware_sim::host::{Host, LightPath, SharedBench};
 use qkd_firmware_sim::world::polarization::{D, H, Rotation, dot};
 use qkd_firmware_sim::world::{ControllerSpec, InitialRotation, LinkPreset, LinkSpec, StepSpec};
 use qkd_postprocess::slots::SlotConfig;
@@ -100,6 +102,11 @@ pub struct TrackingArgs {
     /// Seed of the emulated bench.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Drive the controller through its serial driver and an emulated device on a pseudo-
+    /// terminal sharing the bench's world (squeezers: our polarization board; paddles: the
+    /// MPC320, whose moves then take their real travel time on the wall clock).
+    #[arg(long)]
+    pub serial: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -142,6 +149,8 @@ pub struct TrackingReport {
     pub unwinds: u64,
     /// Actuator setting at the end, device units (mV or degrees).
     pub final_setting: Vec<f64>,
+    /// The controller was driven through its serial driver and a pseudo-terminal.
+    pub serial: bool,
     pub wall_s: f64,
 }
 
@@ -285,86 +294,151 @@ pub async fn measure(args: &TrackingArgs) -> Result<TrackingReport> {
     let rate = source.repetition_rate().get();
     let slots = SlotConfig::standard(rate, u64::from(spec.source.sync_divider));
     let tagger = bench.tagger(0, TAGGER_BATCH).context("no tagger")?;
-    let mut controller = bench
-        .polarization_controller(0)
-        .context("no polarization controller")?;
-    let mut monitor = Scored {
+    let monitor = Scored {
         inner: TaggedMonitor::new(tagger, source, TAGGER_BATCH, slots, feedback)?,
         bench: bench.clone(),
         frozen: None,
         samples: Vec::new(),
         last_s: 0.0,
     };
-    let config = TrackerConfig::for_settle_time(controller.settle_time());
-    let mut tracker = Tracker::new(&mut controller, config).await?;
-    tracker.align(&mut controller, &mut monitor).await?;
-    let alignment_s = monitor.elapsed().as_secs_f64();
-    if alignment_s > budget_s {
-        bail!("alignment took {alignment_s:.2} s of link time, over its budget of {budget_s} s");
+    let run = Run {
+        args,
+        spec: &spec,
+        bench: &bench,
+        step_at,
+        budget_s,
+        started,
+    };
+    if !args.serial {
+        let mut controller = bench
+            .polarization_controller(0)
+            .context("no polarization controller")?;
+        return run.track(&mut controller, monitor).await;
     }
-    // Keep tracking until the scored time starts, then freeze the comparison there.
-    while monitor.elapsed().as_secs_f64() < budget_s {
-        tracker.sweep(&mut controller, &mut monitor).await?;
+    let dir = std::env::temp_dir().join(format!("qkd-bench-tracking-{}", std::process::id()));
+    let (light_path, kind, name) = match args.controller {
+        ControllerKind::Squeezers => (LightPath::Epc, DeviceKind::PolarizationBoard, "epc"),
+        ControllerKind::Paddles => (LightPath::Mpc320, DeviceKind::Mpc320, "mpc320"),
+    };
+    let world = bench.device_world().context("no world to share")?;
+    let host = Host::serve_bench(&dir, SharedBench::from_shared(world, light_path), args.seed)?;
+    // The detector board holds the detectors disarmed from power-on.
+    let mut detectors = DeviceConfig::new(DeviceKind::DetectorBoard, dir.join("detectors"))
+        .open_detectors(DetectorNominals::default())
+        .await?;
+    for channel in 0..4 {
+        detectors.set_enabled(channel, true).await?;
     }
-    let start_s = monitor.elapsed().as_secs_f64();
-    let start_moves = tracker.moves();
-    monitor.frozen = Some(bench.inspect(|w| match w {
-        World::PrepareMeasure(pm) => pm.node().receiver.controller().rotation(),
-        World::Entangled(_) => Rotation::IDENTITY,
-    }));
-    monitor.samples.clear();
-    let end_s = start_s + args.seconds;
-    let mut progress = Progress::new("tracking: emulated");
-    let (mut paused_s, mut sweeps, mut last_s) = (0.0, 0u64, start_s);
-    while monitor.elapsed().as_secs_f64() < end_s {
-        let report = tracker.sweep(&mut controller, &mut monitor).await?;
-        let now_s = monitor.elapsed().as_secs_f64();
-        if report.paused {
-            paused_s += now_s - last_s;
+    let mut config = DeviceConfig::new(kind, dir.join(name));
+    // Squeezers of the emulated controller: Vπ = 2 V, so 4 V turn the retardance by 2π.
+    config.period_mv = Some(4000.0);
+    let mut controller = config.open_polarization().await?;
+    let report = run.track(&mut controller, monitor).await;
+    drop(host);
+    let _ = std::fs::remove_dir_all(&dir);
+    report
+}
+
+/// One run's fixed parts.
+struct Run<'a> {
+    args: &'a TrackingArgs,
+    spec: &'a LinkSpec,
+    bench: &'a EmulatedBench,
+    step_at: Option<f64>,
+    budget_s: f64,
+    started: Instant,
+}
+
+impl Run<'_> {
+    /// Aligns, tracks until the scored time starts, then tracks and scores.
+    async fn track<C: PolarizationController, M: ErrorMonitor>(
+        &self,
+        controller: &mut C,
+        mut monitor: Scored<M>,
+    ) -> Result<TrackingReport> {
+        let Run {
+            args,
+            spec,
+            bench,
+            step_at,
+            budget_s,
+            started,
+        } = *self;
+        let config = TrackerConfig::for_settle_time(controller.settle_time());
+        let mut tracker = Tracker::new(controller, config).await?;
+        tracker.align(controller, &mut monitor).await?;
+        let alignment_s = monitor.elapsed().as_secs_f64();
+        if alignment_s > budget_s {
+            bail!(
+                "alignment took {alignment_s:.2} s of link time, over its budget of {budget_s} s"
+            );
         }
-        last_s = now_s;
-        sweeps += 1;
-        progress.update(now_s - start_s, args.seconds);
+        // Keep tracking until the scored time starts, then freeze the comparison there.
+        while monitor.elapsed().as_secs_f64() < budget_s {
+            tracker.sweep(controller, &mut monitor).await?;
+        }
+        let start_s = monitor.elapsed().as_secs_f64();
+        let start_moves = tracker.moves();
+        monitor.frozen = Some(bench.inspect(|w| match w {
+            World::PrepareMeasure(pm) => pm.node().receiver.controller().rotation(),
+            World::Entangled(_) => Rotation::IDENTITY,
+        }));
+        monitor.samples.clear();
+        let end_s = start_s + args.seconds;
+        let mut progress = Progress::new("tracking: emulated");
+        let (mut paused_s, mut sweeps, mut last_s) = (0.0, 0u64, start_s);
+        while monitor.elapsed().as_secs_f64() < end_s {
+            let report = tracker.sweep(controller, &mut monitor).await?;
+            let now_s = monitor.elapsed().as_secs_f64();
+            if report.paused {
+                paused_s += now_s - last_s;
+            }
+            last_s = now_s;
+            sweeps += 1;
+            progress.update(now_s - start_s, args.seconds);
+        }
+        let scored_s = last_s - start_s;
+        let samples = &monitor.samples;
+        let weight: f64 = samples.iter().map(|s| s.duration_s).sum::<f64>().max(1e-12);
+        let mean = |f: fn(&Sample) -> f64| {
+            samples.iter().map(|s| f(s) * s.duration_s).sum::<f64>() / weight
+        };
+        let step_time = step_at.map(|at| budget_s + at);
+        let recovery_time_s = step_time.and_then(|t| {
+            samples
+                .iter()
+                .find(|s| s.end_s > t && s.added < 0.01)
+                .map(|s| s.end_s - t)
+        });
+        Ok(TrackingReport {
+            machine: Machine::current(),
+            strategy: args.strategy,
+            controller: args.controller,
+            drift_rate: args.drift_rate,
+            seconds: args.seconds,
+            step_rad: args.step_rad,
+            step_at_s: step_at,
+            untracked_mean_qber: mean(|s| s.untracked),
+            untracked_max_qber: samples.iter().map(|s| s.untracked).fold(0.0, f64::max),
+            // A perfectly compensated rotation leaves the misalignment e_d.
+            floor_qber: spec.fiber.misalignment,
+            mean_added_qber: mean(|s| s.added),
+            p99_added_qber: weighted_quantile(
+                samples.iter().map(|s| (s.added, s.duration_s)).collect(),
+                0.99,
+            ),
+            recovery_time_s,
+            uptime_fraction: 1.0 - paused_s / scored_s.max(1e-12),
+            actuator_moves: tracker.moves() - start_moves,
+            actuator_moves_per_s: (tracker.moves() - start_moves) as f64 / scored_s.max(1e-12),
+            alignment_s,
+            sweeps,
+            unwinds: tracker.unwinds(),
+            final_setting: tracker.setting().to_vec(),
+            serial: args.serial,
+            wall_s: started.elapsed().as_secs_f64(),
+        })
     }
-    let scored_s = last_s - start_s;
-    let samples = &monitor.samples;
-    let weight: f64 = samples.iter().map(|s| s.duration_s).sum::<f64>().max(1e-12);
-    let mean =
-        |f: fn(&Sample) -> f64| samples.iter().map(|s| f(s) * s.duration_s).sum::<f64>() / weight;
-    let step_time = step_at.map(|at| budget_s + at);
-    let recovery_time_s = step_time.and_then(|t| {
-        samples
-            .iter()
-            .find(|s| s.end_s > t && s.added < 0.01)
-            .map(|s| s.end_s - t)
-    });
-    Ok(TrackingReport {
-        machine: Machine::current(),
-        strategy: args.strategy,
-        controller: args.controller,
-        drift_rate: args.drift_rate,
-        seconds: args.seconds,
-        step_rad: args.step_rad,
-        step_at_s: step_at,
-        untracked_mean_qber: mean(|s| s.untracked),
-        untracked_max_qber: samples.iter().map(|s| s.untracked).fold(0.0, f64::max),
-        // A perfectly compensated rotation leaves the misalignment e_d.
-        floor_qber: spec.fiber.misalignment,
-        mean_added_qber: mean(|s| s.added),
-        p99_added_qber: weighted_quantile(
-            samples.iter().map(|s| (s.added, s.duration_s)).collect(),
-            0.99,
-        ),
-        recovery_time_s,
-        uptime_fraction: 1.0 - paused_s / scored_s.max(1e-12),
-        actuator_moves: tracker.moves() - start_moves,
-        actuator_moves_per_s: (tracker.moves() - start_moves) as f64 / scored_s.max(1e-12),
-        alignment_s,
-        sweeps,
-        unwinds: tracker.unwinds(),
-        final_setting: tracker.setting().to_vec(),
-        wall_s: started.elapsed().as_secs_f64(),
-    })
 }
 
 pub fn run(args: &TrackingArgs) -> Result<()> {
