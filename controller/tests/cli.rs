@@ -395,22 +395,31 @@ fn calibrate_finds_the_emulated_cables_intensities_and_alignment() {
     let dir = std::env::temp_dir().join(format!("qkd-calibrate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let saved = dir.join("polarization.json");
-    let report = json(&[
+    let saved_path = saved.to_str().unwrap();
+    let bench = [
         "calibrate",
         "--preset",
         "ingaas-gated",
         "--distance-km",
         "25",
-        "--dark-seconds",
-        "2",
         "--light-seconds",
         "0.2",
-        "--cable-delays-ps",
-        "0,1900,-800,3100,450",
-        "--save",
-        saved.to_str().unwrap(),
-        "--json",
-    ]);
+    ];
+    let report = json(
+        &[
+            &bench[..],
+            &[
+                "--dark-seconds",
+                "2",
+                "--cable-delays-ps",
+                "0,1900,-800,3100,450",
+                "--save",
+                saved_path,
+                "--json",
+            ],
+        ]
+        .concat(),
+    );
     // 1 GHz slots: the delays are found in the slot and whole slots from the source's pattern.
     assert_eq!(report["whole_slots"], serde_json::json!([2, -1, 3, 0]));
     let delays: Vec<i64> = report["slot_delays_ps"]
@@ -434,22 +443,16 @@ fn calibrate_finds_the_emulated_cables_intensities_and_alignment() {
 
     // The same bench again, started from the saved calibration: no scan, a fraction of the time.
     let again = |seed: &str| {
-        qkd(&[
-            "calibrate",
-            "--preset",
-            "ingaas-gated",
-            "--distance-km",
-            "25",
+        let load = [
             "--dark-seconds",
-            "0.2",
-            "--light-seconds",
             "0.2",
             "--seed",
             seed,
             "--load",
-            saved.to_str().unwrap(),
+            saved_path,
             "--json",
-        ])
+        ];
+        qkd(&[&bench[..], &load[..]].concat())
     };
     let out = again("1");
     assert!(
