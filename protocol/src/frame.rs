@@ -175,7 +175,7 @@ mod tests {
             any::<bool>().prop_map(|on| Request::Source(SourceCommand::SetEnabled(on))),
             config.prop_map(|c| Request::Source(SourceCommand::Configure(c))),
             Just(Request::Source(SourceCommand::ReadPowerMonitor)),
-            (any::<u8>(), any::<u16>()).prop_map(|(channel, millivolts)| Request::Detector(
+            (any::<u8>(), any::<u32>()).prop_map(|(channel, millivolts)| Request::Detector(
                 DetectorCommand::SetBias {
                     channel,
                     millivolts

@@ -82,14 +82,14 @@ pub enum DetectorCommand {
         /// Channel.
         channel: u8,
         /// Bias.
-        millivolts: u16,
+        millivolts: u32,
     },
     /// Sets a channel's discriminator threshold, in millivolts.
     SetThreshold {
         /// Channel.
         channel: u8,
         /// Threshold.
-        millivolts: u16,
+        millivolts: u32,
     },
     /// Sets a channel's dead time, in nanoseconds.
     SetDeadTime {

@@ -610,3 +610,32 @@ async fn the_tracker_holds_a_drifting_link_through_the_oz_epc_over_a_pty() {
     );
     assert!(mean < 0.005, "mean added QBER {mean}");
 }
+
+#[tokio::test]
+async fn detector_settings_are_range_checked_before_they_are_sent() {
+    use qkd_units::Volts;
+    let (_host, dir) = serve("detector-ranges", LightPath::Epc);
+    let mut detectors = detector_board(&dir).await;
+    // The bias DAC spans 80 V: 70 V is taken, 81 V refused by the driver, channel 4 too.
+    detectors
+        .set_bias(0, Volts::new(70.0).unwrap())
+        .await
+        .unwrap();
+    let refused = detectors
+        .set_bias(0, Volts::new(81.0).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Abort);
+    assert!(refused.to_string().contains("81 V"), "{refused}");
+    assert!(detectors.set_enabled(4, true).await.is_err());
+    let dead = detectors
+        .set_dead_time(1, Picoseconds(25_500))
+        .await
+        .unwrap_err();
+    assert!(dead.to_string().contains("whole nanoseconds"), "{dead}");
+    detectors
+        .set_dead_time(1, Picoseconds(25_000))
+        .await
+        .unwrap();
+    assert_eq!(detectors.channels()[1].dead_time, Picoseconds(25_000));
+}

@@ -210,11 +210,11 @@ impl BoardDetectors {
         value: Volts,
         range: Option<(Volts, Volts)>,
         what: &str,
-    ) -> Result<u16, DetectorError> {
+    ) -> Result<u32, DetectorError> {
         let mv = value.get() * 1000.0;
         match range {
             Some((min, max)) if value.get() >= min.get() && value.get() <= max.get() => {
-                Ok(mv.round() as u16)
+                Ok(mv.round() as u32)
             }
             _ => Err(InvalidSetting::new(
                 what,

@@ -66,13 +66,14 @@ where
     fn write_dac(
         &mut self,
         channel: u8,
-        millivolts: u16,
+        millivolts: u32,
         full_scale: u32,
     ) -> Result<(), ErrorCode> {
-        if u32::from(millivolts) > full_scale {
+        if millivolts > full_scale {
             return Err(ErrorCode::OutOfRange(1));
         }
-        let code = (u32::from(millivolts) * 0xFFFF + full_scale / 2) / full_scale;
+        let (mv, full) = (u64::from(millivolts), u64::from(full_scale));
+        let code = (mv * 0xFFFF + full / 2) / full;
         let [hi, lo] = (code as u16).to_be_bytes();
         self.dac
             .write(&[DAC_WRITE_UPDATE | channel, hi, lo])
@@ -227,6 +228,8 @@ mod tests {
         let mut dac = vec![];
         // 40 V of 80 V full scale is half scale, rounded: 32768.
         dac.extend(spi_write(&[DAC_WRITE_UPDATE | 1, 0x80, 0x00]));
+        // 70 V, beyond 16 bits of millivolts: 70/80 of full scale, 57343.
+        dac.extend(spi_write(&[DAC_WRITE_UPDATE | 2, 0xDF, 0xFF]));
         // Threshold 2.5 V is full scale on DAC channel 4 + 1.
         dac.extend(spi_write(&[DAC_WRITE_UPDATE | 5, 0xFF, 0xFF]));
         let counter = spi_write(&[REG_DEAD_TIME + 1, 0, 0, 0x27, 0x10]);
@@ -236,6 +239,10 @@ mod tests {
             DetectorCommand::SetBias {
                 channel: 1,
                 millivolts: 40_000,
+            },
+            DetectorCommand::SetBias {
+                channel: 2,
+                millivolts: 70_000,
             },
             DetectorCommand::SetThreshold {
                 channel: 1,
