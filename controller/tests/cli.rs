@@ -550,11 +550,13 @@ fn devices_probe_reports_each_configured_device() {
     let config = dir.with_extension("json");
     let link = |name: &str| dir.join(name).to_string_lossy().into_owned();
     let devices = serde_json::json!({ "devices": {
-        "source": { "kind": "source-board", "port": link("source"), "repetition_rate_hz": 1e8 },
+        "source": { "kind": "source-board", "port": link("source"), "repetition_rate_hz": 1e8,
+                    "retries": 8 },
         "detectors": { "kind": "detector-board", "port": link("detectors"), "timeout_ms": 5000 },
-        "squeezers": { "kind": "polarization-board", "port": link("epc"), "period_mv": 4000.0 },
-        "paddles": { "kind": "mpc320", "port": link("mpc320") },
-        "epc": { "kind": "oz-epc", "port": link("oz-epc"), "serial": "EPC-7" },
+        "squeezers": { "kind": "polarization-board", "port": link("epc"), "period_mv": 4000.0,
+                       "retries": 8 },
+        "paddles": { "kind": "mpc320", "port": link("mpc320"), "retries": 8 },
+        "epc": { "kind": "oz-epc", "port": link("oz-epc"), "serial": "EPC-7", "retries": 8 },
         "missing": { "kind": "oz-epc", "port": "/dev/qkd-no-such-port", "retries": 0 }
     }});
     std::fs::write(&config, devices.to_string()).unwrap();

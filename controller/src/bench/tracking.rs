@@ -323,13 +323,20 @@ pub async fn measure(args: &TrackingArgs) -> Result<TrackingReport> {
     let world = bench.device_world().context("no world to share")?;
     let host = Host::serve_bench(&dir, SharedBench::from_shared(world, light_path), args.seed)?;
     // The detector board holds the detectors disarmed from power-on.
-    let mut detectors = DeviceConfig::new(DeviceKind::DetectorBoard, dir.join("detectors"))
+    // The emulated devices answer as fast as the machine lets their threads run: generous
+    // timeouts keep a busy machine from turning into failed commands.
+    let patient = |kind, name: &str| {
+        let mut config = DeviceConfig::new(kind, dir.join(name));
+        config.timeout_ms = Some(2_000);
+        config
+    };
+    let mut detectors = patient(DeviceKind::DetectorBoard, "detectors")
         .open_detectors(DetectorNominals::default())
         .await?;
     for channel in 0..4 {
         detectors.set_enabled(channel, true).await?;
     }
-    let mut config = DeviceConfig::new(kind, dir.join(name));
+    let mut config = patient(kind, name);
     // Squeezers of the emulated controller: Vπ = 2 V, so 4 V turn the retardance by 2π.
     config.period_mv = Some(4000.0);
     let mut controller = config.open_polarization().await?;

@@ -86,19 +86,31 @@ impl DeviceHandle {
         self.state().faults.reset_on_request = true;
     }
 
-    /// Power-cycles the device now.
+    /// Power-cycles the device now; returns once it has restarted.
     pub fn reset(&self) {
         self.state().reset = true;
+        self.wait_until(|state| !state.reset);
     }
 
-    /// Pulls the cable: the PTY closes and the link disappears.
+    /// Pulls the cable: returns once the PTY is closed and the link gone.
     pub fn unplug(&self) {
         self.state().plugged = false;
+        self.wait_until(|state| state.slave.is_none());
     }
 
-    /// Plugs it back in: a new PTY behind the same link.
+    /// Plugs it back in: returns once a new PTY is behind the same link.
     pub fn replug(&self) {
         self.state().plugged = true;
+        self.wait_until(|state| state.slave.is_some());
+    }
+
+    /// Waits for the serving thread to carry out a request (a second at most, should the
+    /// thread be gone), so that tests act on a device in the state they asked for.
+    fn wait_until(&self, done: impl Fn(&ControlState) -> bool) {
+        let asked = std::time::Instant::now();
+        while !done(&self.state()) && asked.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn stop(&self) {
@@ -204,8 +216,8 @@ fn serve(handle: &DeviceHandle, mut device: Box<dyn SerialDevice>, mut pty: Opti
     let mut buffer = [0u8; 512];
     loop {
         let (plugged, reset, stop) = {
-            let mut state = handle.state();
-            (state.plugged, std::mem::take(&mut state.reset), state.stop)
+            let state = handle.state();
+            (state.plugged, state.reset, state.stop)
         };
         if stop {
             return;
@@ -213,6 +225,7 @@ fn serve(handle: &DeviceHandle, mut device: Box<dyn SerialDevice>, mut pty: Opti
         if reset {
             device.reset();
             outbox.clear();
+            handle.state().reset = false;
         }
         match (&mut pty, plugged) {
             (Some(_), false) => {
