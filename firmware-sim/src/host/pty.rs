@@ -271,6 +271,8 @@ fn serve(handle: &DeviceHandle, mut device: Box<dyn SerialDevice>, mut pty: Opti
         }
         let due: Vec<Vec<u8>> = take_due(&mut outbox, Instant::now());
         for bytes in due {
+            // A client that reads nothing lets the PTY's buffer fill; as in a UART overrun,
+            // what does not fit is lost (the client's retries recover).
             let _ = port.master.write_all(&bytes);
         }
     }
