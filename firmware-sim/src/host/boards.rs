@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::bench::SharedBench;
 use super::device::SerialDevice;
 use super::peripherals::{
-    ArmPin, CounterFpga, LaserPin, LoosePin, MonitorAdc, PatternFpga, RecordingDac, WorldDelay,
+    CounterFpga, MonitorAdc, PatternFpga, Unmodelled, WorldDelay, arm_pins, laser_pin, loose_pin,
     squeezer_dac,
 };
 use crate::boards::{BoardCore, DetectorBoard, Firmware, PolarizationBoard, SourceBoard};
@@ -44,7 +44,7 @@ pub fn polarization_board(bench: &SharedBench, serial: u32) -> Box<dyn SerialDev
     let bench = bench.clone();
     board(move |boot| {
         let (dac, ldac) = squeezer_dac(bench.clone());
-        let mut core = PolarizationBoard::new(dac, ldac, LoosePin, WorldDelay(bench.clone()));
+        let mut core = PolarizationBoard::new(dac, ldac, loose_pin(), WorldDelay(bench.clone()));
         // The simulated peripherals cannot fail.
         let _ = core.start();
         Firmware::new(core, serial, boot)
@@ -56,9 +56,9 @@ pub fn detector_board(bench: &SharedBench, serial: u32) -> Box<dyn SerialDevice>
     let bench = bench.clone();
     board(move |boot| {
         let mut core = DetectorBoard::new(
-            RecordingDac::default(),
+            Unmodelled,
             CounterFpga::new(bench.clone()),
-            ArmPin::four(&bench),
+            arm_pins(&bench),
             WorldDelay(bench.clone()),
         );
         let _ = core.start();
@@ -73,7 +73,7 @@ pub fn source_board(bench: &SharedBench, serial: u32) -> Box<dyn SerialDevice> {
         let core = SourceBoard::new(
             PatternFpga::new(bench.clone()),
             MonitorAdc(bench.clone()),
-            LaserPin(bench.clone()),
+            laser_pin(bench.clone()),
         );
         Firmware::new(core, serial, boot)
     })

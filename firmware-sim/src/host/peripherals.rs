@@ -9,7 +9,7 @@ use embedded_hal::spi::{ErrorType as SpiErrorType, Operation, SpiDevice};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::bench::{LightPath, SharedBench};
-use crate::boards::detector::{CMD_READ, CMD_START, CMD_STOP, REG_DEAD_TIME};
+use crate::boards::detector::{CMD_READ, CMD_START, CMD_STOP};
 use crate::boards::polarization::DAC_WRITE_INPUT;
 use crate::boards::source::{
     MONITOR_FULL_SCALE_FW, PPM, REG_BASIS_Z, REG_CLASS_MU, REG_CLASS_PPM, REG_COMMIT,
@@ -30,6 +30,65 @@ impl DelayNs for WorldDelay {
     }
 }
 
+/// An output pin wired to the world: each level it is driven to is handed to `wire`.
+pub struct WiredPin<F>(F);
+
+impl<F> std::fmt::Debug for WiredPin<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WiredPin")
+    }
+}
+
+impl<F: FnMut(bool)> PinErrorType for WiredPin<F> {
+    type Error = Infallible;
+}
+
+impl<F: FnMut(bool)> OutputPin for WiredPin<F> {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        (self.0)(false);
+        Ok(())
+    }
+
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        (self.0)(true);
+        Ok(())
+    }
+}
+
+/// A pin whose level nothing in the world reads (the amplifier enable).
+pub fn loose_pin() -> WiredPin<impl FnMut(bool) + Send> {
+    WiredPin(|_| {})
+}
+
+/// The four arm pins of the detector board: the world's detector is biased while its pin is
+/// high.
+pub fn arm_pins(bench: &SharedBench) -> [WiredPin<impl FnMut(bool) + Send + use<>>; 4] {
+    [0, 1, 2, 3].map(|channel| {
+        let bench = bench.clone();
+        WiredPin(move |on| {
+            bench.with_world(|world| {
+                let now = world.now_ps();
+                world.node_mut().set_detector_enabled(channel, on, now);
+            });
+        })
+    })
+}
+
+/// The laser's enable pin.
+pub fn laser_pin(bench: SharedBench) -> WiredPin<impl FnMut(bool) + Send> {
+    WiredPin(move |on| {
+        bench.with_world(|world| world.set_source_enabled(on));
+    })
+}
+
+/// The payloads an SPI transaction writes, in order.
+fn writes<'a>(operations: &'a [Operation<'_, u8>]) -> impl Iterator<Item = &'a [u8]> {
+    operations.iter().filter_map(|op| match op {
+        Operation::Write(bytes) => Some(*bytes),
+        _ => None,
+    })
+}
+
 /// Input registers of the polarization board's quad DAC, shared by its SPI side and LDAC pin.
 type Registers = Arc<Mutex<[u16; 4]>>;
 
@@ -39,27 +98,24 @@ pub struct SqueezerDac {
     input: Registers,
 }
 
-/// The DAC's LDAC pin: a falling edge moves the input registers to the outputs, i.e. the
-/// squeezer voltages, together.
-#[derive(Debug)]
-pub struct SqueezerLdac {
-    input: Registers,
-    bench: SharedBench,
-}
-
-/// A pin whose state nothing else reads (the amplifier enable).
-#[derive(Debug, Default)]
-pub struct LoosePin;
-
-/// The polarization board's DAC and LDAC pin on `bench`.
-pub fn squeezer_dac(bench: SharedBench) -> (SqueezerDac, SqueezerLdac) {
+/// The polarization board's DAC and its LDAC pin on `bench`: a falling LDAC edge moves the
+/// input registers to the outputs, i.e. the squeezer voltages, together.
+pub fn squeezer_dac(bench: SharedBench) -> (SqueezerDac, WiredPin<impl FnMut(bool) + Send>) {
     let input = Registers::default();
-    (
-        SqueezerDac {
-            input: input.clone(),
-        },
-        SqueezerLdac { input, bench },
-    )
+    let outputs = input.clone();
+    let ldac = WiredPin(move |high| {
+        if high {
+            return;
+        }
+        let codes = *outputs.lock().unwrap_or_else(PoisonError::into_inner);
+        let volts: Vec<f64> = codes
+            .iter()
+            .map(|&c| squeezer_dac::millivolts(c) / 1000.0)
+            .collect();
+        // The DAC span equals the squeezers' range, so the world accepts every code.
+        let _ = bench.set_controller(LightPath::Epc, &volts);
+    });
+    (SqueezerDac { input }, ldac)
 }
 
 impl SpiErrorType for SqueezerDac {
@@ -68,9 +124,8 @@ impl SpiErrorType for SqueezerDac {
 
 impl SpiDevice for SqueezerDac {
     fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
-        for op in operations.iter() {
-            if let Operation::Write(bytes) = op
-                && let [command, hi, lo] = **bytes
+        for bytes in writes(operations) {
+            if let [command, hi, lo] = *bytes
                 && command & 0xF0 == DAC_WRITE_INPUT
             {
                 let mut input = self.input.lock().unwrap_or_else(PoisonError::into_inner);
@@ -83,116 +138,29 @@ impl SpiDevice for SqueezerDac {
     }
 }
 
-impl PinErrorType for SqueezerLdac {
-    type Error = Infallible;
-}
-
-impl OutputPin for SqueezerLdac {
-    fn set_low(&mut self) -> Result<(), Infallible> {
-        let codes = *self.input.lock().unwrap_or_else(PoisonError::into_inner);
-        let volts: Vec<f64> = codes
-            .iter()
-            .map(|&c| squeezer_dac::millivolts(c) / 1000.0)
-            .collect();
-        // The DAC span equals the squeezers' range, so the world accepts every code.
-        let _ = self.bench.set_controller(LightPath::Epc, &volts);
-        Ok(())
-    }
-
-    fn set_high(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
-impl PinErrorType for LoosePin {
-    type Error = Infallible;
-}
-
-impl OutputPin for LoosePin {
-    fn set_low(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-
-    fn set_high(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
-/// A detector's arm pin: the world's detector is biased while it is high.
-#[derive(Debug)]
-pub struct ArmPin {
-    bench: SharedBench,
-    channel: usize,
-}
-
-impl ArmPin {
-    /// The four arm pins of the detector board.
-    pub fn four(bench: &SharedBench) -> [ArmPin; 4] {
-        [0, 1, 2, 3].map(|channel| ArmPin {
-            bench: bench.clone(),
-            channel,
-        })
-    }
-
-    fn set(&mut self, on: bool) {
-        let channel = self.channel;
-        self.bench.with_world(|world| {
-            let now = world.now_ps();
-            world.node_mut().set_detector_enabled(channel, on, now);
-        });
-    }
-}
-
-impl PinErrorType for ArmPin {
-    type Error = Infallible;
-}
-
-impl OutputPin for ArmPin {
-    fn set_low(&mut self) -> Result<(), Infallible> {
-        self.set(false);
-        Ok(())
-    }
-
-    fn set_high(&mut self) -> Result<(), Infallible> {
-        self.set(true);
-        Ok(())
-    }
-}
-
-/// A DAC whose outputs drive what the world does not model (detector bias and threshold); it
-/// keeps the codes for inspection.
+/// An SPI peripheral driving what the world does not model (the detectors' bias and
+/// threshold DAC): it takes every transaction and changes nothing.
 #[derive(Debug, Default)]
-pub struct RecordingDac {
-    /// Last code written per channel.
-    pub codes: [u16; 8],
-}
+pub struct Unmodelled;
 
-impl SpiErrorType for RecordingDac {
+impl SpiErrorType for Unmodelled {
     type Error = Infallible;
 }
 
-impl SpiDevice for RecordingDac {
-    fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
-        for op in operations.iter() {
-            if let Operation::Write(bytes) = op
-                && let [command, hi, lo] = **bytes
-                && let Some(code) = self.codes.get_mut(usize::from(command & 0x0F))
-            {
-                *code = u16::from_be_bytes([hi, lo]);
-            }
-        }
+impl SpiDevice for Unmodelled {
+    fn transaction(&mut self, _: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
         Ok(())
     }
 }
 
-/// The detector board's counter FPGA: counts the world's clicks between start and stop.
+/// The detector board's counter FPGA: counts the world's clicks between start and stop. Its
+/// dead-time registers take writes, but the world's detectors keep the dead time of their
+/// preset: the emulated dead time is not settable.
 #[derive(Debug)]
 pub struct CounterFpga {
     bench: SharedBench,
     started: [u64; 4],
     frozen: [u32; 4],
-    /// Dead time per channel, ns, as last written.
-    pub dead_time_ns: [u32; 4],
 }
 
 impl CounterFpga {
@@ -202,7 +170,6 @@ impl CounterFpga {
             bench,
             started: [0; 4],
             frozen: [0; 4],
-            dead_time_ns: [0; 4],
         }
     }
 }
@@ -227,12 +194,6 @@ impl SpiDevice for CounterFpga {
                         }
                     }
                     [CMD_READ] => reading = true,
-                    [register, a, b, c, d]
-                        if (REG_DEAD_TIME..REG_DEAD_TIME + 4).contains(&register) =>
-                    {
-                        self.dead_time_ns[usize::from(register - REG_DEAD_TIME)] =
-                            u32::from_be_bytes([a, b, c, d]);
-                    }
                     _ => {}
                 },
                 Operation::Read(buffer) if reading => {
@@ -286,10 +247,8 @@ impl SpiErrorType for PatternFpga {
 
 impl SpiDevice for PatternFpga {
     fn transaction(&mut self, operations: &mut [Operation<'_, u8>]) -> Result<(), Infallible> {
-        for op in operations.iter() {
-            if let Operation::Write(bytes) = op
-                && let [register, a, b, c, d] = **bytes
-            {
+        for bytes in writes(operations) {
+            if let [register, a, b, c, d] = *bytes {
                 let value = u32::from_be_bytes([a, b, c, d]);
                 if register == REG_COMMIT {
                     self.commit(value as usize);
@@ -340,26 +299,6 @@ impl SpiDevice for MonitorAdc {
                 }
             }
         }
-        Ok(())
-    }
-}
-
-/// The laser's enable pin.
-#[derive(Debug)]
-pub struct LaserPin(pub SharedBench);
-
-impl PinErrorType for LaserPin {
-    type Error = Infallible;
-}
-
-impl OutputPin for LaserPin {
-    fn set_low(&mut self) -> Result<(), Infallible> {
-        self.0.with_world(|world| world.set_source_enabled(false));
-        Ok(())
-    }
-
-    fn set_high(&mut self) -> Result<(), Infallible> {
-        self.0.with_world(|world| world.set_source_enabled(true));
         Ok(())
     }
 }
