@@ -36,7 +36,8 @@ pub struct BoardClient {
     policy: RetryPolicy,
     expected: BoardKind,
     sequence: u16,
-    identity: Option<Identity>,
+    /// As the board last identified itself.
+    identity: Identity,
     journal: Vec<((u8, u8), Request)>,
     restarts: u32,
 }
@@ -53,7 +54,14 @@ impl BoardClient {
             policy,
             expected,
             sequence: 0,
-            identity: None,
+            // Replaced by the handshake below before the client is handed out.
+            identity: Identity {
+                board: expected,
+                serial: 0,
+                firmware: [0; 3],
+                protocol: PROTOCOL_VERSION,
+                boot: 0,
+            },
             journal: Vec::new(),
             restarts: 0,
         };
@@ -63,13 +71,7 @@ impl BoardClient {
 
     /// The board's identity as an operator sees it.
     pub fn device_identity(&self) -> DeviceIdentity {
-        let id = self.identity.unwrap_or(Identity {
-            board: self.expected,
-            serial: 0,
-            firmware: [0; 3],
-            protocol: PROTOCOL_VERSION,
-            boot: 0,
-        });
+        let id = &self.identity;
         DeviceIdentity {
             vendor: "qkd-node".into(),
             model: format!("{:?} board", id.board),
@@ -109,7 +111,7 @@ impl BoardClient {
                 identity.protocol
             )));
         }
-        self.identity = Some(identity);
+        self.identity = identity;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use crate::{
     IntensityClass, PolarizationController, SinglePhotonDetectors, WcpSettings, WcpSource,
 };
 
+use super::SQUEEZER_SETTLE;
 use super::board::BoardClient;
 use super::exchange::RetryPolicy;
 use super::link::SerialLink;
@@ -38,9 +39,6 @@ pub struct BoardPolarizationController {
     identity: DeviceIdentity,
     actuators: Vec<ActuatorSpec>,
 }
-
-/// Time the squeezers' piezo stacks take to follow a new voltage.
-pub const SQUEEZER_SETTLE: Duration = Duration::from_micros(100);
 
 impl BoardPolarizationController {
     /// Connects; `period_mv` is the squeezers' 2π voltage if known (2·Vπ).

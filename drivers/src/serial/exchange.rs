@@ -18,10 +18,12 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The longest a request can take before it fails: every attempt timing out, plus backoff.
+    /// The longest a request can wait before it fails: every attempt timing out, plus the
+    /// backoff before each reconnection (`backoff · k` before attempt `k`), port I/O aside.
     pub fn worst_case(&self, extra: Duration) -> Duration {
-        let attempts = self.retries + 1;
-        (self.timeout + extra) * attempts + self.reconnect_backoff * (attempts * attempts / 2 + 1)
+        let retries = self.retries;
+        (self.timeout + extra) * (retries + 1)
+            + self.reconnect_backoff * (retries * (retries + 1) / 2)
     }
 }
 

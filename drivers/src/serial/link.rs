@@ -28,7 +28,7 @@ pub struct PortSettings {
 pub struct SerialLink {
     settings: PortSettings,
     port: Option<TTYPort>,
-    reconnects: u64,
+    opens: u64,
 }
 
 impl SerialLink {
@@ -37,7 +37,7 @@ impl SerialLink {
         SerialLink {
             settings,
             port: None,
-            reconnects: 0,
+            opens: 0,
         }
     }
 
@@ -48,7 +48,7 @@ impl SerialLink {
 
     /// How many times the port was (re)opened.
     pub fn opens(&self) -> u64 {
-        self.reconnects
+        self.opens
     }
 
     /// Forgets the open port (after the device vanished, or to resynchronise).
@@ -83,7 +83,7 @@ impl SerialLink {
         .map_err(|e| self.disconnected("open", &e))?
         .map_err(|e| self.disconnected("open", &e))?;
         self.port = Some(opened);
-        self.reconnects += 1;
+        self.opens += 1;
         Ok(())
     }
 
@@ -130,8 +130,8 @@ impl SerialLink {
         .await
     }
 
-    /// Appends to `out` what arrives before `deadline` (at least one byte unless the deadline
-    /// passes first); returns how many bytes arrived.
+    /// Appends to `out` what arrives within a short wait (20 ms at most, and never past
+    /// `deadline`); returns how many bytes arrived, possibly none.
     pub async fn receive(
         &mut self,
         out: &mut Vec<u8>,

@@ -10,6 +10,9 @@ mod mpc320;
 mod open;
 mod oz_epc;
 
+/// Time fiber squeezers' piezo stacks take to follow a new voltage (our board, the OZ EPC).
+pub const SQUEEZER_SETTLE: std::time::Duration = std::time::Duration::from_micros(100);
+
 pub use board::BoardClient;
 pub use boards::{BoardDetectors, BoardPolarizationController, BoardSource, DetectorNominals};
 pub use config::{DeviceConfig, DeviceKind, MAX_RETRIES};

@@ -8,11 +8,9 @@ use qkd_protocol::epc::{CHANNELS, DONE, EOL, ERROR_SUFFIX, MAX_MV, MIN_MV, parse
 use crate::error::{PolarizationError, TransportError};
 use crate::{ActuatorSpec, ActuatorUnit, DeviceIdentity, PolarizationController};
 
+use super::SQUEEZER_SETTLE;
 use super::exchange::{Progress, RetryPolicy, exchange};
 use super::link::SerialLink;
-
-/// Time the squeezers take to follow a new voltage.
-pub const SETTLE: Duration = Duration::from_micros(100);
 
 /// The EPC driver.
 #[derive(Debug)]
@@ -24,13 +22,14 @@ pub struct OzEpc {
     millivolts: [i32; CHANNELS],
 }
 
-/// Splits complete lines off `received`; returns the content line once `Done` follows it. A
-/// content line `valid` refuses was damaged on the line: the attempt fails and is retried.
-fn read_reply(
+/// Splits complete lines off `received`; once `Done` follows a content line, returns what
+/// `parse` reads from it. A line `parse` refuses was damaged on the line: the attempt fails
+/// and is retried.
+fn read_reply<R>(
     received: &mut Vec<u8>,
     content: &mut Option<String>,
-    valid: &(dyn Fn(&str) -> bool + Sync),
-) -> Progress<String> {
+    parse: &(dyn Fn(&str) -> Option<R> + Sync),
+) -> Progress<R> {
     while let Some(end) = received.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = received.drain(..=end).collect();
         let line = String::from_utf8_lossy(&line).trim().to_owned();
@@ -42,10 +41,14 @@ fn read_reply(
         }
         if line == DONE {
             return match content.take() {
-                Some(text) if valid(&text) => Progress::Done(text),
-                Some(text) => Progress::Failed(TransportError::Malformed(format!(
-                    "unexpected reply line `{text}`"
-                ))),
+                Some(text) => parse(&text).map_or_else(
+                    || {
+                        Progress::Failed(TransportError::Malformed(format!(
+                            "unexpected reply line `{text}`"
+                        )))
+                    },
+                    Progress::Done,
+                ),
                 None => Progress::Failed(TransportError::Malformed(
                     "`Done` without a reply line".into(),
                 )),
@@ -86,17 +89,18 @@ impl OzEpc {
             actuators,
             millivolts: [0; CHANNELS],
         };
-        epc.command("MDC", &|line| line == "Work Mode: DC").await?;
+        epc.command("MDC", &|line| (line == "Work Mode: DC").then_some(()))
+            .await?;
         epc.read_voltages().await?;
         Ok(epc)
     }
 
-    /// Sends `command` and returns the reply line, which `valid` must accept.
-    async fn command(
+    /// Sends `command` and returns what `parse` reads from the reply line.
+    async fn command<R>(
         &mut self,
         command: &str,
-        valid: &(dyn Fn(&str) -> bool + Sync),
-    ) -> Result<String, TransportError> {
+        parse: &(dyn Fn(&str) -> Option<R> + Sync),
+    ) -> Result<R, TransportError> {
         let request = format!("{command}{EOL}");
         let mut content = None;
         exchange(
@@ -104,17 +108,13 @@ impl OzEpc {
             &self.policy,
             request.as_bytes(),
             Duration::ZERO,
-            |received| read_reply(received, &mut content, valid),
+            |received| read_reply(received, &mut content, parse),
         )
         .await
     }
 
     async fn read_voltages(&mut self) -> Result<[i32; CHANNELS], TransportError> {
-        let line = self
-            .command("V?", &|line| parse_voltages(line).is_some())
-            .await?;
-        let voltages = parse_voltages(&line)
-            .ok_or_else(|| TransportError::Malformed(format!("unreadable voltages: {line}")))?;
+        let voltages = self.command("V?", &parse_voltages).await?;
         self.millivolts = voltages;
         Ok(voltages)
     }
@@ -130,7 +130,7 @@ impl PolarizationController for OzEpc {
     }
 
     fn settle_time(&self) -> Duration {
-        SETTLE
+        SQUEEZER_SETTLE
     }
 
     async fn set(&mut self, values: &[f64]) -> Result<(), PolarizationError> {
@@ -143,8 +143,10 @@ impl PolarizationController for OzEpc {
             // The echo confirms the value the driver latched; any other line is a damaged
             // reply (or a damaged command) and the command is sent again.
             let echo = format!("CH{} {mv:+}", channel + 1);
-            self.command(&format!("V{},{mv}", channel + 1), &|line| line == echo)
-                .await?;
+            self.command(&format!("V{},{mv}", channel + 1), &|line| {
+                (line == echo).then_some(())
+            })
+            .await?;
             self.millivolts[channel] = mv;
         }
         Ok(())
