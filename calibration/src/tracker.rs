@@ -496,13 +496,12 @@ impl Tracker {
         &mut self,
         controller: &mut impl PolarizationController,
         monitor: &mut impl ErrorMonitor,
-        counts: StateCounts,
+        (counts, mut cost): (&StateCounts, f64),
         floor: f64,
     ) -> Result<(), TrackingError> {
         let aligned = 1.0 - 2.0 * floor;
         let scales: Vec<f64> = self.actuators.iter().map(first_probe).collect();
-        let (mut signals, weights) = residuals(&counts, aligned);
-        let mut cost = self.cost_of(&counts)?;
+        let (mut signals, weights) = residuals(counts, aligned);
         if self.jacobian.is_none() {
             let mut columns = Vec::with_capacity(scales.len());
             for (i, &scale) in scales.iter().enumerate() {
@@ -520,7 +519,7 @@ impl Tracker {
             self.jacobian = Some(Jacobian { columns });
         }
         for _ in 0..FAR_STEPS {
-            let Some(jacobian) = self.jacobian.as_mut() else {
+            let Some(jacobian) = self.jacobian.as_ref() else {
                 break;
             };
             let Some(mut step) = jacobian.damped_step(&signals, &weights, self.damping) else {
@@ -623,7 +622,8 @@ impl Tracker {
         // with the key bits' two error rates alone it is underdetermined and wanders.
         let crossed = counts.correlations().iter().all(Option::is_some);
         if excess > self.config.pause_above && crossed {
-            self.steer(controller, monitor, counts, floor).await?;
+            self.steer(controller, monitor, (&counts, measured), floor)
+                .await?;
             return Ok(report);
         }
         self.jacobian = None;
