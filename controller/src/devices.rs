@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use qkd_drivers::serial::{DetectorNominals, DeviceConfig, DeviceKind, kind_name};
+use qkd_drivers::serial::{DetectorNominals, DeviceConfig, DeviceKind};
 use qkd_drivers::{DeviceIdentity, PolarizationController, SinglePhotonDetectors, WcpSource};
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +89,7 @@ pub fn run(command: &DevicesCommand) -> Result<()> {
         let outcome = runtime.block_on(read(config));
         probes.push(Probe {
             name: name.clone(),
-            kind: kind_name(config.kind),
+            kind: config.kind.name(),
             port: config.port.display().to_string(),
             ok: outcome.is_ok(),
             identity: outcome.as_ref().ok().map(|(id, _)| id.to_string()),

@@ -25,6 +25,17 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
+    /// The name a configuration file gives the kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::SourceBoard => "source-board",
+            DeviceKind::DetectorBoard => "detector-board",
+            DeviceKind::PolarizationBoard => "polarization-board",
+            DeviceKind::Mpc320 => "mpc320",
+            DeviceKind::OzEpc => "oz-epc",
+        }
+    }
+
     /// The baud rate the device ships with.
     pub fn default_baud(self) -> u32 {
         match self {
@@ -145,6 +156,24 @@ impl DeviceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names `DeviceKind::name` gives are the names a configuration file uses.
+    #[test]
+    fn kind_names_are_the_configuration_names() {
+        use serde::Deserialize;
+        use serde::de::IntoDeserializer;
+        use serde::de::value::{Error, StrDeserializer};
+        for kind in [
+            DeviceKind::SourceBoard,
+            DeviceKind::DetectorBoard,
+            DeviceKind::PolarizationBoard,
+            DeviceKind::Mpc320,
+            DeviceKind::OzEpc,
+        ] {
+            let name: StrDeserializer<'_, Error> = kind.name().into_deserializer();
+            assert_eq!(DeviceKind::deserialize(name), Ok(kind));
+        }
+    }
 
     #[test]
     fn defaults_per_kind_and_refusals() {

@@ -19,5 +19,5 @@ pub use config::{DeviceConfig, DeviceKind, MAX_RETRIES};
 pub use exchange::RetryPolicy;
 pub use link::{PortSettings, SerialLink};
 pub use mpc320::Mpc320;
-pub use open::{SerialPolarizationController, kind_name};
+pub use open::SerialPolarizationController;
 pub use oz_epc::OzEpc;

@@ -66,21 +66,10 @@ fn wrong_kind(config: &DeviceConfig, wanted: &str) -> InvalidSetting {
         "kind",
         &format!(
             "{} at {} is not {wanted}",
-            kind_name(config.kind),
+            config.kind.name(),
             config.port.display()
         ),
     )
-}
-
-/// The configuration name of a kind.
-pub fn kind_name(kind: DeviceKind) -> &'static str {
-    match kind {
-        DeviceKind::SourceBoard => "source-board",
-        DeviceKind::DetectorBoard => "detector-board",
-        DeviceKind::PolarizationBoard => "polarization-board",
-        DeviceKind::Mpc320 => "mpc320",
-        DeviceKind::OzEpc => "oz-epc",
-    }
 }
 
 impl DeviceConfig {
