@@ -274,10 +274,11 @@ impl PolarizationController for Mpc320 {
     }
 
     fn settle_time_for(&self, target: &[f64]) -> Duration {
-        // Paddles move one after another.
+        // Paddles move one after another; `set` leaves those already in place alone.
         target
             .iter()
             .zip(self.positions)
+            .filter(|&(&deg, from)| steps(deg) != from)
             .map(|(&deg, from)| self.travel_time(from, steps(deg)))
             .sum()
     }
