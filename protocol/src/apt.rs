@@ -69,6 +69,19 @@ pub const PADDLE_BITS: [u8; 3] = [0x01, 0x02, 0x04];
 pub const STEPS_PER_TRAVEL: i32 = 1370;
 /// Degrees of paddle rotation over the travel.
 pub const DEGREES_PER_TRAVEL: f64 = 170.0;
+/// Paddle speed at 100 % velocity, degrees per second (Thorlabs specification).
+pub const MAX_SPEED_DEG_PER_S: f64 = 200.0;
+
+/// Paddle angle of an encoder position, degrees.
+pub fn degrees(steps: i32) -> f64 {
+    f64::from(steps) * DEGREES_PER_TRAVEL / f64::from(STEPS_PER_TRAVEL)
+}
+
+/// Seconds a paddle takes between two positions at `velocity_percent` of full speed.
+pub fn travel_seconds(from: i32, to: i32, velocity_percent: u16) -> f64 {
+    degrees((to - from).abs()) / (MAX_SPEED_DEG_PER_S * f64::from(velocity_percent) / 100.0)
+}
+
 /// Status bit: moving forward.
 pub const STATUS_MOVING_FORWARD: u32 = 0x10;
 /// Status bit: moving backward.

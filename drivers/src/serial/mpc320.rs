@@ -15,19 +15,12 @@ use crate::{ActuatorSpec, ActuatorUnit, DeviceIdentity, PolarizationController};
 use super::exchange::{Progress, RetryPolicy, exchange};
 use super::link::SerialLink;
 
-/// Paddle speed at 100 % velocity, degrees per second (Thorlabs specification).
-pub const MAX_SPEED_DEG_PER_S: f64 = 200.0;
 /// Time to accelerate, stop and report, on top of the travel.
 pub const MOVE_OVERHEAD: Duration = Duration::from_millis(20);
 
 /// Encoder steps of a paddle angle, nearest.
 pub fn steps(degrees: f64) -> i32 {
     (degrees * f64::from(STEPS_PER_TRAVEL) / DEGREES_PER_TRAVEL).round() as i32
-}
-
-/// Paddle angle of encoder steps.
-pub fn degrees(steps: i32) -> f64 {
-    f64::from(steps) * DEGREES_PER_TRAVEL / f64::from(STEPS_PER_TRAVEL)
 }
 
 /// What a reply reader accepts.
@@ -219,8 +212,8 @@ impl Mpc320 {
     }
 
     fn travel_time(&self, from: i32, to: i32) -> Duration {
-        let speed = MAX_SPEED_DEG_PER_S * f64::from(self.velocity_percent) / 100.0;
-        Duration::from_secs_f64(degrees((to - from).abs()) / speed) + MOVE_OVERHEAD
+        Duration::from_secs_f64(apt::travel_seconds(from, to, self.velocity_percent))
+            + MOVE_OVERHEAD
     }
 
     /// Enables `paddle`, moves it to `target` and waits for the completion; the position is then
@@ -299,7 +292,7 @@ impl PolarizationController for Mpc320 {
         for paddle in 0..3 {
             let position = self.confirmed_position(paddle).await?;
             self.positions[paddle] = position;
-            out.push(degrees(position));
+            out.push(apt::degrees(position));
         }
         Ok(out)
     }

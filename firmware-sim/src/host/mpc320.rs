@@ -6,16 +6,13 @@
 use std::time::{Duration, Instant};
 
 use qkd_protocol::apt::{
-    self, DEGREES_PER_TRAVEL, DEVICE, HOST, HardwareInfo, Message, PADDLE_BITS, PaddleParams,
-    Parsed, STATUS_ENABLED, STATUS_HOMED, STATUS_MOVING_BACKWARD, STATUS_MOVING_FORWARD,
-    STEPS_PER_TRAVEL, Status, id,
+    self, DEVICE, HOST, HardwareInfo, Message, PADDLE_BITS, PaddleParams, Parsed, STATUS_ENABLED,
+    STATUS_HOMED, STATUS_MOVING_BACKWARD, STATUS_MOVING_FORWARD, STEPS_PER_TRAVEL, Status, id,
 };
 
 use super::bench::{LightPath, SharedBench};
 use super::device::SerialDevice;
 
-/// Paddle speed at 100 % velocity, degrees per second.
-pub const MAX_SPEED_DEG_PER_S: f64 = 200.0;
 /// Serial number the emulated device reports.
 pub const SERIAL: u32 = 38_000_320;
 
@@ -27,7 +24,9 @@ pub const ERROR_DISABLED: u16 = 2;
 #[derive(Debug, Clone, Copy)]
 struct Move {
     paddle: usize,
+    from: i32,
     target: i32,
+    started: Instant,
     arrives: Instant,
     homing: bool,
 }
@@ -68,9 +67,7 @@ impl Mpc320 {
         let radians: Vec<f64> = self
             .position
             .iter()
-            .map(|&p| {
-                (f64::from(p) * DEGREES_PER_TRAVEL / f64::from(STEPS_PER_TRAVEL)).to_radians()
-            })
+            .map(|&p| apt::degrees(p).to_radians())
             .collect();
         // Positions stay inside the travel, which is the world paddles' range.
         let _ = self.bench.set_controller(LightPath::Mpc320, &radians);
@@ -141,14 +138,15 @@ impl Mpc320 {
             Self::refuse(reply, request, ERROR_DISABLED, "channel not enabled");
             return;
         }
-        let degrees = f64::from((target - self.position[paddle]).abs()) * DEGREES_PER_TRAVEL
-            / f64::from(STEPS_PER_TRAVEL);
-        let speed =
-            MAX_SPEED_DEG_PER_S * f64::from(self.params.velocity_percent.clamp(1, 100)) / 100.0;
+        let from = self.position[paddle];
+        // The device moves at least at 1 % of full speed, whatever it was set to.
+        let velocity = self.params.velocity_percent.clamp(1, 100);
         self.moving = Some(Move {
             paddle,
+            from,
             target,
-            arrives: now + Duration::from_secs_f64(degrees / speed),
+            started: now,
+            arrives: now + Duration::from_secs_f64(apt::travel_seconds(from, target, velocity)),
             homing,
         });
     }
@@ -248,17 +246,13 @@ impl Mpc320 {
 
     /// A move stopped before its end leaves the paddle where it got to.
     fn finish_partway(&mut self, m: Move, now: Instant) {
-        let total = m.arrives.saturating_duration_since(now);
-        let start = self.position[m.paddle];
-        let travel_s = f64::from((m.target - start).abs()) * DEGREES_PER_TRAVEL
-            / f64::from(STEPS_PER_TRAVEL)
-            / MAX_SPEED_DEG_PER_S;
-        let left = if travel_s > 0.0 {
-            (total.as_secs_f64() / travel_s).min(1.0)
+        let planned = m.arrives.saturating_duration_since(m.started).as_secs_f64();
+        let done = if planned > 0.0 {
+            (now.saturating_duration_since(m.started).as_secs_f64() / planned).min(1.0)
         } else {
-            0.0
+            1.0
         };
-        let reached = f64::from(m.target) - f64::from(m.target - start) * left;
+        let reached = f64::from(m.from) + f64::from(m.target - m.from) * done;
         self.position[m.paddle] = reached.round() as i32;
         self.apply_to_world();
     }
@@ -320,5 +314,80 @@ impl SerialDevice for Mpc320 {
         *self = Mpc320::new(&self.bench);
         self.position = position;
         self.apply_to_world();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::float_cmp)]
+    use super::*;
+    use crate::host::bench::{SharedBench, SimBench};
+    use crate::world::{ControllerSpec, LinkPreset};
+
+    fn device() -> Mpc320 {
+        let mut spec = LinkPreset::Snspd.spec(1.0);
+        spec.receiver.controller = ControllerSpec::three_paddles();
+        let bench = SharedBench::new(SimBench::new(&spec, 1).unwrap(), LightPath::Mpc320);
+        Mpc320::new(&bench)
+    }
+
+    /// Feeds `request` at `now` and returns everything the device sent back.
+    fn send(device: &mut Mpc320, request: &[u8], now: Instant) -> Vec<u8> {
+        let mut out = Vec::new();
+        device.receive(request, now, &mut |r| out.extend_from_slice(r));
+        out
+    }
+
+    #[test]
+    fn a_stopped_move_ends_where_the_set_velocity_brought_it() {
+        let mut mpc = device();
+        let t0 = Instant::now();
+        let params = PaddleParams {
+            velocity_percent: 50,
+            home: 0,
+            jog_steps: [10; 3],
+        };
+        let mut frame = [0u8; 32];
+        let n = apt::long(
+            id::POL_SET_PARAMS,
+            &params.encode(),
+            DEVICE,
+            HOST,
+            &mut frame,
+        )
+        .unwrap();
+        assert!(send(&mut mpc, &frame[..n], t0).is_empty());
+        send(
+            &mut mpc,
+            &apt::short(id::MOD_SET_CHANENABLESTATE, [2, 1], DEVICE, HOST),
+            t0,
+        );
+        let mut data = [0u8; 6];
+        data[..2].copy_from_slice(&2u16.to_le_bytes());
+        data[2..].copy_from_slice(&1370i32.to_le_bytes());
+        let n = apt::long(id::MOVE_ABSOLUTE, &data, DEVICE, HOST, &mut frame).unwrap();
+        assert!(send(&mut mpc, &frame[..n], t0).is_empty());
+        // The whole travel at 50 % takes 170° / 100 °/s = 1.7 s; stop after a quarter of it.
+        assert_eq!(apt::travel_seconds(0, 1370, 50), 1.7);
+        let stopped_at = t0 + Duration::from_secs_f64(0.425);
+        let reply = send(
+            &mut mpc,
+            &apt::short(id::MOVE_STOP, [2, 0], DEVICE, HOST),
+            stopped_at,
+        );
+        assert_eq!(reply, apt::short(id::MOVE_STOPPED, [2, 0], HOST, DEVICE));
+        let mut polled = Vec::new();
+        mpc.poll(t0 + Duration::from_secs(2), &mut |r| {
+            polled.extend_from_slice(r);
+        });
+        assert!(polled.is_empty(), "a stopped move does not complete");
+        let status = send(
+            &mut mpc,
+            &apt::short(id::REQ_STATUSUPDATE, [2, 0], DEVICE, HOST),
+            t0,
+        );
+        let status = Status::decode(&status[apt::HEADER..]).unwrap();
+        // A quarter of 1370 steps, to the nearest step.
+        assert_eq!(status.position, 343);
     }
 }
