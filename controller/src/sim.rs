@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 use qkd_firmware_sim::host::{Host, LightPath};
-use qkd_firmware_sim::world::ControllerSpec;
 
 use crate::flags::{BenchFlags, in_range};
 
@@ -38,13 +37,6 @@ impl LightPathArg {
             LightPathArg::Mpc320 => LightPath::Mpc320,
         }
     }
-
-    fn controller(self) -> ControllerSpec {
-        match self {
-            LightPathArg::Epc | LightPathArg::OzEpc => ControllerSpec::four_squeezers(),
-            LightPathArg::Mpc320 => ControllerSpec::three_paddles(),
-        }
-    }
 }
 
 /// Flags of `qkd sim serve`.
@@ -70,8 +62,7 @@ pub fn run(command: &SimCommand) -> Result<()> {
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {
-    let mut bench = args.bench.validate()?;
-    bench.spec.receiver.controller = args.light_path.controller();
+    let bench = args.bench.validate()?;
     let stop_after = args
         .for_seconds
         .map(|s| in_range("for-seconds", s, 0.0, 1e7, "s"))

@@ -22,7 +22,7 @@ use qkd_drivers::{
     WcpSource,
 };
 use qkd_firmware_sim::host::{Host, LightPath};
-use qkd_firmware_sim::world::{ControllerSpec, LinkPreset};
+use qkd_firmware_sim::world::LinkPreset;
 use qkd_protocol::{apt, squeezer_dac};
 use qkd_units::{Hertz, MeanPhotonNumber, Picoseconds, Probability};
 
@@ -35,13 +35,8 @@ fn link_dir(test: &str) -> PathBuf {
 
 /// The bench: 10 km SNSPD link with the chosen controller in the light path.
 fn serve(test: &str, light_path: LightPath) -> (Host, PathBuf) {
-    let mut spec = LinkPreset::Snspd.spec(10.0);
-    spec.receiver.controller = match light_path {
-        LightPath::Mpc320 => ControllerSpec::three_paddles(),
-        LightPath::Epc | LightPath::OzEpc => ControllerSpec::four_squeezers(),
-    };
     let dir = link_dir(test);
-    let host = Host::serve(&dir, &spec, 7, light_path).unwrap();
+    let host = Host::serve(&dir, &LinkPreset::Snspd.spec(10.0), 7, light_path).unwrap();
     (host, dir)
 }
 
@@ -536,7 +531,7 @@ async fn track_through(
     spec.source.reference_share = 0.25;
     spec.fiber.drift_rad_per_sqrt_s = 0.1;
     spec.fiber.initial_rotation = InitialRotation::Random;
-    spec.receiver.controller = ControllerSpec::four_squeezers();
+    spec.receiver.controller = light_path.controller();
     let bench = EmulatedBench::prepare_measure(&spec, 11).unwrap();
     let dir = link_dir(test);
     let shared = SharedBench::from_shared(bench.device_world().unwrap(), light_path);

@@ -9,8 +9,8 @@ use qkd_drivers::PolarizationController;
 use qkd_drivers::serial::{
     BoardPolarizationController, DeviceConfig, DeviceKind, Mpc320, OzEpc, SerialLink,
 };
-use qkd_firmware_sim::host::{Host, LightPath, SharedBench, SimBench, polarization_board};
-use qkd_firmware_sim::world::{ControllerSpec, LinkPreset};
+use qkd_firmware_sim::host::{Host, LightPath, SharedBench, polarization_board};
+use qkd_firmware_sim::world::LinkPreset;
 use qkd_protocol::{FrameDecoder, MAX_FRAME, PolarizationCommand, Reply, Request, encode_frame};
 use serde::Serialize;
 
@@ -88,9 +88,7 @@ fn setting(i: usize) -> [f64; 4] {
 }
 
 fn in_process_baseline(commands: usize) -> Result<RoundTrips> {
-    let mut spec = LinkPreset::Snspd.spec(10.0);
-    spec.receiver.controller = ControllerSpec::four_squeezers();
-    let bench = SharedBench::new(SimBench::new(&spec, 1)?, LightPath::Epc);
+    let bench = SharedBench::simulated(&LinkPreset::Snspd.spec(10.0), 1, LightPath::Epc)?;
     let mut board = polarization_board(&bench, 1);
     let mut frame = [0u8; MAX_FRAME];
     let mut decoder = FrameDecoder::new();
@@ -143,9 +141,7 @@ pub fn run(args: &SerialArgs) -> Result<()> {
     }
     let dir: PathBuf =
         std::env::temp_dir().join(format!("qkd-bench-serial-{}", std::process::id()));
-    let mut spec = LinkPreset::Snspd.spec(10.0);
-    spec.receiver.controller = ControllerSpec::four_squeezers();
-    let host = Host::serve(&dir, &spec, 1, LightPath::Epc)
+    let host = Host::serve(&dir, &LinkPreset::Snspd.spec(10.0), 1, LightPath::Epc)
         .with_context(|| format!("serving devices in {}", dir.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::world::{
-    ActuatorError, BenchWorld, ConfigError, LinkSpec, NodeOutput, PrepareMeasureWorld,
+    ActuatorError, BenchWorld, ConfigError, ControllerSpec, LinkSpec, NodeOutput,
+    PrepareMeasureWorld,
 };
 
 /// Which served polarization controller sits in the light path in front of the receiver; the
@@ -18,6 +19,17 @@ pub enum LightPath {
     OzEpc,
     /// The Thorlabs MPC320 (three paddles).
     Mpc320,
+}
+
+impl LightPath {
+    /// The optics of the controller in the light path: four squeezers for the EPCs, three
+    /// paddles for the MPC320.
+    pub fn controller(self) -> ControllerSpec {
+        match self {
+            LightPath::Epc | LightPath::OzEpc => ControllerSpec::four_squeezers(),
+            LightPath::Mpc320 => ControllerSpec::three_paddles(),
+        }
+    }
 }
 
 /// The host's own world and the detector clicks counted so far.
@@ -86,12 +98,18 @@ impl std::fmt::Debug for SharedBench {
 }
 
 impl SharedBench {
-    /// Shares the host's own `bench`.
-    pub fn new(bench: SimBench, light_path: LightPath) -> Self {
-        SharedBench {
-            world: Arc::new(Mutex::new(bench)),
+    /// The host's own world: `spec` with the optics of the controller in `light_path`.
+    pub fn simulated(
+        spec: &LinkSpec,
+        seed: u64,
+        light_path: LightPath,
+    ) -> Result<Self, ConfigError> {
+        let mut spec = spec.clone();
+        spec.receiver.controller = light_path.controller();
+        Ok(SharedBench {
+            world: Arc::new(Mutex::new(SimBench::new(&spec, seed)?)),
             light_path,
-        }
+        })
     }
 
     /// Shares a world others act on too (the emulated drivers' bench).

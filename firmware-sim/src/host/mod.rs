@@ -12,7 +12,7 @@ mod pty;
 
 use std::path::{Path, PathBuf};
 
-pub use bench::{LightPath, SharedBench, SimBench};
+pub use bench::{LightPath, SharedBench};
 pub use boards::{detector_board, polarization_board, source_board};
 pub use device::SerialDevice;
 pub use pty::{DeviceHandle, ServedDevice};
@@ -60,16 +60,15 @@ pub struct Host {
 }
 
 impl Host {
-    /// Builds the world from `spec` (its receiver controller must suit `light_path`) and serves
-    /// [`DEVICE_NAMES`] in `dir`.
+    /// Builds the world from `spec`, with the optics of the controller in `light_path` in front
+    /// of the receiver, and serves [`DEVICE_NAMES`] in `dir`.
     pub fn serve(
         dir: &Path,
         spec: &LinkSpec,
         seed: u64,
         light_path: LightPath,
     ) -> Result<Host, HostError> {
-        let bench = SharedBench::new(SimBench::new(spec, seed)?, light_path);
-        Host::serve_bench(dir, bench, seed)
+        Host::serve_bench(dir, SharedBench::simulated(spec, seed, light_path)?, seed)
     }
 
     /// Serves [`DEVICE_NAMES`] in `dir` on a world shared with others; `seed` numbers the

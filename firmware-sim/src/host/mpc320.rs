@@ -321,14 +321,12 @@ impl SerialDevice for Mpc320 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::float_cmp)]
     use super::*;
-    use crate::host::bench::{SharedBench, SimBench};
-    use crate::world::{ControllerSpec, LinkPreset};
+    use crate::host::bench::SharedBench;
+    use crate::world::LinkPreset;
 
     fn device() -> Mpc320 {
-        let mut spec = LinkPreset::Snspd.spec(1.0);
-        spec.receiver.controller = ControllerSpec::three_paddles();
-        let bench = SharedBench::new(SimBench::new(&spec, 1).unwrap(), LightPath::Mpc320);
-        Mpc320::new(&bench)
+        let spec = LinkPreset::Snspd.spec(1.0);
+        Mpc320::new(&SharedBench::simulated(&spec, 1, LightPath::Mpc320).unwrap())
     }
 
     /// Feeds `request` at `now` and returns everything the device sent back.
