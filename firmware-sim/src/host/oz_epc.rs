@@ -57,12 +57,20 @@ impl OzEpc {
         let _ = self.bench.set_controller(LightPath::OzEpc, &volts);
     }
 
-    fn voltages(&self) -> String {
-        let mut line = VOLTAGE_PREFIX.to_owned();
-        for (n, mv) in self.millivolts.iter().enumerate() {
-            let _ = write!(line, " CH{} {mv:+}", n + 1);
+    /// `prefix` and each channel's value, as the device lists them.
+    fn per_channel(prefix: &str, values: &[impl std::fmt::Display]) -> String {
+        let mut line = prefix.to_owned();
+        for (n, value) in values.iter().enumerate() {
+            let _ = write!(line, " CH{} {value}", n + 1);
         }
         line
+    }
+
+    fn waveform_line(&self) -> String {
+        match self.waveform {
+            Waveform::Sine => "Waveform: Sine".into(),
+            Waveform::Triangle => "Waveform: Triangle".into(),
+        }
     }
 
     fn channel(text: &str) -> Option<usize> {
@@ -82,14 +90,11 @@ impl OzEpc {
             format!("CH{} {mv:+}", ch + 1)
         };
         match upper.as_str() {
-            "V?" => return Ok(self.voltages()),
-            "F?" => {
-                let mut line = "Frequency(Hz):".to_owned();
-                for (n, hz) in self.hertz.iter().enumerate() {
-                    let _ = write!(line, " CH{} {hz}", n + 1);
-                }
-                return Ok(line);
+            "V?" => {
+                let signed = self.millivolts.map(|mv| format!("{mv:+}"));
+                return Ok(Self::per_channel(VOLTAGE_PREFIX, &signed));
             }
+            "F?" => return Ok(Self::per_channel("Frequency(Hz):", &self.hertz)),
             "M?" => return Ok(format!("Work Mode: {}", if self.ac { "AC" } else { "DC" })),
             "MAC" => {
                 self.ac = true;
@@ -100,19 +105,14 @@ impl OzEpc {
                 self.drive(&self.millivolts.map(f64::from));
                 return Ok("Work Mode: DC".into());
             }
-            "WF?" => {
-                return Ok(match self.waveform {
-                    Waveform::Sine => "Waveform: Sine".into(),
-                    Waveform::Triangle => "Waveform: Triangle".into(),
-                });
-            }
+            "WF?" => return Ok(self.waveform_line()),
             "WF1" => {
                 self.waveform = Waveform::Sine;
-                return Ok("Waveform: Sine".into());
+                return Ok(self.waveform_line());
             }
             "WF2" => {
                 self.waveform = Waveform::Triangle;
-                return Ok("Waveform: Triangle".into());
+                return Ok(self.waveform_line());
             }
             "SAVE" => return Ok("Settings saved".into()),
             _ => {}
