@@ -72,11 +72,6 @@ impl<B: BoardCore> Firmware<B> {
         self.damaged_frames
     }
 
-    /// The core, for the simulator's inspection.
-    pub fn core(&self) -> &B {
-        &self.core
-    }
-
     /// Takes received bytes and hands each reply frame to `send`.
     pub fn receive(&mut self, bytes: &[u8], mut send: impl FnMut(&[u8])) {
         for &byte in bytes {
