@@ -1,6 +1,6 @@
 //! The `qkd` command line as users and scripts see it.
 // Test helpers outside #[test] functions may unwrap: a failure is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output};
 
