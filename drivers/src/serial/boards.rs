@@ -13,14 +13,14 @@ use qkd_units::{Hertz, MeanPhotonNumber, Picoseconds, Volts};
 
 use crate::error::{DetectorError, InvalidSetting, PolarizationError, SourceError, TransportError};
 use crate::{
-    ActuatorSpec, ActuatorUnit, DarkCounts, DetectorChannel, DeviceIdentity, EmissionRecords,
-    IntensityClass, PolarizationController, SinglePhotonDetectors, WcpSettings, WcpSource,
+    ActuatorSpec, DarkCounts, DetectorChannel, DeviceIdentity, EmissionRecords, IntensityClass,
+    PolarizationController, SinglePhotonDetectors, WcpSettings, WcpSource,
 };
 
-use super::SQUEEZER_SETTLE;
 use super::board::BoardClient;
 use super::exchange::RetryPolicy;
 use super::link::SerialLink;
+use super::{SQUEEZER_SETTLE, squeezers};
 
 /// A reply the command does not call for.
 fn unexpected(reply: &Reply) -> TransportError {
@@ -48,15 +48,11 @@ impl BoardPolarizationController {
         period_mv: Option<f64>,
     ) -> Result<Self, PolarizationError> {
         let client = BoardClient::connect(link, policy, BoardKind::Polarization).await?;
-        let actuators = (1..=4)
-            .map(|n| ActuatorSpec {
-                name: format!("squeezer {n}"),
-                unit: ActuatorUnit::Millivolts,
-                min: squeezer_dac::min_millivolts(),
-                max: squeezer_dac::max_millivolts(),
-                period: period_mv,
-            })
-            .collect();
+        let actuators = squeezers(
+            squeezer_dac::min_millivolts(),
+            squeezer_dac::max_millivolts(),
+            period_mv,
+        );
         Ok(BoardPolarizationController {
             identity: client.device_identity(),
             client,

@@ -13,6 +13,20 @@ mod oz_epc;
 /// Time fiber squeezers' piezo stacks take to follow a new voltage (our board, the OZ EPC).
 pub const SQUEEZER_SETTLE: std::time::Duration = std::time::Duration::from_micros(100);
 
+/// Four fiber squeezers driven in millivolts over `[min, max]`; `period_mv` is their 2π
+/// voltage (2·Vπ) if known.
+fn squeezers(min: f64, max: f64, period_mv: Option<f64>) -> Vec<crate::ActuatorSpec> {
+    (1..=4)
+        .map(|n| crate::ActuatorSpec {
+            name: format!("squeezer {n}"),
+            unit: crate::ActuatorUnit::Millivolts,
+            min,
+            max,
+            period: period_mv,
+        })
+        .collect()
+}
+
 pub use board::BoardClient;
 pub use boards::{BoardDetectors, BoardPolarizationController, BoardSource, DetectorNominals};
 pub use config::{DeviceConfig, DeviceKind, MAX_RETRIES};

@@ -6,11 +6,11 @@ use std::time::Duration;
 use qkd_protocol::epc::{CHANNELS, DONE, EOL, ERROR_SUFFIX, MAX_MV, MIN_MV, parse_voltages};
 
 use crate::error::{PolarizationError, TransportError};
-use crate::{ActuatorSpec, ActuatorUnit, DeviceIdentity, PolarizationController};
+use crate::{ActuatorSpec, DeviceIdentity, PolarizationController};
 
-use super::SQUEEZER_SETTLE;
 use super::exchange::{Progress, RetryPolicy, exchange};
 use super::link::SerialLink;
+use super::{SQUEEZER_SETTLE, squeezers};
 
 /// The EPC driver.
 #[derive(Debug)]
@@ -68,15 +68,7 @@ impl OzEpc {
         period_mv: Option<f64>,
         serial: &str,
     ) -> Result<Self, PolarizationError> {
-        let actuators = (1..=CHANNELS)
-            .map(|n| ActuatorSpec {
-                name: format!("squeezer {n}"),
-                unit: ActuatorUnit::Millivolts,
-                min: f64::from(MIN_MV),
-                max: f64::from(MAX_MV),
-                period: period_mv,
-            })
-            .collect();
+        let actuators = squeezers(f64::from(MIN_MV), f64::from(MAX_MV), period_mv);
         let mut epc = OzEpc {
             link,
             policy,
