@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use qkd_drivers::PolarizationController;
-use qkd_drivers::serial::{
-    BoardPolarizationController, DeviceConfig, DeviceKind, Mpc320, OzEpc, SerialLink,
-};
+use qkd_drivers::serial::{DeviceConfig, DeviceKind};
 use qkd_firmware_sim::host::{Host, LightPath, SharedBench, polarization_board};
 use qkd_firmware_sim::world::LinkPreset;
 use qkd_protocol::{FrameDecoder, MAX_FRAME, PolarizationCommand, Reply, Request, encode_frame};
@@ -126,15 +124,6 @@ fn in_process_baseline(commands: usize) -> Result<RoundTrips> {
     Ok(RoundTrips::from(times, started.elapsed()))
 }
 
-fn link(
-    dir: &std::path::Path,
-    name: &str,
-    kind: DeviceKind,
-) -> Result<(SerialLink, qkd_drivers::serial::RetryPolicy)> {
-    let (port, policy) = DeviceConfig::new(kind, dir.join(name)).resolve()?;
-    Ok((SerialLink::new(port), policy))
-}
-
 pub fn run(args: &SerialArgs) -> Result<()> {
     if !(10..=1_000_000).contains(&args.commands) {
         bail!("--commands: give 10 to 1000000, got {}", args.commands);
@@ -148,20 +137,22 @@ pub fn run(args: &SerialArgs) -> Result<()> {
         .build()?;
     let few = (args.commands / 10).max(10);
     let report = runtime.block_on(async {
-        let (l, p) = link(&dir, "epc", DeviceKind::PolarizationBoard)?;
-        let mut epc = BoardPolarizationController::connect(l, p, None).await?;
+        let open = async |kind, name: &str| {
+            DeviceConfig::new(kind, dir.join(name))
+                .open_polarization()
+                .await
+        };
+        let mut epc = open(DeviceKind::PolarizationBoard, "epc").await?;
         let polarization_board = time_each(args.commands, async |i| {
             Ok(epc.set(&setting(i + 1)).await?)
         })
         .await?;
-        let (l, p) = link(&dir, "oz-epc", DeviceKind::OzEpc)?;
-        let mut oz = OzEpc::connect(l, p, None, "bench").await?;
+        let mut oz = open(DeviceKind::OzEpc, "oz-epc").await?;
         let oz_epc_set_channel = time_each(few, async |i| {
             Ok(oz.set(&[setting(i + 1)[0], 0.0, 0.0, 0.0]).await?)
         })
         .await?;
-        let (l, p) = link(&dir, "mpc320", DeviceKind::Mpc320)?;
-        let mut mpc = Mpc320::connect(l, p, 100).await?;
+        let mut mpc = open(DeviceKind::Mpc320, "mpc320").await?;
         let mpc320_read_positions =
             time_each(few, async |_| Ok(mpc.get().await.map(|_| ())?)).await?;
         anyhow::Ok(Report {
