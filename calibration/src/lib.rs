@@ -11,6 +11,8 @@
 //!   the bits already disclosed for parameter estimation — read from a time tagger.
 //! - [`newton`]: far from alignment, steps that steer the measured correlations straight to their
 //!   aligned values.
+//! - [`model`]: a polarization controller whose actuators say what they do to the light, fitted
+//!   in situ, that tells the loop where to go after a sudden rotation in one move.
 //! - [`tracker`]: the loop that moves a polarization controller's actuators to keep the cost at
 //!   its floor, with in-situ characterisation of each actuator, initial alignment, and a pause
 //!   flag while it cannot keep up.
@@ -21,6 +23,8 @@ pub mod delay;
 pub mod detectors;
 pub mod error;
 pub mod intensity;
+mod least_squares;
+pub mod model;
 pub mod monitor;
 pub mod newton;
 pub mod state;

@@ -40,6 +40,9 @@ pub enum MonitorError {
     /// The tags do not fit the configured slot recovery.
     #[error(transparent)]
     Slots(#[from] SlotConfigError),
+    /// Whatever fed the windows stopped (the link's run ended).
+    #[error("the detections stopped coming: the link has ended")]
+    Ended,
 }
 
 /// A source of windows of counts in link time.

@@ -4,6 +4,8 @@
 //! costs one move and one measurement, against two per actuator for a coordinate sweep, which is
 //! what makes the difference for motorised paddles after a sudden rotation.
 
+use crate::least_squares::solve;
+
 /// Correlations used: R11, R22, R12, R21 (see [`crate::counts::StateCounts::correlations`]).
 pub const SIGNALS: usize = 4;
 
@@ -62,32 +64,6 @@ impl Jacobian {
             }
         }
     }
-}
-
-/// Solves the augmented system `[A | b]` by Gaussian elimination with partial pivoting.
-fn solve(mut rows: Vec<Vec<f64>>) -> Option<Vec<f64>> {
-    let n = rows.len();
-    for col in 0..n {
-        let pivot = (col..n).max_by(|&a, &b| rows[a][col].abs().total_cmp(&rows[b][col].abs()))?;
-        if rows[pivot][col].abs() < 1e-15 {
-            return None;
-        }
-        rows.swap(col, pivot);
-        let (done, rest) = rows.split_at_mut(col + 1);
-        let pivot_row = &done[col];
-        for row in rest {
-            let factor = row[col] / pivot_row[col];
-            for (cell, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
-                *cell -= factor * p;
-            }
-        }
-    }
-    let mut x = vec![0.0; n];
-    for r in (0..n).rev() {
-        let tail: f64 = (r + 1..n).map(|c| rows[r][c] * x[c]).sum();
-        x[r] = (rows[r][n] - tail) / rows[r][r];
-    }
-    x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
 #[cfg(test)]

@@ -9,6 +9,12 @@
 //! small amount of QBER, and it is refined on every sweep. Far from the floor the dither and the
 //! step grow with the excess cost, which is what brings the loop back after a sudden rotation.
 //!
+//! Far from the floor the loop moves in fewer, larger steps: with a model of the controller
+//! (actuators that declare their optics, see [`crate::model`]) it fits the fiber to the readings
+//! and moves straight to the compensating setting; otherwise, with reference states, it steers
+//! the measured correlations back (see [`crate::newton`]). Near the floor the model also looks
+//! for a better optimum elsewhere in the actuators' ranges than the one probing has found.
+//!
 //! Initial alignment scans each actuator over its range, then over narrower spans around the best
 //! point, before handing over to the sweeps. While the excess cost is above a threshold the
 //! tracker reports itself paused: blocks measured then are to be flagged, not silently kept.
@@ -18,6 +24,7 @@ use std::time::Duration;
 use qkd_drivers::{ActuatorSpec, ActuatorUnit, PolarizationController, PolarizationError};
 
 use crate::counts::StateCounts;
+use crate::model::{ControllerModel, Observation, travel};
 use crate::monitor::{ErrorMonitor, MonitorError};
 use crate::newton::{Jacobian, SIGNALS};
 use crate::state::PolarizationCalibration;
@@ -134,6 +141,26 @@ const FAR_TRUST: f64 = 3.0;
 /// Precision of a cost far from the floor, as a share of its excess.
 const RELATIVE_PRECISION: f64 = 0.1;
 
+/// Most moves to a modelled setting per sweep.
+const LEAPS: u32 = 3;
+
+/// Readings of one far episode the model fits (the oldest are dropped: the fiber drifts).
+const MODEL_READINGS: usize = 8;
+
+/// Correlations the readings must show before the model is fitted: three angles, and one more
+/// so a wrong model shows in the residual.
+const MODEL_SIGNALS: usize = 4;
+
+/// Residual, in standard errors, above which the model is taken not to describe the controller.
+const MAX_MISFIT: f64 = 8.0;
+
+/// Predicted gain in cost for which the loop leaves the optimum it tracks for another one the
+/// model finds elsewhere in the actuators' ranges.
+const BETTER_BY: f64 = 0.004;
+
+/// Sweeps of leaping that end still far before the loop falls back to probing for the episode.
+const MAX_FAILED_LEAPS: u32 = 3;
+
 /// Growth of the floor estimate per sweep, so a floor set on a lucky window does not stick.
 const FLOOR_CREEP: f64 = 0.0001;
 
@@ -187,6 +214,15 @@ pub struct Tracker {
     jacobian: Option<Jacobian>,
     /// Levenberg-Marquardt damping of the far-field steps.
     damping: f64,
+    /// What the actuators do to the light, when they say (see [`crate::model`]).
+    model: Option<ControllerModel>,
+    /// Readings since the loop last was near its floor, for the model.
+    readings: Vec<Observation>,
+    /// The loop is far from its floor (readings from before are of no use to the model).
+    far: bool,
+    /// Sweeps this far episode whose leaps did not bring the loop back.
+    failed_leaps: u32,
+    leaps: u64,
 }
 
 impl Tracker {
@@ -219,7 +255,6 @@ impl Tracker {
             .collect();
         Ok(Tracker {
             config,
-            actuators,
             commanded: setting.clone(),
             setting,
             characterised: curvature.clone(),
@@ -231,6 +266,12 @@ impl Tracker {
             unwinds: 0,
             jacobian: None,
             damping: INITIAL_DAMPING,
+            model: ControllerModel::from_actuators(&actuators),
+            readings: Vec::new(),
+            far: false,
+            failed_leaps: 0,
+            leaps: 0,
+            actuators,
         })
     }
 
@@ -363,6 +404,14 @@ impl Tracker {
             {
                 break;
             }
+        }
+        if self.model.is_some() {
+            let visibility = 1.0 - 2.0 * self.floor.unwrap_or(0.0);
+            if self.readings.len() >= MODEL_READINGS {
+                self.readings.remove(0);
+            }
+            self.readings
+                .push(Observation::new(setting, &counts, visibility));
         }
         Ok(counts)
     }
@@ -568,6 +617,139 @@ impl Tracker {
         Ok(())
     }
 
+    /// Far from the floor, with a model of the controller: fit the fiber to the readings of this
+    /// episode and move straight to the setting that undoes it, reading the counts there (the
+    /// next reading). From disclosed bits alone one reading shows too little, so the first move
+    /// is a probe of the actuator that turns the state most.
+    async fn leap(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        mut cost: f64,
+        floor: f64,
+    ) -> Result<(), TrackingError> {
+        if !self.far {
+            // Readings from before the jump describe another fiber: keep only the last.
+            self.far = true;
+            let first = self.readings.len().saturating_sub(1);
+            self.readings.drain(..first);
+        }
+        for _ in 0..LEAPS {
+            let shown: usize = self.readings.iter().map(Observation::shown).sum();
+            let target = if shown < MODEL_SIGNALS {
+                self.model_probe()
+            } else {
+                let Some(model) = self.model.as_ref() else {
+                    break;
+                };
+                let fits = model.fit(&self.readings).unwrap_or_default();
+                if fits.first().is_none_or(|f| f.misfit > MAX_MISFIT) {
+                    // The controller does not behave as declared: probing takes over.
+                    self.failed_leaps = MAX_FAILED_LEAPS;
+                    return Ok(());
+                }
+                // Where the readings fit several fibers, the nearest of their settings is tried
+                // first: a wrong guess costs travel, and its reading rules that fiber out.
+                let Some((fit, target)) = fits
+                    .iter()
+                    .map(|fit| {
+                        (
+                            fit,
+                            model.compensating(fit, &self.actuators, &self.commanded).0,
+                        )
+                    })
+                    .min_by(|a, b| {
+                        travel(&a.1, &self.commanded, &self.actuators).total_cmp(&travel(
+                            &b.1,
+                            &self.commanded,
+                            &self.actuators,
+                        ))
+                    })
+                else {
+                    break;
+                };
+                let fit = *fit;
+                self.leaps += 1;
+                if let Some(model) = self.model.as_mut() {
+                    model.adopt(&fit);
+                }
+                target
+            };
+            let next_cost = self.cost_at(controller, monitor, &target).await?;
+            if next_cost < cost {
+                self.setting = target;
+                cost = next_cost;
+            }
+            if cost - floor < self.config.resume_below {
+                self.failed_leaps = 0;
+                return Ok(());
+            }
+        }
+        self.failed_leaps += 1;
+        Ok(())
+    }
+
+    /// Near the floor, with a model of the controller: probing follows the cost downhill and can
+    /// settle in a local minimum of the reachable settings (paddles turn over less than a full
+    /// period). If the model, fitted to the last readings, predicts a setting better by
+    /// [`BETTER_BY`], the loop tries it and keeps it if the counts agree.
+    async fn look_further(
+        &mut self,
+        controller: &mut impl PolarizationController,
+        monitor: &mut impl ErrorMonitor,
+        measured: f64,
+    ) -> Result<(), TrackingError> {
+        let Some(model) = self.model.as_ref() else {
+            return Ok(());
+        };
+        if self.readings.len() < MODEL_READINGS {
+            return Ok(());
+        }
+        let Some(fit) = model
+            .fit(&self.readings)
+            .and_then(|fits| fits.first().copied())
+            .filter(|f| f.misfit <= MAX_MISFIT)
+        else {
+            return Ok(());
+        };
+        let (target, predicted) = model.compensating(&fit, &self.actuators, &self.setting);
+        if model.predicted_cost(&fit, &self.setting) - predicted < BETTER_BY {
+            return Ok(());
+        }
+        self.leaps += 1;
+        let cost = self.cost_at(controller, monitor, &target).await?;
+        if cost < measured {
+            self.setting = target;
+        }
+        Ok(())
+    }
+
+    /// The setting with the actuator of the widest range moved a sixth of it
+    /// towards the middle: a second reading far enough away to tell rotations apart.
+    fn model_probe(&self) -> Vec<f64> {
+        let Some((i, a)) = self
+            .actuators
+            .iter()
+            .enumerate()
+            .max_by(|x, y| (x.1.max - x.1.min).total_cmp(&(y.1.max - y.1.min)))
+        else {
+            return self.setting.clone();
+        };
+        let middle = 0.5 * (a.min + a.max);
+        let shift = (a.max - a.min) / 6.0;
+        let value = if self.setting[i] < middle {
+            self.setting[i] + shift
+        } else {
+            self.setting[i] - shift
+        };
+        self.with(i, value)
+    }
+
+    /// Moves made to settings the controller model gave.
+    pub fn leaps(&self) -> u64 {
+        self.leaps
+    }
+
     /// `value` for actuator `i`, moved by the actuator's period away from a range end it has come
     /// within `margin` of, when the period fits: the same optics, with room to keep tracking.
     fn unwound(&mut self, i: usize, value: f64, margin: f64) -> f64 {
@@ -621,10 +803,20 @@ impl Tracker {
         // Steering needs the correlations across bases, which only reference states give:
         // with the key bits' two error rates alone it is underdetermined and wanders.
         let crossed = counts.correlations().iter().all(Option::is_some);
-        if excess > self.config.pause_above && crossed {
-            self.steer(controller, monitor, (&counts, measured), floor)
-                .await?;
-            return Ok(report);
+        if excess > self.config.pause_above {
+            if self.model.is_some() && self.failed_leaps < MAX_FAILED_LEAPS {
+                self.leap(controller, monitor, measured, floor).await?;
+                return Ok(report);
+            }
+            if crossed {
+                self.steer(controller, monitor, (&counts, measured), floor)
+                    .await?;
+                return Ok(report);
+            }
+        } else {
+            self.far = false;
+            self.failed_leaps = 0;
+            self.look_further(controller, monitor, measured).await?;
         }
         self.jacobian = None;
         self.damping = INITIAL_DAMPING;
@@ -649,6 +841,11 @@ impl Tracker {
             } else {
                 self.probe(controller, monitor, i, dither).await?
             };
+            // Nominal dithers cost a fraction of a per cent: both far above the centre mean the
+            // fiber jumped while the sweep ran. The next sweep starts from a fresh reading.
+            if self.widening[i] <= 1.0 && plus.min(minus) > centre + self.config.pause_above {
+                break;
+            }
             // Near the optimum every sample refines the curvature, negative ones too: keeping
             // only the positive would bias it upwards and shrink the dither until it drowns in
             // noise. The bounds keep a run of noise from undoing the characterisation.
@@ -723,6 +920,7 @@ mod tests {
                 min,
                 max,
                 period: None,
+                optics: None,
             }],
         }
     }

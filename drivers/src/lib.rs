@@ -21,7 +21,7 @@ pub use error::{
     DetectorError, ErrorKind, InvalidSetting, PolarizationError, SourceError, TaggerError,
     TransportError,
 };
-pub use polarization::{ActuatorSpec, ActuatorUnit, PolarizationController};
+pub use polarization::{ActuatorOptics, ActuatorSpec, ActuatorUnit, PolarizationController};
 pub use source::{Basis, EmissionRecords, IntensityClass, PairSource, WcpSettings, WcpSource};
 pub use tagger::{ChannelRole, Pacing, TagBatch, TaggerChannel, TimeTagger};
 

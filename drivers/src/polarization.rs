@@ -33,6 +33,22 @@ pub struct ActuatorSpec {
     /// A shift of the value that leaves the optics unchanged (2π of retardance, a wave plate
     /// turned half a turn), when the device knows it: lets tracking unwind at a range end.
     pub period: Option<f64>,
+    /// What the actuator does to the light, when the device knows it.
+    pub optics: Option<ActuatorOptics>,
+}
+
+/// What an actuator does to the light: lets tracking model the controller and reach a far-away
+/// setting in one move instead of walking there by probes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ActuatorOptics {
+    /// A retarder of fixed retardance whose fast axis turns with the value (a fiber paddle):
+    /// the axis sits at `value × rad_per_unit` from the controller's horizontal.
+    RotatingRetarder {
+        /// Retardance in radians (π/2 for a quarter-wave paddle).
+        retardance_rad: f64,
+        /// Axis turn per unit of the value.
+        rad_per_unit: f64,
+    },
 }
 
 impl ActuatorSpec {
@@ -100,6 +116,7 @@ mod tests {
             min,
             max,
             period: None,
+            optics: None,
         };
         let actuators = [spec(-5000.0, 5000.0), spec(0.0, 10.0)];
         assert!(ActuatorSpec::check_setting(&actuators, &[0.0, 10.0]).is_ok());

@@ -114,8 +114,11 @@ impl std::fmt::Debug for Preparations {
 /// What happens to one announced detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fate {
-    /// Bases differ, or a reference slot: discarded.
+    /// Bases differ: discarded.
     Discard,
+    /// A reference slot: never in a key; the state Alice prepared there (BB84 state index,
+    /// see [`qkd_units::bb84::state_index`]) is public by design, for Bob's polarization tracking.
+    Reference(u8),
     /// Matched in the key basis.
     Key,
     /// Matched in the test basis.
@@ -155,9 +158,34 @@ impl Sifted {
                 self.test.push(bit != 0);
                 self.test_class.push(class);
             }
-            Fate::Discard => {}
+            Fate::Discard | Fate::Reference(_) => {}
         }
     }
+}
+
+impl Fate {
+    /// The detection's bit is kept (in the key or the test basis).
+    pub fn kept(self) -> bool {
+        matches!(self, Fate::Key | Fate::Test)
+    }
+}
+
+/// The reference detections of a sifted batch, as (prepared, measured) BB84 state indices.
+pub fn reference_outcomes<'a>(
+    measured: &'a Measurements,
+    reply: &'a SiftReply,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    reply
+        .fate
+        .iter()
+        .zip(measured.basis.iter().zip(&measured.bit))
+        .filter_map(|(fate, (&basis, &bit))| match fate {
+            Fate::Reference(state) => Some((
+                usize::from(*state),
+                qkd_units::bb84::state_index(basis, bit),
+            )),
+            _ => None,
+        })
 }
 
 /// Alice's side: decide each announced detection's fate and keep her bits.
@@ -183,7 +211,9 @@ pub fn sift_as_preparer(
     };
     let mut sifted = Sifted::default();
     for i in 0..n {
-        let fate = if prepared.reference[i] || prepared.basis[i] != announcement.basis[i] {
+        let fate = if prepared.reference[i] {
+            Fate::Reference(qkd_units::bb84::state_index(prepared.basis[i], prepared.bit[i]) as u8)
+        } else if prepared.basis[i] != announcement.basis[i] {
             Fate::Discard
         } else if prepared.basis[i] == Basis::Z {
             Fate::Key
@@ -191,7 +221,7 @@ pub fn sift_as_preparer(
             Fate::Test
         };
         reply.fate.push(fate);
-        if fate != Fate::Discard {
+        if fate.kept() {
             reply.class.push(prepared.class[i]);
         }
         sifted.keep(fate, prepared.bit[i], prepared.class[i]);
@@ -208,7 +238,7 @@ pub fn sift_as_measurer(measured: &Measurements, reply: &SiftReply) -> Result<Si
             measured.slot.len()
         )));
     }
-    let kept = reply.fate.iter().filter(|f| **f != Fate::Discard).count();
+    let kept = reply.fate.iter().filter(|f| f.kept()).count();
     if reply.class.len() != kept {
         return Err(SiftError(format!(
             "reply gives {} classes for {kept} kept detections",
@@ -222,13 +252,20 @@ pub fn sift_as_measurer(measured: &Measurements, reply: &SiftReply) -> Result<Si
             Basis::Z => Fate::Key,
             Basis::X => Fate::Test,
         };
-        if fate != Fate::Discard && fate != expected {
+        if let Fate::Reference(state) = fate
+            && state > 3
+        {
+            return Err(SiftError(format!(
+                "detection {i} is marked a reference of state {state}: there are four"
+            )));
+        }
+        if fate.kept() && fate != expected {
             return Err(SiftError(format!(
                 "detection {i} was measured in {:?} but marked {fate:?}",
                 measured.basis[i]
             )));
         }
-        if fate != Fate::Discard {
+        if fate.kept() {
             let class = classes.next().copied().unwrap_or(0);
             sifted.keep(fate, measured.bit[i], class);
         }
@@ -299,8 +336,13 @@ mod tests {
                 Fate::Test,
                 Fate::Key,
                 Fate::Discard,
-                Fate::Discard
+                Fate::Reference(0)
             ]
+        );
+        // The reference (H sent, H measured) reaches Bob's tracker, never a key.
+        assert_eq!(
+            reference_outcomes(&bob, &reply).collect::<Vec<_>>(),
+            [(0, 0)]
         );
         let bob_sifted = sift_as_measurer(&bob, &reply).unwrap();
         assert_eq!(alice.key.len(), 2);
@@ -319,6 +361,11 @@ mod tests {
             basis: vec![Basis::Z, Basis::X],
             bit: vec![0, 1],
         };
+        let no_such_state = SiftReply {
+            fate: vec![Fate::Key, Fate::Reference(7)],
+            class: vec![0],
+        };
+        assert!(sift_as_measurer(&bob, &no_such_state).is_err());
         let short = SiftReply {
             fate: vec![Fate::Key],
             class: vec![0],

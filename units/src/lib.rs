@@ -1,5 +1,6 @@
 //! Typed physical quantities shared by the qkd-node crates, the BB84 vocabulary ([`bb84`]), and
-//! the SplitMix64 hash ([`mix`]) behind both nodes' public shuffles and the emulator's streams.
+//! the SplitMix64 hash ([`mix`]) behind both nodes' public shuffles and the emulator's streams,
+//! and (feature `std`) the Poincaré-sphere rotations of polarization ([`poincare`]).
 //!
 //! Where confusing two numbers costs a key (picoseconds with nanoseconds, a probability with a
 //! percentage, dB with a linear factor), the value travels in a type. Constructors reject NaN and
@@ -7,8 +8,13 @@
 //! validating, so the user reads which setting was wrong and what the allowed range is.
 #![no_std]
 
+#[cfg(feature = "std")]
+extern crate std;
+
 pub mod bb84;
 pub mod mix;
+#[cfg(feature = "std")]
+pub mod poincare;
 
 use core::fmt;
 use core::ops::{Add, Sub};

@@ -147,6 +147,9 @@ pub struct TrackingReport {
     pub sweeps: u64,
     /// Actuators moved by their period at a range end (endless tracking).
     pub unwinds: u64,
+    /// Moves to settings the controller model proposed (controllers that declare their
+    /// optics: paddles), alignment included.
+    pub model_leaps: u64,
     /// Actuator setting at the end, device units (mV or degrees).
     pub final_setting: Vec<f64>,
     /// The controller was driven through its serial driver and a pseudo-terminal.
@@ -441,6 +444,7 @@ impl Run<'_> {
             alignment_s,
             sweeps,
             unwinds: tracker.unwinds(),
+            model_leaps: tracker.leaps(),
             final_setting: tracker.setting().to_vec(),
             serial: args.serial,
             wall_s: started.elapsed().as_secs_f64(),

@@ -4,10 +4,13 @@
 use anyhow::{Context, Result};
 use qkd_drivers::emulator::{EmulatedBench, EmulatedTagger, EmulatedWcpSource, World};
 use qkd_drivers::{EmissionRecords, TagBatch, TimeTagger, WcpSource};
-use qkd_postprocess::sift::{Announcement, Measurements, Preparations, SquashCoin, squash};
+use qkd_postprocess::sift::{
+    Announcement, Measurements, Preparations, SiftReply, SquashCoin, squash,
+};
 use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
 
 use super::report::LinkReport;
+use super::tracking::LinkTracking;
 use super::{BATCH, BatchBudget, Run, Turn, decoy_settings, run_sessions};
 use crate::channel::{ChannelError, Peer, Transport};
 use crate::node::session::{MeasurementSource, PreparationSource};
@@ -43,6 +46,10 @@ struct TaggedDetections {
     detections: Detections,
     budget: BatchBudget,
     coin: SquashCoin,
+    /// Bob's polarization tracking, when the link runs it.
+    tracking: Option<LinkTracking>,
+    /// The last batch was read while tracking had paused key generation.
+    held: bool,
 }
 
 impl TaggedDetections {
@@ -67,6 +74,10 @@ impl MeasurementSource for TaggedDetections {
             }
             Turn::Read => {}
         }
+        if let Some(tracking) = self.tracking.as_mut() {
+            // A tracker that has stopped holds every later batch; `finish` says why it stopped.
+            self.held = !tracking.ready().await || tracking.paused();
+        }
         self.tagger
             .read(&mut self.batch)
             .await
@@ -77,6 +88,21 @@ impl MeasurementSource for TaggedDetections {
             &mut self.detections,
         );
         Ok(Some(self.squash()))
+    }
+
+    fn held(&self) -> bool {
+        self.held
+    }
+
+    async fn sifted(
+        &mut self,
+        measured: &Measurements,
+        reply: Option<&SiftReply>,
+    ) -> Result<(), ChannelError> {
+        match self.tracking.as_mut() {
+            Some(tracking) => tracking.feed(measured, reply).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -107,7 +133,15 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
         detections: Detections::default(),
         budget: BatchBudget::for_seconds(run.seconds),
         coin: SquashCoin::new(run.seed),
+        tracking: None,
+        held: false,
     };
+    if run.track {
+        let controller = bench
+            .polarization_controller(0)
+            .context("the bench has no polarization controller at Bob")?;
+        results.tracking = Some(LinkTracking::start(controller, BATCH));
+    }
     let records = SourceRecords {
         source,
         records: EmissionRecords::default(),
@@ -119,5 +153,15 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
         World::Entangled(_) => 0,
     });
     let stats = results.slots.stats().clone();
-    Ok(sessions.report("bb84", run, pulses, stats.in_gate))
+    let (held_batches, held_key_bits) = (
+        sessions.progress.held_batches,
+        sessions.progress.held_key_bits,
+    );
+    let mut report = sessions.report("bb84", run, pulses, stats.in_gate);
+    report.held_batches = held_batches;
+    report.held_key_bits = held_key_bits;
+    if let Some(tracking) = results.tracking.take() {
+        report.tracking = Some(tracking.finish().await.context("polarization tracking")?);
+    }
+    Ok(report)
 }

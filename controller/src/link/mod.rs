@@ -5,17 +5,19 @@
 mod bb84;
 mod bbm92;
 mod report;
+mod tracking;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use qkd_firmware_sim::world::IntensitySpec;
+use qkd_firmware_sim::world::{InitialRotation, IntensitySpec};
 use qkd_postprocess::auth::Role;
 use qkd_postprocess::estimate::DecoySettings;
 use qkd_postprocess::hybrid::{HybridSigner, SEED_BYTES, SigningIdentity};
 use rand::{SeedableRng, TryRng};
 use zeroize::Zeroize;
 
+use crate::bench::tracking::ControllerKind;
 use crate::channel::Peer;
 use crate::channel::memory::MemoryTransport;
 use crate::flags::{Bench, BenchFlags, in_range};
@@ -111,6 +113,21 @@ pub struct LinkArgs {
     /// a block keeps its key only if both the Wegman-Carter tags and the signatures check.
     #[arg(long)]
     pub hybrid_auth: bool,
+    /// Polarization drift of the fiber in rad/√s: its rotation angle performs a random walk
+    /// with variance rate²·t. Without `--track` the fiber starts aligned and nothing corrects it.
+    #[arg(long, default_value_t = 0.0)]
+    pub drift_rate: f64,
+    /// Track polarization at Bob with reference states: the fiber starts at a random rotation,
+    /// the tracker aligns before any key is made, and batches measured while it is paused are
+    /// held out of every block.
+    #[arg(long)]
+    pub track: bool,
+    /// Bob's polarization controller when tracking.
+    #[arg(long, value_enum, default_value_t = ControllerKind::Squeezers)]
+    pub controller: ControllerKind,
+    /// Share of slots carrying reference states when tracking (they never enter a key).
+    #[arg(long, default_value_t = 0.1)]
+    pub reference_share: f64,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -124,11 +141,24 @@ struct Run {
     seed: u64,
     hybrid_auth: bool,
     settings: BlockSettings,
+    /// Bob tracks polarization.
+    track: bool,
 }
 
 fn validate(args: &LinkArgs) -> Result<Run> {
-    let bench = args.bench.validate()?;
+    let mut bench = args.bench.validate()?;
+    let fiber = &mut bench.spec.fiber;
+    fiber.drift_rad_per_sqrt_s = in_range("drift-rate", args.drift_rate, 0.0, 100.0, "rad/√s")?;
+    if args.track {
+        fiber.initial_rotation = InitialRotation::Random;
+        bench.spec.receiver.controller = args.controller.spec();
+        bench.spec.source.reference_share =
+            in_range("reference-share", args.reference_share, 0.001, 0.5, "")?;
+    }
     if args.protocol == Protocol::Bbm92 {
+        if args.track || args.drift_rate > 0.0 {
+            bail!("--track and --drift-rate: polarization tracking runs on the BB84 link only");
+        }
         // The entangled bench has neither: refuse rather than run without what was asked for.
         if args.bench.mu.is_some() {
             bail!("--mu: BBM92 has no weak-coherent source (the pair rate is fixed)");
@@ -151,6 +181,7 @@ fn validate(args: &LinkArgs) -> Result<Run> {
         seconds,
         seed: args.bench.seed,
         hybrid_auth: args.hybrid_auth,
+        track: args.track,
         settings: BlockSettings {
             block_bits: args.block_bits,
             decoy: None,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use qkd_postprocess::bits::binary_entropy;
 use serde::Serialize;
 
+use super::tracking::TrackingFigures;
 use crate::node::block::BlockOutcome;
 
 /// Figures of the run that do not come from the blocks.
@@ -63,6 +64,13 @@ pub struct LinkReport {
     pub abort_reasons: BTreeMap<String, u64>,
     /// Both nodes hold the same keys, compared in process (no key-derived value is printed).
     pub keys_match: bool,
+    /// Tagger batches measured while polarization tracking had paused key generation
+    /// (aligning, or far from its floor): flagged to Alice, and their bits kept out of blocks.
+    pub held_batches: u64,
+    /// Key-basis bits those batches carried, held back.
+    pub held_key_bits: u64,
+    /// What polarization tracking did (`--track`), null without it.
+    pub tracking: Option<TrackingFigures>,
     /// Wall-clock time of the run.
     pub wall_s: f64,
 }
@@ -114,6 +122,9 @@ impl LinkReport {
             aborted_blocks: bob.iter().filter(|o| o.key.is_none()).count() as u64,
             abort_reasons,
             keys_match,
+            held_batches: 0,
+            held_key_bits: 0,
+            tracking: None,
             wall_s: 0.0,
         }
     }
@@ -162,6 +173,17 @@ impl LinkReport {
             "  secret key             {} bits, {:.1} bit/s, keys match: {}",
             self.secret_bits, self.secret_key_rate_bps, self.keys_match
         );
+        if let Some(t) = &self.tracking {
+            println!(
+                "  tracking               aligned in {}, {} sweeps, {} moves; {} batches held ({} key bits)",
+                t.alignment_s
+                    .map_or_else(|| "(not done)".to_owned(), |s| format!("{s:.2} s")),
+                t.sweeps,
+                t.actuator_moves,
+                self.held_batches,
+                self.held_key_bits
+            );
+        }
         println!("  wall time              {:.2} s", self.wall_s);
     }
 }

@@ -38,6 +38,10 @@ impl PackedBits {
 pub enum Message {
     /// Measurer → preparer: where and in which basis detections happened.
     Announce(Announcement),
+    /// Measurer → preparer: detections made while Bob's polarization tracking had paused key
+    /// generation. Sifted like any other (their reference states still feed the tracker), but
+    /// both nodes set their key and test bits aside.
+    AnnounceHeld(Announcement),
     /// Preparer → measurer: which announcements to keep, with intensity classes.
     Sift(SiftReply),
     /// Measurer → preparer: start block `block`, disclosing the test-basis bits.
@@ -90,6 +94,7 @@ impl Message {
     pub fn name(&self) -> &'static str {
         match self {
             Message::Announce(_) => "Announce",
+            Message::AnnounceHeld(_) => "AnnounceHeld",
             Message::Sift(_) => "Sift",
             Message::OpenBlock { .. } => "OpenBlock",
             Message::TestErrors(_) => "TestErrors",

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use qkd_postprocess::sift::{
-    Announcement, Measurements, Preparations, sift_as_measurer, sift_as_preparer,
+    Announcement, Measurements, Preparations, SiftReply, sift_as_measurer, sift_as_preparer,
 };
 use rand::Rng;
 
@@ -38,6 +38,22 @@ pub trait MeasurementSource: Send {
         &mut self,
         peer: &mut Peer<T>,
     ) -> impl Future<Output = Result<Option<Measurements>, ChannelError>> + Send;
+
+    /// Whether the last batch was measured while key generation was paused (polarization
+    /// tracking far from its floor): its bits are then held back from every block.
+    fn held(&self) -> bool {
+        false
+    }
+
+    /// Sees how the last batch was sifted (`None` when it had no detections): reference slots
+    /// feed polarization tracking.
+    fn sifted(
+        &mut self,
+        _measured: &Measurements,
+        _reply: Option<&SiftReply>,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Records a failed block and tells the peer (best effort).
@@ -76,14 +92,17 @@ pub async fn run_preparer<T: Transport>(
             }
         };
         match message {
-            Message::Announce(announcement) => {
+            Message::Announce(ref announcement) | Message::AnnounceHeld(ref announcement) => {
+                let held = matches!(message, Message::AnnounceHeld(_));
                 let prepared = records
-                    .preparations(&announcement)
+                    .preparations(announcement)
                     .await
                     .map_err(ChannelError::Protocol)?;
                 let (reply, sifted) =
-                    sift_as_preparer(&announcement, &prepared).map_err(ChannelError::protocol)?;
-                pool.add(&sifted);
+                    sift_as_preparer(announcement, &prepared).map_err(ChannelError::protocol)?;
+                if !held {
+                    pool.add(&sifted);
+                }
                 peer.send(&Message::Sift(reply)).await?;
             }
             Message::OpenBlock { test_bits, .. } => {
@@ -121,6 +140,10 @@ pub struct MeasurerProgress {
     pub sifted_key_bits: u64,
     /// Secret bits delivered.
     pub secret_bits: u64,
+    /// Batches measured while key generation was paused.
+    pub held_batches: u64,
+    /// Key-basis bits those batches would have added, held back from every block.
+    pub held_key_bits: u64,
 }
 
 /// Bob's session: sift each batch, run a block whenever enough key bits wait. Returns the
@@ -137,10 +160,19 @@ pub async fn run_measurer<T: Transport>(
     let mut progress = MeasurerProgress::default();
     while let Some(measured) = results.next_batch(peer).await? {
         progress.batches += 1;
-        if !measured.slot.is_empty() {
+        let held = results.held();
+        progress.held_batches += u64::from(held);
+        if measured.slot.is_empty() {
+            results.sifted(&measured, None).await?;
+        } else {
             progress.detections += measured.slot.len() as u64;
-            peer.send(&Message::Announce(measured.announcement()))
-                .await?;
+            let announcement = measured.announcement();
+            peer.send(&if held {
+                Message::AnnounceHeld(announcement)
+            } else {
+                Message::Announce(announcement)
+            })
+            .await?;
             let reply = match peer.recv().await? {
                 Message::Sift(reply) => reply,
                 other => {
@@ -148,8 +180,13 @@ pub async fn run_measurer<T: Transport>(
                 }
             };
             let sifted = sift_as_measurer(&measured, &reply).map_err(ChannelError::protocol)?;
-            progress.sifted_key_bits += sifted.key.len() as u64;
-            pool.add(&sifted);
+            results.sifted(&measured, Some(&reply)).await?;
+            if held {
+                progress.held_key_bits += sifted.key.len() as u64;
+            } else {
+                progress.sifted_key_bits += sifted.key.len() as u64;
+                pool.add(&sifted);
+            }
         }
         while pool.key_bits() >= settings.block_bits {
             let block = pool.take_block(settings.block_bits);

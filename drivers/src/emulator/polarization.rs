@@ -11,7 +11,7 @@ use qkd_units::Picoseconds;
 use super::{Shared, World};
 use crate::DeviceIdentity;
 use crate::error::PolarizationError;
-use crate::polarization::{ActuatorSpec, ActuatorUnit, PolarizationController};
+use crate::polarization::{ActuatorOptics, ActuatorSpec, ActuatorUnit, PolarizationController};
 
 /// Device units per world unit: millivolts per volt, or degrees per radian.
 fn scale(optics: &ControllerOptics) -> f64 {
@@ -76,6 +76,12 @@ impl EmulatedPolarizationController {
                         min: min * scale,
                         max: max * scale,
                         period: optics.period(i).map(|p| p * scale),
+                        optics: optics.paddle_retardance(i).map(|retardance_rad| {
+                            ActuatorOptics::RotatingRetarder {
+                                retardance_rad,
+                                rad_per_unit: 1.0 / scale,
+                            }
+                        }),
                     })
                 })
                 .collect();

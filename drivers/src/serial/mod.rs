@@ -23,6 +23,7 @@ fn squeezers(min: f64, max: f64, period_mv: Option<f64>) -> Vec<crate::ActuatorS
             min,
             max,
             period: period_mv,
+            optics: None,
         })
         .collect()
 }

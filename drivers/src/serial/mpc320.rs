@@ -10,7 +10,7 @@ use qkd_protocol::apt::{
 };
 
 use crate::error::{InvalidSetting, PolarizationError, TransportError};
-use crate::{ActuatorSpec, ActuatorUnit, DeviceIdentity, PolarizationController};
+use crate::{ActuatorOptics, ActuatorSpec, ActuatorUnit, DeviceIdentity, PolarizationController};
 
 use super::exchange::{Progress, RetryPolicy, exchange};
 use super::link::SerialLink;
@@ -59,15 +59,21 @@ impl Mpc320 {
         let names = ["paddle 1 (λ/4)", "paddle 2 (λ/2)", "paddle 3 (λ/4)"];
         // Half a turn restores a quarter-wave paddle, a quarter turn a half-wave one.
         let periods = [180.0, 90.0, 180.0];
+        let quarter = std::f64::consts::FRAC_PI_2;
+        let retardances = [quarter, 2.0 * quarter, quarter];
         let actuators = names
             .iter()
-            .zip(periods)
-            .map(|(name, period)| ActuatorSpec {
+            .zip(periods.into_iter().zip(retardances))
+            .map(|(name, (period, retardance_rad))| ActuatorSpec {
                 name: (*name).into(),
                 unit: ActuatorUnit::Degrees,
                 min: 0.0,
                 max: DEGREES_PER_TRAVEL,
                 period: Some(period),
+                optics: Some(ActuatorOptics::RotatingRetarder {
+                    retardance_rad,
+                    rad_per_unit: 1f64.to_radians(),
+                }),
             })
             .collect();
         let mut device = Mpc320 {

@@ -285,6 +285,12 @@ impl ControllerOptics {
         }
     }
 
+    /// Retardance of paddle `index` in radians; `None` for squeezers.
+    pub fn paddle_retardance(&self, index: usize) -> Option<f64> {
+        let a = self.actuators.get(index)?;
+        (self.kind == OpticsKind::Paddles).then_some(a.fixed)
+    }
+
     /// `true` for squeezers (volts), `false` for paddles (radians).
     pub fn is_voltage_driven(&self) -> bool {
         self.kind == OpticsKind::Squeezers

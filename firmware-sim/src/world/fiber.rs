@@ -165,7 +165,7 @@ impl Fiber {
         )?;
         let rotation = match spec.initial_rotation {
             InitialRotation::Identity => Rotation::IDENTITY,
-            InitialRotation::Random => Rotation::random(&mut rng),
+            InitialRotation::Random => super::polarization::random_rotation(&mut rng),
             InitialRotation::Fixed { axis, angle_rad } => {
                 let axis = unit_axis(section, "initial_rotation.axis", axis)?;
                 let angle =

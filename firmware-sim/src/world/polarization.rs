@@ -1,195 +1,24 @@
-//! Polarization on the Poincaré sphere: Stokes vectors and the rotations that fiber, wave plates
-//! and fiber squeezers apply to them.
-//!
-//! A lossless polarization transformation (an SU(2) Jones matrix up to phase) acts on the
-//! normalised Stokes vector `(S1, S2, S3)` as a rotation in SO(3); working with 3×3 rotations keeps
-//! the maths real and cheap. Conventions: `H = +S1`, `V = -S1`, `D = +S2`, `A = -S2`, `R = +S3`.
+//! Polarization on the Poincaré sphere (see [`qkd_units::poincare`]), with the random rotations
+//! the emulated fiber starts from.
+
+pub use qkd_units::poincare::*;
 
 use super::rng::SimRng;
 
-/// A normalised Stokes vector (a fully polarized state), or a shrunk one for partial polarization.
-pub type Stokes = [f64; 3];
-
-/// Horizontal polarization.
-pub const H: Stokes = [1.0, 0.0, 0.0];
-/// Vertical polarization.
-pub const V: Stokes = [-1.0, 0.0, 0.0];
-/// Diagonal polarization.
-pub const D: Stokes = [0.0, 1.0, 0.0];
-/// Anti-diagonal polarization.
-pub const A: Stokes = [0.0, -1.0, 0.0];
-
-/// Dot product of two Stokes vectors.
-#[inline]
-pub fn dot(a: Stokes, b: Stokes) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-/// A rotation of the Poincaré sphere, stored as a row-major 3×3 orthogonal matrix.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rotation(pub [[f64; 3]; 3]);
-
-impl Default for Rotation {
-    fn default() -> Self {
-        Self::IDENTITY
-    }
-}
-
-impl Rotation {
-    /// No change of polarization.
-    pub const IDENTITY: Rotation = Rotation([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
-
-    /// Right-handed rotation by `angle` radians about the unit vector `axis` (Rodrigues' formula).
-    pub fn about(axis: Stokes, angle: f64) -> Rotation {
-        let [x, y, z] = axis;
-        let (s, c) = angle.sin_cos();
-        let t = 1.0 - c;
-        Rotation([
-            [t * x * x + c, t * x * y - s * z, t * x * z + s * y],
-            [t * x * y + s * z, t * y * y + c, t * y * z - s * x],
-            [t * x * z - s * y, t * y * z + s * x, t * z * z + c],
-        ])
-    }
-
-    /// Rotation by `|v|` radians about `v / |v|`; the identity for the zero vector.
-    pub fn from_rotation_vector(v: Stokes) -> Rotation {
-        let angle = dot(v, v).sqrt();
-        if angle == 0.0 {
-            Rotation::IDENTITY
-        } else {
-            Rotation::about([v[0] / angle, v[1] / angle, v[2] / angle], angle)
-        }
-    }
-
-    /// A rotation drawn uniformly from SO(3) (Haar measure), from a uniform random unit quaternion.
-    pub fn random(rng: &mut SimRng) -> Rotation {
-        let q = [rng.normal(), rng.normal(), rng.normal(), rng.normal()];
-        let norm = (q.iter().map(|x| x * x).sum::<f64>()).sqrt();
-        let [w, x, y, z] = q.map(|c| c / norm);
-        Rotation([
-            [
-                1.0 - 2.0 * (y * y + z * z),
-                2.0 * (x * y - w * z),
-                2.0 * (x * z + w * y),
-            ],
-            [
-                2.0 * (x * y + w * z),
-                1.0 - 2.0 * (x * x + z * z),
-                2.0 * (y * z - w * x),
-            ],
-            [
-                2.0 * (x * z - w * y),
-                2.0 * (y * z + w * x),
-                1.0 - 2.0 * (x * x + y * y),
-            ],
-        ])
-    }
-
-    /// A linear retarder with its fast axis at `axis_angle` radians from horizontal in the lab and
-    /// a retardance of `retardance` radians: a rotation about `(cos 2θ, sin 2θ, 0)`.
-    pub fn retarder(axis_angle: f64, retardance: f64) -> Rotation {
-        let (s, c) = (2.0 * axis_angle).sin_cos();
-        Rotation::about([c, s, 0.0], retardance)
-    }
-
-    /// Applies the rotation to a Stokes vector.
-    #[inline]
-    pub fn apply(&self, s: Stokes) -> Stokes {
-        let m = &self.0;
-        [
-            m[0][0] * s[0] + m[0][1] * s[1] + m[0][2] * s[2],
-            m[1][0] * s[0] + m[1][1] * s[1] + m[1][2] * s[2],
-            m[2][0] * s[0] + m[2][1] * s[1] + m[2][2] * s[2],
-        ]
-    }
-
-    #[must_use]
-    /// `self` after `first`: light meets `first`, then `self`.
-    pub fn after(&self, first: &Rotation) -> Rotation {
-        let a = &self.0;
-        let b = &first.0;
-        let mut out = [[0.0; 3]; 3];
-        for (i, row) in out.iter_mut().enumerate() {
-            for (j, cell) in row.iter_mut().enumerate() {
-                *cell = a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j];
-            }
-        }
-        Rotation(out)
-    }
-
-    #[must_use]
-    /// The inverse rotation (the transpose).
-    pub fn inverse(&self) -> Rotation {
-        let m = &self.0;
-        Rotation([
-            [m[0][0], m[1][0], m[2][0]],
-            [m[0][1], m[1][1], m[2][1]],
-            [m[0][2], m[1][2], m[2][2]],
-        ])
-    }
-
-    /// Rotation angle in `[0, π]`.
-    pub fn angle(&self) -> f64 {
-        let trace = self.0[0][0] + self.0[1][1] + self.0[2][2];
-        ((trace - 1.0) / 2.0).clamp(-1.0, 1.0).acos()
-    }
-
-    /// Removes the rounding drift accumulated over many products (Gram-Schmidt on the rows).
-    pub fn reorthonormalize(&mut self) {
-        let norm = |v: Stokes| {
-            let n = dot(v, v).sqrt();
-            [v[0] / n, v[1] / n, v[2] / n]
-        };
-        let r0 = norm(self.0[0]);
-        let d = dot(self.0[1], r0);
-        let r1 = norm([
-            self.0[1][0] - d * r0[0],
-            self.0[1][1] - d * r0[1],
-            self.0[1][2] - d * r0[2],
-        ]);
-        let r2 = [
-            r0[1] * r1[2] - r0[2] * r1[1],
-            r0[2] * r1[0] - r0[0] * r1[2],
-            r0[0] * r1[1] - r0[1] * r1[0],
-        ];
-        self.0 = [r0, r1, r2];
-    }
+/// A rotation drawn uniformly from SO(3) (Haar measure), from a uniform random unit quaternion.
+pub fn random_rotation(rng: &mut SimRng) -> Rotation {
+    Rotation::from_quaternion([rng.normal(), rng.normal(), rng.normal(), rng.normal()])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn close(a: Stokes, b: Stokes) -> bool {
-        a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
-    }
-
-    #[test]
-    fn half_wave_plate_at_22_5_degrees_turns_h_into_d() {
-        let hwp = Rotation::retarder(std::f64::consts::PI / 8.0, std::f64::consts::PI);
-        assert!(close(hwp.apply(H), D));
-        assert!(close(hwp.apply(D), H));
-    }
-
-    #[test]
-    fn quarter_wave_plate_at_45_degrees_turns_h_into_circular() {
-        let qwp = Rotation::retarder(std::f64::consts::FRAC_PI_4, std::f64::consts::FRAC_PI_2);
-        let out = qwp.apply(H);
-        assert!(out[2].abs() > 1.0 - 1e-12, "{out:?}");
-    }
-
-    #[test]
-    fn inverse_undoes_and_angle_is_recovered() {
-        let r = Rotation::about([0.0, 0.6, 0.8], 1.1);
-        assert!(close(r.inverse().after(&r).apply(D), D));
-        assert!((r.angle() - 1.1).abs() < 1e-12);
-    }
-
     #[test]
     fn random_rotations_are_orthonormal() {
         let mut rng = SimRng::new(5, 0);
         for _ in 0..100 {
-            let r = Rotation::random(&mut rng);
+            let r = random_rotation(&mut rng);
             let p = r.after(&r.inverse());
             for (i, row) in p.0.iter().enumerate() {
                 for (j, v) in row.iter().enumerate() {
@@ -198,14 +27,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn reorthonormalize_repairs_drift() {
-        let mut r = Rotation::about([1.0, 0.0, 0.0], 0.3);
-        r.0[0][0] *= 1.001;
-        r.reorthonormalize();
-        let s = r.apply([0.0, 0.6, 0.8]);
-        assert!((dot(s, s) - 1.0).abs() < 1e-12);
     }
 }
