@@ -286,10 +286,9 @@ impl ControllerModel {
     }
 
     /// The cost the analysers would see above the floor (the mean of the two bases' error
-    /// rates on a perfect link) at `setting`, with `after` after the controller and `fiber` before.
+    /// rates on a perfect link) with `after` after the controller and `fiber` before.
     fn cost(after: &Rotation, controller: &Rotation, fiber: &Rotation) -> f64 {
-        let m = after.after(controller).after(fiber);
-        0.25 * (2.0 - m.0[0][0] - m.0[1][1])
+        after.after(controller).after(fiber).bb84_error(1.0)
     }
 
     /// The cost above the floor `fit` predicts at `setting`.

@@ -495,18 +495,16 @@ async fn vendor_faults_end_in_recovery() {
 
 /// The receiver's polarization as the world has it: the QBER the controller and fiber add.
 fn added_qber(bench: &qkd_drivers::emulator::EmulatedBench) -> f64 {
-    use qkd_firmware_sim::world::polarization::{D, H, dot};
     bench.inspect(|world| {
         let qkd_drivers::emulator::World::PrepareMeasure(pm) = world else {
             panic!("a prepare-and-measure bench")
         };
         let node = pm.node();
-        let total = node
-            .receiver
+        node.receiver
             .controller()
             .rotation()
-            .after(&node.fiber.rotation());
-        0.25 * (2.0 - dot(total.apply(H), H) - dot(total.apply(D), D))
+            .after(&node.fiber.rotation())
+            .bb84_error(1.0)
     })
 }
 

@@ -130,6 +130,14 @@ impl Rotation {
         ])
     }
 
+    /// The mean of the Z and X error rates of BB84 states rotated by `self` on their way to the
+    /// analysers, on a link of `visibility` (1 when the rotation is the only error): a Z state
+    /// keeps `R11` of its S1 component, an X state `R22` of its S2, and each basis errs on
+    /// `(1 − v·Rkk)/2` of its detections.
+    pub fn bb84_error(&self, visibility: f64) -> f64 {
+        0.25 * (2.0 - visibility * (self.0[0][0] + self.0[1][1]))
+    }
+
     /// Rotation angle in `[0, π]`.
     pub fn angle(&self) -> f64 {
         let trace = self.0[0][0] + self.0[1][1] + self.0[2][2];
@@ -178,6 +186,21 @@ mod tests {
         let qwp = Rotation::retarder(core::f64::consts::FRAC_PI_4, core::f64::consts::FRAC_PI_2);
         let out = qwp.apply(H);
         assert!(out[2].abs() > 1.0 - 1e-12, "{out:?}");
+    }
+
+    #[test]
+    fn the_bb84_error_of_a_rotation_follows_the_overlaps() {
+        assert!((Rotation::IDENTITY.bb84_error(0.98) - 0.01).abs() < 1e-15);
+        // A quarter turn about S3 swaps the bases: every basis is guessed.
+        let swap = Rotation::about([0.0, 0.0, 1.0], core::f64::consts::FRAC_PI_2);
+        assert!((swap.bb84_error(1.0) - 0.5).abs() < 1e-15);
+        // A half turn about S1 keeps Z and flips X.
+        let flip = Rotation::about([1.0, 0.0, 0.0], core::f64::consts::PI);
+        assert!((flip.bb84_error(1.0) - 0.5).abs() < 1e-15);
+        let small = Rotation::about([0.0, 0.6, 0.8], 0.1);
+        let [h, d] = [small.apply(H), small.apply(D)];
+        let by_overlap = 0.25 * (2.0 - dot(h, H) - dot(d, D));
+        assert!((small.bb84_error(1.0) - by_overlap).abs() < 1e-15);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use qkd_drivers::emulator::{EmulatedBench, World};
 use qkd_drivers::serial::{DetectorNominals, DeviceConfig, DeviceKind};
 use qkd_drivers::{PolarizationController, SinglePhotonDetectors, WcpSource};
 use qkd_firmware_sim::host::{Host, LightPath, SharedBench};
-use qkd_firmware_sim::world::polarization::{D, H, Rotation, dot};
+use qkd_firmware_sim::world::polarization::Rotation;
 use qkd_firmware_sim::world::{ControllerSpec, InitialRotation, LinkPreset, LinkSpec, StepSpec};
 use qkd_postprocess::slots::SlotConfig;
 use serde::Serialize;
@@ -157,12 +157,6 @@ pub struct TrackingReport {
     pub wall_s: f64,
 }
 
-/// The QBER the rotation `r` gives in each basis, averaged, at visibility `v`.
-fn qber_of(r: &Rotation, visibility: f64) -> f64 {
-    let diagonal = dot(r.apply(H), H) + dot(r.apply(D), D);
-    0.25 * (2.0 - visibility * diagonal)
-}
-
 /// One stretch of link time, scored.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -196,8 +190,8 @@ impl<M: ErrorMonitor> Scored<M> {
             let untracked = frozen.map_or(tracked, |c| c.after(&fiber));
             (
                 pm.now_ps() as f64 * 1e-12,
-                qber_of(&tracked, 1.0),
-                qber_of(&untracked, v),
+                tracked.bb84_error(1.0),
+                untracked.bb84_error(v),
             )
         });
         self.samples.push(Sample {
