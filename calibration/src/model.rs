@@ -26,7 +26,7 @@ const AFTER_PRIOR_RAD: f64 = 0.1;
 
 /// Correlations the readings must show before the rotation after the controller is fitted
 /// too: three readings with references, six from disclosed bits.
-pub const JOINT_FIT_SIGNALS: usize = 12;
+const JOINT_FIT_SIGNALS: usize = 12;
 
 /// Increase of the weighted sum of squares within which two fits explain the readings equally
 /// well (three standard errors).
@@ -179,11 +179,6 @@ impl ControllerModel {
         })
     }
 
-    /// The rotation between the controller and the analysers, as fitted so far.
-    pub fn after(&self) -> &Rotation {
-        &self.after
-    }
-
     /// Keeps the rotation after the controller that `fit` found.
     pub fn adopt(&mut self, fit: &Fit) {
         self.after = fit.after;
@@ -320,42 +315,39 @@ impl ControllerModel {
             .enumerate()
             .map(|(i, vs)| vs.iter().map(|&v| self.element(i, v)).collect())
             .collect();
-        let travel = |p: &[f64]| travel(p, from, actuators);
-        // Every grid point, by mixed-radix counting: the best few kept, and the best few once
-        // travel counts too, so that a near solution is refined even when a far one is better.
-        let mut index = vec![0usize; n];
-        let mut by_cost: Vec<(f64, Vec<usize>)> = Vec::new();
-        let mut by_reach: Vec<(f64, Vec<usize>)> = Vec::new();
-        let keep = |list: &mut Vec<(f64, Vec<usize>)>, score: f64, index: &[usize]| {
-            list.push((score, index.to_vec()));
-            if list.len() > 4 * REFINED {
-                list.sort_by(|a, b| a.0.total_cmp(&b.0));
-                list.truncate(REFINED);
-            }
+        // Every grid point, numbered in mixed radix: its cost, and its cost with travel counted
+        // too, so that a near solution is refined even when a far one is better.
+        let mut setting = vec![0.0; n];
+        let scored: Vec<(f64, f64, usize)> = (0..per_axis.pow(n as u32))
+            .map(|point| {
+                let mut rest = point;
+                let mut controller = Rotation::IDENTITY;
+                for (i, value) in setting.iter_mut().enumerate() {
+                    let k = rest % per_axis;
+                    rest /= per_axis;
+                    controller = elements[i][k].after(&controller);
+                    *value = values[i][k];
+                }
+                let cost = Self::cost(&fit.after, &controller, &fit.fiber);
+                let reach = cost + TRAVEL_COST * travel(&setting, from, actuators);
+                (cost, reach, point)
+            })
+            .collect();
+        let grid_setting = |mut point: usize| -> Vec<f64> {
+            values
+                .iter()
+                .map(|axis| {
+                    let k = point % per_axis;
+                    point /= per_axis;
+                    axis[k]
+                })
+                .collect()
         };
-        loop {
-            let controller = index
-                .iter()
-                .enumerate()
-                .fold(Rotation::IDENTITY, |t, (i, &k)| elements[i][k].after(&t));
-            let cost = Self::cost(&fit.after, &controller, &fit.fiber);
-            let setting: Vec<f64> = index
-                .iter()
-                .enumerate()
-                .map(|(i, &k)| values[i][k])
-                .collect();
-            keep(&mut by_cost, cost, &index);
-            keep(&mut by_reach, cost + TRAVEL_COST * travel(&setting), &index);
-            let Some(carry) = (0..n).find(|&i| index[i] + 1 < per_axis) else {
-                break;
-            };
-            index[carry] += 1;
-            index[..carry].iter_mut().for_each(|k| *k = 0);
-        }
-        let mut grid = Vec::with_capacity(2 * REFINED);
-        for mut list in [by_cost, by_reach] {
-            list.sort_by(|a, b| a.0.total_cmp(&b.0));
-            grid.extend(list.into_iter().take(REFINED));
+        let mut starts: Vec<Vec<f64>> = Vec::with_capacity(2 * REFINED);
+        for score in [|s: &(f64, f64, usize)| s.0, |s: &(f64, f64, usize)| s.1] {
+            let mut ranked = scored.clone();
+            ranked.sort_by(|a, b| score(a).total_cmp(&score(b)));
+            starts.extend(ranked.iter().take(REFINED).map(|s| grid_setting(s.2)));
         }
         let project = |p: &mut [f64]| {
             for (v, a) in p.iter_mut().zip(actuators) {
@@ -367,11 +359,10 @@ impl ControllerModel {
             let m = fit.after.after(&self.controller(p)).after(&fit.fiber).0;
             vec![m[1][0], m[2][0], m[0][1], m[2][1]]
         };
-        let candidates: Vec<(f64, Vec<f64>)> = grid
+        let candidates: Vec<(f64, Vec<f64>)> = starts
             .iter()
-            .map(|(_, idx)| {
-                let start: Vec<f64> = idx.iter().enumerate().map(|(i, &k)| values[i][k]).collect();
-                let (p, _) = minimise(residuals, project, &start, FIT_ITERATIONS);
+            .map(|start| {
+                let (p, _) = minimise(residuals, project, start, FIT_ITERATIONS);
                 let cost = Self::cost(&fit.after, &self.controller(&p), &fit.fiber);
                 (cost, p)
             })
@@ -380,7 +371,7 @@ impl ControllerModel {
         candidates
             .into_iter()
             .filter(|c| c.0 <= best + COST_TIE)
-            .min_by(|a, b| travel(&a.1).total_cmp(&travel(&b.1)))
+            .min_by(|a, b| travel(&a.1, from, actuators).total_cmp(&travel(&b.1, from, actuators)))
             .map_or_else(|| (from.to_vec(), f64::INFINITY), |(cost, p)| (p, cost))
     }
 }
@@ -492,7 +483,8 @@ mod tests {
                         fit.misfit
                     );
                     let (next, predicted) = model.compensating(&fit, &actuators, &setting);
-                    assert!(predicted < 0.002, "{predicted}");
+                    // The search takes any setting within COST_TIE of the best it found.
+                    assert!(predicted < COST_TIE, "{predicted}");
                     setting = next;
                     readings.push(reading(&model, &fiber, &setting, refs));
                     truth = ControllerModel::cost(
@@ -500,12 +492,12 @@ mod tests {
                         &model.controller(&setting),
                         &fiber,
                     );
-                    if truth < 0.002 {
+                    if truth < COST_TIE {
                         break;
                     }
                 }
                 assert!(
-                    truth < 0.002,
+                    truth < COST_TIE,
                     "axis {k}, refs {refs}: {truth} at {setting:?}"
                 );
             }

@@ -620,7 +620,7 @@ impl Tracker {
     /// Far from the floor, with a model of the controller: fit the fiber to the readings of this
     /// episode and move straight to the setting that undoes it, reading the counts there (the
     /// next reading). From disclosed bits alone one reading shows too little, so the first move
-    /// is a probe of the actuator that turns the state most.
+    /// is a probe (see [`Self::model_probe`]).
     async fn leap(
         &mut self,
         controller: &mut impl PolarizationController,
@@ -650,21 +650,14 @@ impl Tracker {
                 }
                 // Where the readings fit several fibers, the nearest of their settings is tried
                 // first: a wrong guess costs travel, and its reading rules that fiber out.
-                let Some((fit, target)) = fits
+                let Some((fit, target, _)) = fits
                     .iter()
                     .map(|fit| {
-                        (
-                            fit,
-                            model.compensating(fit, &self.actuators, &self.commanded).0,
-                        )
+                        let target = model.compensating(fit, &self.actuators, &self.commanded).0;
+                        let distance = travel(&target, &self.commanded, &self.actuators);
+                        (fit, target, distance)
                     })
-                    .min_by(|a, b| {
-                        travel(&a.1, &self.commanded, &self.actuators).total_cmp(&travel(
-                            &b.1,
-                            &self.commanded,
-                            &self.actuators,
-                        ))
-                    })
+                    .min_by(|a, b| a.2.total_cmp(&b.2))
                 else {
                     break;
                 };
