@@ -174,24 +174,10 @@ fn tracking_through_the_serial_board_matches_the_emulated_controller() {
     assert!((a - b).abs() < 0.001, "emulated {a} vs serial {b}");
 }
 
-/// `qkd link --track`: the fiber starts at a random rotation and drifts fast; Bob's tracker
-/// aligns on the reference slots his sift replies name, and every batch measured before it is
-/// aligned is flagged to Alice and held out of the blocks. The key that follows matches at a
-/// QBER near the static link's.
-#[test]
-fn the_link_holds_batches_until_tracking_has_aligned_then_makes_key() {
+fn link(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_qkd"))
-        .args([
-            "link",
-            "--track",
-            "--drift-rate",
-            "0.3",
-            "--seconds",
-            "6",
-            "--distance-km",
-            "25",
-            "--json",
-        ])
+        .args(["link", "--distance-km", "25", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -199,18 +185,40 @@ fn the_link_holds_batches_until_tracking_has_aligned_then_makes_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `qkd link --track`: the fiber starts at a random rotation and drifts fast; Bob's tracker
+/// aligns on the reference slots his sift replies name, and every batch measured before it is
+/// aligned is flagged to Alice and held out of the blocks. The key that follows matches, and
+/// tracking adds less than the 1 % the recovery target counts as recovered to the static link's
+/// QBER (both measured on millions of bits, so to better than 0.1 %).
+#[test]
+fn the_link_holds_batches_until_tracking_has_aligned_then_makes_key() {
+    let seconds = 6.0;
+    let report = link(&[
+        "--track",
+        "--drift-rate",
+        "0.3",
+        "--seconds",
+        &seconds.to_string(),
+    ]);
     let alignment_s = field(&report["tracking"], "alignment_s");
     // One batch is 10 ms of link time: every batch of the alignment is held.
+    let batches = seconds / 0.01;
     let held = field(&report, "held_batches");
     assert!(held >= (alignment_s / 0.01).floor(), "{report}");
     assert!(field(&report, "held_key_bits") > 0.0);
-    assert!(held < 600.0, "tracking never resumed: {report}");
+    assert!(held < batches, "tracking never resumed: {report}");
     assert_eq!(report["keys_match"], true);
     assert!(field(&report, "secret_bits") > 0.0, "{report}");
+    let aligned = link(&["--seconds", "2"]);
     for basis in ["qber_z", "qber_x"] {
-        let q = field(&report, basis);
-        assert!(q < 0.025, "{basis} {q}: {report}");
+        let (tracked, fixed) = (field(&report, basis), field(&aligned, basis));
+        assert!(
+            tracked - fixed < 0.01,
+            "{basis}: tracked {tracked}, static {fixed}"
+        );
     }
 }
 

@@ -94,14 +94,9 @@ impl MeasurementSource for TaggedDetections {
         self.held
     }
 
-    async fn sifted(
-        &mut self,
-        measured: &Measurements,
-        reply: Option<&SiftReply>,
-    ) -> Result<(), ChannelError> {
-        match self.tracking.as_mut() {
-            Some(tracking) => tracking.feed(measured, reply).await,
-            None => Ok(()),
+    async fn sifted(&mut self, measured: &Measurements, reply: Option<&SiftReply>) {
+        if let Some(tracking) = self.tracking.as_mut() {
+            tracking.feed(measured, reply).await;
         }
     }
 }

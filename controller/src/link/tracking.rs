@@ -20,8 +20,6 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::channel::ChannelError;
-
 /// What tracking did over a link run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct TrackingFigures {
@@ -129,13 +127,9 @@ impl LinkTracking {
     }
 
     /// Feeds the references of a sifted batch to the tracker, if it is owed them.
-    pub async fn feed(
-        &mut self,
-        measured: &Measurements,
-        reply: Option<&SiftReply>,
-    ) -> Result<(), ChannelError> {
+    pub async fn feed(&mut self, measured: &Measurements, reply: Option<&SiftReply>) {
         if !std::mem::take(&mut self.owed) {
-            return Ok(());
+            return;
         }
         let mut counts = StateCounts::default();
         if let Some(reply) = reply {
@@ -145,7 +139,6 @@ impl LinkTracking {
         }
         // A tracker that has stopped reports why from `finish`.
         let _ = self.counts.send(counts).await;
-        Ok(())
     }
 
     /// Stops the tracker and returns what it did, or why it failed.

@@ -51,8 +51,8 @@ pub trait MeasurementSource: Send {
         &mut self,
         _measured: &Measurements,
         _reply: Option<&SiftReply>,
-    ) -> impl Future<Output = Result<(), ChannelError>> + Send {
-        async { Ok(()) }
+    ) -> impl Future<Output = ()> + Send {
+        async {}
     }
 }
 
@@ -163,7 +163,7 @@ pub async fn run_measurer<T: Transport>(
         let held = results.held();
         progress.held_batches += u64::from(held);
         if measured.slot.is_empty() {
-            results.sifted(&measured, None).await?;
+            results.sifted(&measured, None).await;
         } else {
             progress.detections += measured.slot.len() as u64;
             let announcement = measured.announcement();
@@ -180,7 +180,7 @@ pub async fn run_measurer<T: Transport>(
                 }
             };
             let sifted = sift_as_measurer(&measured, &reply).map_err(ChannelError::protocol)?;
-            results.sifted(&measured, Some(&reply)).await?;
+            results.sifted(&measured, Some(&reply)).await;
             if held {
                 progress.held_key_bits += sifted.key.len() as u64;
             } else {
