@@ -275,6 +275,15 @@ impl Tracker {
         })
     }
 
+    /// A tracker for `controller` with the settings its settle time calls for (see
+    /// [`TrackerConfig::for_settle_time`]).
+    pub async fn for_controller(
+        controller: &mut impl PolarizationController,
+    ) -> Result<Self, TrackingError> {
+        let config = TrackerConfig::for_settle_time(controller.settle_time());
+        Self::new(controller, config).await
+    }
+
     /// The setting the loop has chosen, in device units.
     pub fn setting(&self) -> &[f64] {
         &self.setting

@@ -12,7 +12,7 @@ use qkd_calibration::detectors::{
 use qkd_calibration::intensity::{IntensitySettings, calibrate_intensities};
 use qkd_calibration::monitor::{ErrorMonitor, Feedback, TaggedMonitor};
 use qkd_calibration::state::PolarizationCalibration;
-use qkd_calibration::tracker::{Tracker, TrackerConfig};
+use qkd_calibration::tracker::Tracker;
 use qkd_drivers::emulator::{
     EmulatedBench, EmulatedPolarizationController, EmulatedTagger, EmulatedWcpSource,
 };
@@ -303,8 +303,7 @@ async fn tracker_on(
     let monitor =
         TaggedMonitor::new(tagger, source, BATCH, slots, Feedback::DisclosedBits).unwrap();
     let mut controller = bench.polarization_controller(0).unwrap();
-    let config = TrackerConfig::for_settle_time(controller.settle_time());
-    let tracker = Tracker::new(&mut controller, config).await.unwrap();
+    let tracker = Tracker::for_controller(&mut controller).await.unwrap();
     (tracker, controller, monitor)
 }
 

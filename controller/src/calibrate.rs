@@ -15,7 +15,7 @@ use qkd_calibration::detectors::{
 use qkd_calibration::intensity::{IntensityCalibration, IntensitySettings, calibrate_intensities};
 use qkd_calibration::monitor::{ErrorMonitor, Feedback, TaggedMonitor};
 use qkd_calibration::state::PolarizationCalibration;
-use qkd_calibration::tracker::{Tracker, TrackerConfig};
+use qkd_calibration::tracker::Tracker;
 use qkd_drivers::emulator::{EmulatedBench, EmulatedTagger, EmulatedWcpSource};
 use qkd_drivers::{PolarizationController, SinglePhotonDetectors};
 use qkd_firmware_sim::world::{InitialRotation, LinkSpec};
@@ -172,8 +172,7 @@ async fn align(
         .polarization_controller(0)
         .context("the bench has no polarization controller")?;
     let mut monitor = TaggedMonitor::new(tagger, source, BATCH, slots, Feedback::DisclosedBits)?;
-    let config = TrackerConfig::for_settle_time(controller.settle_time());
-    let mut tracker = Tracker::new(&mut controller, config).await?;
+    let mut tracker = Tracker::for_controller(&mut controller).await?;
     let before = monitor.elapsed();
     let start = match load {
         Some(path) => {

@@ -519,7 +519,7 @@ async fn track_through(
     kind: DeviceKind,
 ) -> (f64, f64) {
     use qkd_calibration::monitor::{ErrorMonitor, Feedback, TaggedMonitor};
-    use qkd_calibration::tracker::{Tracker, TrackerConfig};
+    use qkd_calibration::tracker::Tracker;
     use qkd_drivers::emulator::EmulatedBench;
     use qkd_firmware_sim::host::SharedBench;
     use qkd_firmware_sim::world::InitialRotation;
@@ -553,8 +553,7 @@ async fn track_through(
     let source = bench.wcp_source().unwrap();
     let mut monitor =
         TaggedMonitor::new(tagger, source, batch, slots, Feedback::References).unwrap();
-    let config = TrackerConfig::for_settle_time(controller.settle_time());
-    let mut tracker = Tracker::new(&mut controller, config).await.unwrap();
+    let mut tracker = Tracker::for_controller(&mut controller).await.unwrap();
     let before = added_qber(&bench);
     tracker.align(&mut controller, &mut monitor).await.unwrap();
     // A second of tracking settles the floor estimate, as `qkd bench tracking` does before

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use qkd_calibration::counts::StateCounts;
 use qkd_calibration::monitor::{ErrorMonitor, Feedback, MonitorError, TaggedMonitor};
-use qkd_calibration::tracker::{Tracker, TrackerConfig};
+use qkd_calibration::tracker::Tracker;
 use qkd_drivers::emulator::{EmulatedBench, World};
 use qkd_drivers::serial::{DetectorNominals, DeviceConfig, DeviceKind};
 use qkd_drivers::{PolarizationController, SinglePhotonDetectors, WcpSource};
@@ -368,8 +368,7 @@ impl Run<'_> {
             budget_s,
             started,
         } = *self;
-        let config = TrackerConfig::for_settle_time(controller.settle_time());
-        let mut tracker = Tracker::new(controller, config).await?;
+        let mut tracker = Tracker::for_controller(controller).await?;
         tracker.align(controller, &mut monitor).await?;
         let alignment_s = monitor.elapsed().as_secs_f64();
         if alignment_s > budget_s {

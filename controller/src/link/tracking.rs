@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use qkd_calibration::counts::StateCounts;
 use qkd_calibration::monitor::{ErrorMonitor, MonitorError};
-use qkd_calibration::tracker::{Tracker, TrackerConfig, TrackingError};
+use qkd_calibration::tracker::{Tracker, TrackingError};
 use qkd_drivers::PolarizationController;
 use qkd_postprocess::sift::{Measurements, SiftReply, reference_outcomes};
 use serde::Serialize;
@@ -156,8 +156,7 @@ async fn track<C: PolarizationController>(
     paused: &AtomicBool,
     figures: &mut TrackingFigures,
 ) -> Result<(), TrackingError> {
-    let config = TrackerConfig::for_settle_time(controller.settle_time());
-    let mut tracker = Tracker::new(controller, config).await?;
+    let mut tracker = Tracker::for_controller(controller).await?;
     let result = async {
         tracker.align(controller, monitor).await?;
         figures.alignment_s = Some(monitor.elapsed().as_secs_f64());
