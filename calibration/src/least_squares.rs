@@ -1,4 +1,4 @@
-//! Small dense least squares: the linear solve behind the far-field steps, and a
+//! Small dense least squares: the damped Gauss-Newton step behind the far-field steering, and a
 //! Levenberg-Marquardt minimiser for the controller model's fits (a handful of parameters, tens
 //! of residuals, derivatives by finite differences).
 
@@ -6,7 +6,7 @@
 const DIFFERENCE_STEP: f64 = 1e-6;
 
 /// Solves the augmented system `[A | b]` by Gaussian elimination with partial pivoting.
-pub fn solve(mut rows: Vec<Vec<f64>>) -> Option<Vec<f64>> {
+fn solve(mut rows: Vec<Vec<f64>>) -> Option<Vec<f64>> {
     let n = rows.len();
     for col in 0..n {
         let pivot = (col..n).max_by(|&a, &b| rows[a][col].abs().total_cmp(&rows[b][col].abs()))?;
@@ -29,6 +29,30 @@ pub fn solve(mut rows: Vec<Vec<f64>>) -> Option<Vec<f64>> {
         x[r] = (rows[r][n] - tail) / rows[r][r];
     }
     x.iter().all(|v| v.is_finite()).then_some(x)
+}
+
+/// The step `Δ` minimising `|r + JΔ|² + λ Σ_i (JᵀJ)_ii Δ_i²` (Levenberg-Marquardt with
+/// damping `λ`) for the Jacobian `J` given by its `columns`; `ridge` is added to the diagonal so
+/// that a parameter no residual depends on stays put instead of making the system singular.
+/// `None` if it is singular all the same.
+pub fn levenberg_step(
+    columns: &[Vec<f64>],
+    residual: &[f64],
+    damping: f64,
+    ridge: f64,
+) -> Option<Vec<f64>> {
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let normal: Vec<Vec<f64>> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let mut row: Vec<f64> = columns.iter().map(|other| dot(column, other)).collect();
+            row[i] = row[i] * (1.0 + damping) + ridge;
+            row.push(-dot(column, residual));
+            row
+        })
+        .collect();
+    solve(normal)
 }
 
 /// Sum of squares of `r`.
@@ -65,18 +89,7 @@ pub fn minimise(
                     .collect()
             })
             .collect();
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-        let mut normal: Vec<Vec<f64>> = (0..n)
-            .map(|i| {
-                let mut row: Vec<f64> = (0..n).map(|j| dot(&columns[i], &columns[j])).collect();
-                row.push(-dot(&columns[i], &r));
-                row
-            })
-            .collect();
-        for (i, row) in normal.iter_mut().enumerate() {
-            row[i] = row[i] * (1.0 + damping) + 1e-12;
-        }
-        let Some(step) = solve(normal) else {
+        let Some(step) = levenberg_step(&columns, &r, damping, 1e-12) else {
             break;
         };
         let mut trial: Vec<f64> = point.iter().zip(&step).map(|(p, d)| p + d).collect();

@@ -4,7 +4,7 @@
 //! costs one move and one measurement, against two per actuator for a coordinate sweep, which is
 //! what makes the difference for motorised paddles after a sudden rotation.
 
-use crate::least_squares::solve;
+use crate::least_squares::levenberg_step;
 
 /// Correlations used: R11, R22, R12, R21 (see [`crate::counts::StateCounts::correlations`]).
 pub const SIGNALS: usize = 4;
@@ -25,25 +25,17 @@ impl Jacobian {
         weights: &[f64; SIGNALS],
         damping: f64,
     ) -> Option<Vec<f64>> {
-        let n = self.columns.len();
-        let mut normal = vec![vec![0.0; n + 1]; n];
-        for (i, row) in normal.iter_mut().enumerate() {
-            for (j, cell) in row.iter_mut().take(n).enumerate() {
-                *cell = (0..SIGNALS)
-                    .map(|k| weights[k] * self.columns[i][k] * self.columns[j][k])
-                    .sum();
-            }
-            row[n] = -(0..SIGNALS)
-                .map(|k| weights[k] * self.columns[i][k] * residual[k])
-                .sum::<f64>();
-        }
-        for (i, row) in normal.iter_mut().enumerate() {
-            row[i] *= 1.0 + damping;
-            // A floor on the diagonal keeps an actuator that shows in no signal from making the
-            // system singular; such an actuator simply does not move.
-            row[i] += 1e-9;
-        }
-        solve(normal)
+        // Each signal scaled by the root of its weight: the weighted problem in plain form.
+        let roots = weights.map(f64::sqrt);
+        let scaled: Vec<Vec<f64>> = self
+            .columns
+            .iter()
+            .map(|column| column.iter().zip(&roots).map(|(c, w)| c * w).collect())
+            .collect();
+        let residual: Vec<f64> = residual.iter().zip(&roots).map(|(r, w)| r * w).collect();
+        // The ridge keeps an actuator that shows in no signal from making the system singular;
+        // such an actuator simply does not move.
+        levenberg_step(&scaled, &residual, damping, 1e-9)
     }
 
     /// Broyden's rank-one update after a step `delta` changed the correlations by `change`.
