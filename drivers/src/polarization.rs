@@ -51,6 +51,19 @@ pub enum ActuatorOptics {
     },
 }
 
+impl ActuatorOptics {
+    /// A shift of the value that leaves the optics unchanged, in its units (see
+    /// [`qkd_units::poincare::retarder_axis_period`]).
+    pub fn period(&self) -> f64 {
+        match *self {
+            ActuatorOptics::RotatingRetarder {
+                retardance_rad,
+                rad_per_unit,
+            } => qkd_units::poincare::retarder_axis_period(retardance_rad) / rad_per_unit,
+        }
+    }
+}
+
 impl ActuatorSpec {
     /// Checks a full setting against the actuators: count and ranges (never clamped).
     pub fn check_setting(
@@ -107,6 +120,18 @@ pub trait PolarizationController: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paddle_repeats_every_half_turn_and_a_half_wave_one_every_quarter() {
+        let paddle = |retardance_rad| ActuatorOptics::RotatingRetarder {
+            retardance_rad,
+            rad_per_unit: 1f64.to_radians(),
+        };
+        let period = |r| paddle(r).period();
+        assert!((period(std::f64::consts::FRAC_PI_2) - 180.0).abs() < 1e-9);
+        assert!((period(std::f64::consts::PI) - 90.0).abs() < 1e-9);
+        assert!((period(3.0 * std::f64::consts::PI) - 90.0).abs() < 1e-9);
+    }
 
     #[test]
     fn settings_are_checked_for_count_range_and_nan() {

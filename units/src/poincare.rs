@@ -24,6 +24,18 @@ pub fn dot(a: Stokes, b: Stokes) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
+/// How far a retarder of `retardance` radians can turn its axis and leave its action unchanged,
+/// in radians: half a turn, or a quarter for a half-wave retarder (a half turn about an axis is
+/// the same as one about the opposite axis).
+pub fn retarder_axis_period(retardance: f64) -> f64 {
+    let half_wave = ((retardance / core::f64::consts::PI).rem_euclid(2.0) - 1.0).abs() < 1e-9;
+    if half_wave {
+        core::f64::consts::FRAC_PI_2
+    } else {
+        core::f64::consts::PI
+    }
+}
+
 /// A rotation of the Poincaré sphere, stored as a row-major 3×3 orthogonal matrix.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rotation(pub [[f64; 3]; 3]);
@@ -201,6 +213,22 @@ mod tests {
         let [h, d] = [small.apply(H), small.apply(D)];
         let by_overlap = 0.25 * (2.0 - dot(h, H) - dot(d, D));
         assert!((small.bb84_error(1.0) - by_overlap).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_retarder_repeats_every_half_turn_of_its_axis_and_a_half_wave_one_every_quarter() {
+        use core::f64::consts::{FRAC_PI_2, PI};
+        for retardance in [FRAC_PI_2, PI, 3.0 * PI, 0.3] {
+            let period = retarder_axis_period(retardance);
+            let (a, b) = (
+                Rotation::retarder(0.2, retardance),
+                Rotation::retarder(0.2 + period, retardance),
+            );
+            // Near the identity `angle` (an arccosine) resolves only √(2ε) ≈ 2e-8 rad.
+            assert!(a.inverse().after(&b).angle() < 1e-7, "{retardance}");
+        }
+        assert!((retarder_axis_period(PI) - FRAC_PI_2).abs() < 1e-15);
+        assert!((retarder_axis_period(FRAC_PI_2) - PI).abs() < 1e-15);
     }
 
     #[test]

@@ -56,24 +56,27 @@ impl Mpc320 {
             )
             .into());
         }
-        let names = ["paddle 1 (λ/4)", "paddle 2 (λ/2)", "paddle 3 (λ/4)"];
-        // Half a turn restores a quarter-wave paddle, a quarter turn a half-wave one.
-        let periods = [180.0, 90.0, 180.0];
         let quarter = std::f64::consts::FRAC_PI_2;
-        let retardances = [quarter, 2.0 * quarter, quarter];
-        let actuators = names
+        let paddles = [
+            ("paddle 1 (λ/4)", quarter),
+            ("paddle 2 (λ/2)", 2.0 * quarter),
+            ("paddle 3 (λ/4)", quarter),
+        ];
+        let actuators = paddles
             .iter()
-            .zip(periods.into_iter().zip(retardances))
-            .map(|(name, (period, retardance_rad))| ActuatorSpec {
-                name: (*name).into(),
-                unit: ActuatorUnit::Degrees,
-                min: 0.0,
-                max: DEGREES_PER_TRAVEL,
-                period: Some(period),
-                optics: Some(ActuatorOptics::RotatingRetarder {
+            .map(|&(name, retardance_rad)| {
+                let optics = ActuatorOptics::RotatingRetarder {
                     retardance_rad,
                     rad_per_unit: 1f64.to_radians(),
-                }),
+                };
+                ActuatorSpec {
+                    name: name.into(),
+                    unit: ActuatorUnit::Degrees,
+                    min: 0.0,
+                    max: DEGREES_PER_TRAVEL,
+                    period: Some(optics.period()),
+                    optics: Some(optics),
+                }
             })
             .collect();
         let mut device = Mpc320 {

@@ -273,15 +273,7 @@ impl ControllerOptics {
         match self.kind {
             OpticsKind::None => None,
             OpticsKind::Squeezers => Some(2.0 * std::f64::consts::PI / a.per_unit),
-            OpticsKind::Paddles => {
-                let half_wave =
-                    ((a.fixed / std::f64::consts::PI).rem_euclid(2.0) - 1.0).abs() < 1e-9;
-                Some(if half_wave {
-                    std::f64::consts::FRAC_PI_2
-                } else {
-                    std::f64::consts::PI
-                })
-            }
+            OpticsKind::Paddles => Some(super::polarization::retarder_axis_period(a.fixed)),
         }
     }
 
