@@ -193,7 +193,7 @@ async fn the_afterpulse_probability_of_free_running_ingaas_is_measured() {
 fn intensity_settings(spec: &LinkSpec, seconds: f64) -> IntensitySettings {
     let rate = spec.source.rep_rate_hz as f64;
     let detector = &spec.receiver.detectors[0];
-    let fiber = 10f64.powf(-spec.fiber.loss_db_per_km * spec.fiber.length_km / 10.0);
+    let fiber = spec.fiber.transmission();
     let eta = fiber * spec.receiver.optics_transmission * detector.efficiency;
     let mut slots = SlotConfig::standard(rate, u64::from(spec.source.sync_divider));
     // Dark counts of the four detectors that fall in the gate.

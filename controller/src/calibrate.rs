@@ -314,7 +314,7 @@ fn known_transmission(
     spec: &LinkSpec,
     channels: &[qkd_drivers::DetectorChannel],
 ) -> Result<Probability> {
-    let fiber = 10f64.powf(-spec.fiber.loss_db_per_km * spec.fiber.length_km / 10.0);
+    let fiber = spec.fiber.transmission();
     let efficiency =
         channels.iter().map(|c| c.efficiency.get()).sum::<f64>() / channels.len().max(1) as f64;
     if efficiency <= 0.0 {

@@ -91,7 +91,7 @@ struct Plan {
 
 /// The channel a preset's hardware makes at `distance_km`.
 fn channel(spec: &LinkSpec, ec_inefficiency: f64) -> Channel {
-    let fiber = 10f64.powf(-spec.fiber.loss_db_per_km * spec.fiber.length_km / 10.0);
+    let fiber = spec.fiber.transmission();
     let detector = &spec.receiver.detectors[0];
     let background = 4.0
         * match detector.dark {

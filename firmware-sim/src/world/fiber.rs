@@ -102,6 +102,11 @@ impl FiberSpec {
             steps: Vec::new(),
         }
     }
+
+    /// Power transmission of the span, `10^(−loss·length/10)`.
+    pub fn transmission(&self) -> f64 {
+        10f64.powf(-self.loss_db_per_km * self.length_km / 10.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +158,7 @@ impl Fiber {
         mut rng: SimRng,
     ) -> Result<Self, ConfigError> {
         let length = section.check("length_km", spec.length_km, 0.0, 20_000.0, "km")?;
-        let loss = section.check("loss_db_per_km", spec.loss_db_per_km, 0.0, 100.0, "dB/km")?;
+        section.check("loss_db_per_km", spec.loss_db_per_km, 0.0, 100.0, "dB/km")?;
         let delay = section.check("delay_ps_per_km", spec.delay_ps_per_km, 0.0, 1e8, "ps/km")?;
         let misalignment = section.probability("misalignment", spec.misalignment, 0.5)?;
         let drift = section.check(
@@ -199,7 +204,7 @@ impl Fiber {
             (0, 0.0, i64::MAX)
         };
         Ok(Fiber {
-            transmission: 10f64.powf(-loss * length / 10.0),
+            transmission: spec.transmission(),
             delay_ps: (delay * length).round() as i64,
             visibility: 1.0 - 2.0 * misalignment,
             rotation,
