@@ -202,12 +202,7 @@ fn intensity_settings(spec: &LinkSpec, seconds: f64) -> IntensitySettings {
         .receiver
         .detectors
         .iter()
-        .map(|d| match d.dark {
-            DarkCountSpec::FreeRunning { rate_hz } => rate_hz * gate_s,
-            DarkCountSpec::Gated {
-                probability_per_gate,
-            } => probability_per_gate,
-        })
+        .map(|d| d.dark.per_gate(gate_s))
         .sum();
     slots.delays_ps = [0; 4];
     IntensitySettings {

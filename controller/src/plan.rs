@@ -3,7 +3,6 @@
 //! next to the repeaterless bound that no rate may exceed.
 
 use anyhow::{Result, bail};
-use qkd_firmware_sim::world::detector::DarkCountSpec;
 use qkd_firmware_sim::world::{LinkPreset, LinkSpec};
 use qkd_postprocess::bits::binary_entropy;
 use qkd_postprocess::estimate::{
@@ -93,13 +92,7 @@ struct Plan {
 fn channel(spec: &LinkSpec, ec_inefficiency: f64) -> Channel {
     let fiber = spec.fiber.transmission();
     let detector = &spec.receiver.detectors[0];
-    let background = 4.0
-        * match detector.dark {
-            DarkCountSpec::FreeRunning { rate_hz } => rate_hz * GATE_S,
-            DarkCountSpec::Gated {
-                probability_per_gate,
-            } => probability_per_gate,
-        };
+    let background = 4.0 * detector.dark.per_gate(GATE_S);
     let pz = spec.source.basis_z_probability;
     Channel {
         transmittance: fiber * spec.receiver.optics_transmission * detector.efficiency,

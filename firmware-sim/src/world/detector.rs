@@ -42,6 +42,18 @@ pub enum DarkCountSpec {
     },
 }
 
+impl DarkCountSpec {
+    /// Probability of a dark count within a gate (or detection window) of `gate_s` seconds.
+    pub fn per_gate(&self, gate_s: f64) -> f64 {
+        match *self {
+            DarkCountSpec::FreeRunning { rate_hz } => rate_hz * gate_s,
+            DarkCountSpec::Gated {
+                probability_per_gate,
+            } => probability_per_gate,
+        }
+    }
+}
+
 /// Parameters of one single-photon detector.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
