@@ -1,14 +1,12 @@
-//! The qkd-node controller: node runtime, classical channel, and the commands of the `qkd`
-//! binary.
+//! The commands of the `qkd` binary: thin command-line modules over the node runtime
+//! (`qkd-runtime`), the emulated bench and the drivers, and the benchmarks.
 
 pub mod bench;
 pub mod calibrate;
-pub mod channel;
 pub mod devices;
 pub mod emulate;
 pub mod flags;
 pub mod link;
-pub mod node;
 pub mod plan;
 pub mod progress;
 pub mod sim;

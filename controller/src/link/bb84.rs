@@ -1,105 +1,15 @@
-//! The BB84 link: Alice's emulated source answers for her slots; Bob's emulated tagger feeds
-//! slot recovery.
+//! The BB84 link on the emulated bench: Alice's emulated source answers for her slots; Bob's
+//! emulated tagger feeds slot recovery.
 
 use anyhow::{Context, Result};
-use qkd_drivers::emulator::{EmulatedBench, EmulatedTagger, EmulatedWcpSource, World};
-use qkd_drivers::{EmissionRecords, TagBatch, TimeTagger, WcpSource};
-use qkd_postprocess::sift::{
-    Announcement, Measurements, Preparations, SiftReply, SquashCoin, squash,
-};
-use qkd_postprocess::slots::{Detections, SlotConfig, SlotRecovery};
+use qkd_drivers::emulator::{EmulatedBench, World};
+use qkd_postprocess::sift::SquashCoin;
+use qkd_postprocess::slots::{SlotConfig, SlotRecovery};
+use qkd_runtime::sources::bb84::{SourceRecords, TaggedDetections};
+use qkd_runtime::tracking::LinkTracking;
 
 use super::report::LinkReport;
-use super::tracking::LinkTracking;
-use super::{BATCH, BatchBudget, Run, Turn, decoy_settings, run_sessions};
-use crate::channel::{ChannelError, Peer, Transport};
-use crate::node::session::{MeasurementSource, PreparationSource};
-
-/// Alice's records of the announced slots, from her source.
-struct SourceRecords {
-    source: EmulatedWcpSource,
-    records: EmissionRecords,
-}
-
-impl PreparationSource for SourceRecords {
-    async fn preparations(&mut self, announcement: &Announcement) -> Result<Preparations, String> {
-        self.records.clear();
-        self.source
-            .emissions(&announcement.slot, &mut self.records)
-            .await
-            .map_err(|e| e.to_string())?;
-        let r = &self.records;
-        Ok(Preparations {
-            basis: r.basis.clone(),
-            bit: r.bit.clone(),
-            class: r.intensity.clone(),
-            reference: r.reference.clone(),
-        })
-    }
-}
-
-/// Bob's results: tagger batches through slot recovery, double clicks squashed.
-struct TaggedDetections {
-    tagger: EmulatedTagger,
-    slots: SlotRecovery,
-    batch: TagBatch,
-    detections: Detections,
-    budget: BatchBudget,
-    coin: SquashCoin,
-    /// Bob's polarization tracking, when the link runs it.
-    tracking: Option<LinkTracking>,
-    /// The last batch was read while tracking had paused key generation.
-    held: bool,
-}
-
-impl TaggedDetections {
-    fn squash(&mut self) -> Measurements {
-        let coin = &mut self.coin;
-        let measured = squash(&self.detections, || coin.flip());
-        self.detections.clear();
-        measured
-    }
-}
-
-impl MeasurementSource for TaggedDetections {
-    async fn next_batch<T: Transport>(
-        &mut self,
-        _peer: &mut Peer<T>,
-    ) -> Result<Option<Measurements>, ChannelError> {
-        match self.budget.next() {
-            Turn::Done => return Ok(None),
-            Turn::Finish => {
-                self.slots.finish(&mut self.detections);
-                return Ok(Some(self.squash()));
-            }
-            Turn::Read => {}
-        }
-        if let Some(tracking) = self.tracking.as_mut() {
-            // A tracker that has stopped holds every later batch; `finish` says why it stopped.
-            self.held = !tracking.ready().await || tracking.paused();
-        }
-        self.tagger
-            .read(&mut self.batch)
-            .await
-            .map_err(|e| ChannelError::Protocol(format!("Bob's tagger: {e}")))?;
-        self.slots.process(
-            &self.batch.time_ps,
-            &self.batch.channel,
-            &mut self.detections,
-        );
-        Ok(Some(self.squash()))
-    }
-
-    fn held(&self) -> bool {
-        self.held
-    }
-
-    async fn sifted(&mut self, measured: &Measurements, reply: Option<&SiftReply>) {
-        if let Some(tracking) = self.tracking.as_mut() {
-            tracking.feed(measured, reply).await;
-        }
-    }
-}
+use super::{BATCH, Run, decoy_settings, run_sessions};
 
 pub async fn run(run: &Run) -> Result<LinkReport> {
     let spec = &run.bench.spec;
@@ -121,33 +31,21 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
         rate,
         u64::from(spec.source.sync_divider),
     ))?;
-    let mut results = TaggedDetections {
-        tagger,
-        slots,
-        batch: TagBatch::default(),
-        detections: Detections::default(),
-        budget: BatchBudget::for_seconds(run.seconds),
-        coin: SquashCoin::new(run.seed),
-        tracking: None,
-        held: false,
-    };
+    let mut results = TaggedDetections::new(tagger, slots, run.budget(), SquashCoin::new(run.seed));
     if run.track {
         let controller = bench
             .polarization_controller(0)
             .context("the bench has no polarization controller at Bob")?;
-        results.tracking = Some(LinkTracking::start(controller, BATCH));
+        results = results.with_tracking(LinkTracking::start(controller, BATCH));
     }
-    let records = SourceRecords {
-        source,
-        records: EmissionRecords::default(),
-    };
+    let records = SourceRecords::new(source);
 
     let sessions = run_sessions(records, &mut results, &settings, run, ["Alice", "Bob"]).await?;
     let pulses = bench.inspect(|w| match w {
         World::PrepareMeasure(pm) => pm.pulses(),
         World::Entangled(_) => 0,
     });
-    let stats = results.slots.stats().clone();
+    let stats = results.slot_stats().clone();
     let (held_batches, held_key_bits) = (
         sessions.progress.held_batches,
         sessions.progress.held_key_bits,
@@ -155,7 +53,7 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
     let mut report = sessions.report("bb84", run, pulses, stats.in_gate);
     report.held_batches = held_batches;
     report.held_key_bits = held_key_bits;
-    if let Some(tracking) = results.tracking.take() {
+    if let Some(tracking) = results.take_tracking() {
         report.tracking = Some(tracking.finish().await.context("polarization tracking")?);
     }
     Ok(report)

@@ -5,7 +5,6 @@
 mod bb84;
 mod bbm92;
 mod report;
-mod tracking;
 
 use std::time::{Duration, Instant};
 
@@ -17,14 +16,16 @@ use qkd_postprocess::hybrid::{HybridSigner, SEED_BYTES, SigningIdentity};
 use rand::{SeedableRng, TryRng};
 use zeroize::Zeroize;
 
-use crate::bench::tracking::ControllerKind;
-use crate::channel::Peer;
-use crate::channel::memory::MemoryTransport;
-use crate::flags::{Bench, BenchFlags, in_range};
-use crate::node::block::{BlockOutcome, BlockSettings};
-use crate::node::session::{
+use qkd_runtime::block::{BlockOutcome, BlockSettings};
+use qkd_runtime::channel::Peer;
+use qkd_runtime::channel::memory::MemoryTransport;
+use qkd_runtime::session::{
     MeasurementSource, MeasurerProgress, PreparationSource, run_measurer, run_preparer,
 };
+use qkd_runtime::sources::BatchBudget;
+
+use crate::bench::tracking::ControllerKind;
+use crate::flags::{Bench, BenchFlags, in_range};
 use crate::progress::Progress;
 
 pub use report::LinkReport;
@@ -34,50 +35,6 @@ use report::RunFigures;
 pub const PRE_SHARED_SECRET_BYTES: usize = 4096;
 /// Emulated time per tagger batch.
 pub const BATCH: Duration = Duration::from_millis(10);
-
-/// What a measuring node does with its next turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Turn {
-    /// Read the next tagger batch.
-    Read,
-    /// The link time is used up: flush what is held back, once.
-    Finish,
-    /// Nothing more to report.
-    Done,
-}
-
-/// The tagger batches a measuring node has left for `--seconds` of link time, then one flush.
-#[derive(Debug, Clone, Copy)]
-struct BatchBudget {
-    left: u64,
-    finished: bool,
-}
-
-impl BatchBudget {
-    fn for_seconds(seconds: f64) -> Self {
-        Self {
-            left: (seconds / BATCH.as_secs_f64()).ceil() as u64,
-            finished: false,
-        }
-    }
-
-    fn next(&mut self) -> Turn {
-        if self.left > 0 {
-            self.left -= 1;
-            Turn::Read
-        } else if self.finished {
-            Turn::Done
-        } else {
-            self.finished = true;
-            Turn::Finish
-        }
-    }
-
-    /// Whether batches remain to be read.
-    fn has_more(&self) -> bool {
-        self.left > 0
-    }
-}
 
 /// Which protocol the link runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -143,6 +100,13 @@ struct Run {
     settings: BlockSettings,
     /// Bob tracks polarization.
     track: bool,
+}
+
+impl Run {
+    /// The tagger batches a measuring node reads for `--seconds` of link time.
+    fn budget(&self) -> BatchBudget {
+        BatchBudget::batches((self.seconds / BATCH.as_secs_f64()).ceil() as u64)
+    }
 }
 
 fn validate(args: &LinkArgs) -> Result<Run> {

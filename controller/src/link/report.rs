@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use qkd_postprocess::bits::binary_entropy;
 use serde::Serialize;
 
-use super::tracking::TrackingFigures;
-use crate::node::block::BlockOutcome;
+use qkd_runtime::block::BlockOutcome;
+use qkd_runtime::tracking::TrackingFigures;
 
 /// Figures of the run that do not come from the blocks.
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -74,7 +74,19 @@ impl ErrorMonitor for FedMonitor {
     }
 }
 
+/// Why tracking ended other than by the link stopping.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackingFailure {
+    /// The tracker failed (a device, or its own limits).
+    #[error(transparent)]
+    Tracker(#[from] TrackingError),
+    /// The tracking task did not run to its end.
+    #[error("the tracking task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Bob's side of the lock step with the tracking task.
+#[derive(Debug)]
 pub struct LinkTracking {
     want: mpsc::Receiver<()>,
     counts: mpsc::Sender<StateCounts>,
@@ -142,7 +154,7 @@ impl LinkTracking {
     }
 
     /// Stops the tracker and returns what it did, or why it failed.
-    pub async fn finish(self) -> anyhow::Result<TrackingFigures> {
+    pub async fn finish(self) -> Result<TrackingFigures, TrackingFailure> {
         drop(self.counts);
         drop(self.want);
         Ok(self.task.await??)

@@ -11,7 +11,7 @@ use qkd_postprocess::auth::{AuthError, Authenticator, Role};
 use qkd_postprocess::hybrid::HybridSigner;
 use serde::{Deserialize, Serialize};
 
-use crate::node::messages::Message;
+use crate::messages::Message;
 
 /// Largest frame accepted from the network (64 MiB): a bound against hostile length fields.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;

@@ -4,17 +4,15 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use qkd_controller::channel::memory::{MemoryTransport, Tamper};
-use qkd_controller::channel::tcp::TcpTransport;
-use qkd_controller::channel::{Peer, Transport};
-use qkd_controller::node::block::{BlockOutcome, BlockSettings};
-use qkd_controller::node::session::{
-    MeasurementSource, PreparationSource, run_measurer, run_preparer,
-};
 use qkd_firmware_sim::world::rng::SimRng;
 use qkd_postprocess::auth::Role;
 use qkd_postprocess::hybrid::{HybridSigner, SEED_BYTES, SigningIdentity};
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
+use qkd_runtime::block::{BlockOutcome, BlockSettings};
+use qkd_runtime::channel::memory::{MemoryTransport, Tamper};
+use qkd_runtime::channel::tcp::TcpTransport;
+use qkd_runtime::channel::{Peer, Transport};
+use qkd_runtime::session::{MeasurementSource, PreparationSource, run_measurer, run_preparer};
 use rand::SeedableRng;
 
 const DETECTIONS: usize = 700_000;
@@ -76,7 +74,7 @@ impl MeasurementSource for Batches {
     async fn next_batch<T: Transport>(
         &mut self,
         _peer: &mut Peer<T>,
-    ) -> Result<Option<Measurements>, qkd_controller::channel::ChannelError> {
+    ) -> Result<Option<Measurements>, qkd_runtime::channel::ChannelError> {
         if self.next >= self.all.slot.len() {
             return Ok(None);
         }

@@ -10,11 +10,11 @@ use qkd_postprocess::sift::{
 };
 use rand::Rng;
 
-use crate::channel::{ChannelError, Peer, Transport};
-use crate::node::block::{
+use crate::block::{
     BlockCache, BlockOutcome, BlockReport, BlockSettings, Pool, measure_block, prepare_block,
 };
-use crate::node::messages::Message;
+use crate::channel::{ChannelError, Peer, Transport};
+use crate::messages::Message;
 
 /// Where the preparer finds what she sent (or measured) in the announced slots.
 pub trait PreparationSource: Send {

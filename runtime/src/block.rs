@@ -27,7 +27,7 @@ use qkd_postprocess::toeplitz::{PlanCache, hash_direct};
 use rand::Rng;
 
 use crate::channel::{ChannelError, Peer, Transport};
-use crate::node::messages::{Message, PackedBits};
+use crate::messages::{Message, PackedBits};
 
 /// Key bits each successful block returns to authentication: three seals' pads.
 pub const AUTH_REFILL_BITS: u64 = 3 * 128;
