@@ -94,7 +94,10 @@ macro_rules! family_error {
 
 family_error!(
     /// Errors of photon sources.
-    SourceError {}
+    SourceError {
+        /// Records asked for a slot the source has not emitted yet.
+        NotEmitted { slot: u64, emitted: u64 } => "slot {slot} has not been emitted yet (the source is at slot {emitted})",
+    }
 );
 
 family_error!(

@@ -1,15 +1,21 @@
 //! Wegman-Carter authentication of the classical channel, by transcript.
 //!
-//! Every message a node sends or receives is folded, with its sequence number and length, into a
-//! running polynomial hash over `p = 2^127 − 1` evaluated at a secret point `k`
-//! (ε-almost-XOR-universal, `ε = L/p` for a transcript of `L` 15-byte blocks). At the end of a
-//! block each node seals its sent transcript: tag = hash + a fresh one-time pad (mod p). The peer
-//! checks the seal against what it received, and no key leaves the block unless both seals
+//! Every frame a node sends or receives is folded, with its position in the sender's stream and
+//! its length, into a running polynomial hash over `p = 2^127 − 1` evaluated at a secret point
+//! `k` (ε-almost-XOR-universal, `ε = L/p` for a transcript of `L` 15-byte blocks). At the end of
+//! a block each node seals its sent transcript: tag = hash + a fresh one-time pad (mod p). The
+//! peer checks the seal against what it received, and no key leaves the block unless both seals
 //! check: a tampered, dropped, replayed or reordered message anywhere in the block makes it fail.
-//! Sealing once per block instead of once per message spends 2 × 128 pad bits per block where
+//! Sealing once per block instead of once per message spends a few 128-bit pads per block where
 //! Cascade's hundreds of round trips would otherwise cost more key than a block yields. The hash
 //! key is reused (every tag is encrypted by its own pad); pads never are. Keys come from a
 //! pre-shared secret first and from the node's own output afterwards; every bit is counted.
+//!
+//! Pads are numbered per direction, in the order both nodes deal them, and a seal names the pad
+//! it used: a seal lost on the way costs the receiver that pad (it skips it), not the channel's
+//! synchronisation, and a seal naming a pad already used is refused without spending anything.
+//! The pad state can be exported and restored, so a node that journals it before every use
+//! never uses a pad twice across restarts.
 //!
 //! In hybrid mode ([`Authenticator::set_signer`]) every seal also carries an ML-DSA signature
 //! over the same messages ([`crate::hybrid`]), and a seal checks only when both do.
@@ -25,30 +31,52 @@ pub const TAG_BYTES: usize = 16;
 pub const PAD_BYTES: usize = 16;
 /// Bytes of the reusable hash key.
 pub const HASH_KEY_BYTES: usize = 16;
+/// Pads a received seal may skip ahead: seals lost in transit (each costs its pad), not more, so
+/// a forged seal cannot make the receiver throw away more than this many pads.
+pub const MAX_PAD_SKIP: u64 = 8;
 /// The Mersenne prime `2^127 − 1`.
 const P: u128 = (1 << 127) - 1;
 /// Message bytes per polynomial coefficient (120 bits, below `p`).
 const BLOCK_BYTES: usize = 15;
+
+/// What a node must do about an authentication failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthErrorKind {
+    /// The messages cannot be trusted: the block they belong to yields no key.
+    Untrusted,
+    /// No key left to authenticate with: the node needs key from its pool or a new secret.
+    Exhausted,
+    /// The two nodes are not set up alike (keys, modes): nothing will check until fixed.
+    Configuration,
+}
 
 /// Authentication failures: each means the message must not be trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The seal does not match the transcript: a message was altered, dropped, replayed or
     /// injected since the last check (or the keys differ).
-    #[error("the transcript of {seq} messages fails authentication")]
+    #[error("the transcript of {messages} messages fails authentication")]
     BadTag {
         /// Messages in the transcript that failed.
-        seq: u64,
+        messages: u64,
     },
-    /// A message out of order: replayed, reordered or dropped in between.
-    #[error(
-        "message numbered {got} arrived where {expected} was due (replayed, reordered or lost)"
-    )]
-    Sequence {
-        /// Number expected next.
-        expected: u64,
-        /// Number received.
-        got: u64,
+    /// A seal naming a pad already used or skipped: a replayed seal.
+    #[error("the seal names pad {pad}, but pads before {next} are spent (a replayed seal)")]
+    PadSpent {
+        /// Pad the seal names.
+        pad: u64,
+        /// First pad still unused.
+        next: u64,
+    },
+    /// A seal naming a pad too far ahead of the next unused one, or not dealt yet.
+    #[error("the seal names pad {pad}, beyond the pads {next}..{limit} it may use")]
+    PadAhead {
+        /// Pad the seal names.
+        pad: u64,
+        /// First pad still unused.
+        next: u64,
+        /// First pad it may not use.
+        limit: u64,
     },
     /// No key left to authenticate with.
     #[error("authentication key exhausted: refill from the key pool or a new pre-shared secret")]
@@ -84,6 +112,24 @@ pub enum AuthError {
     },
 }
 
+impl AuthError {
+    /// What the node must do about it.
+    pub fn kind(&self) -> AuthErrorKind {
+        match self {
+            // A seal of the wrong mode may be an attacker stripping or adding signatures.
+            AuthError::BadTag { .. }
+            | AuthError::PadSpent { .. }
+            | AuthError::PadAhead { .. }
+            | AuthError::BadSignature { .. }
+            | AuthError::SignatureMode(_) => AuthErrorKind::Untrusted,
+            AuthError::Exhausted => AuthErrorKind::Exhausted,
+            AuthError::Signing
+            | AuthError::PublicKeyLength { .. }
+            | AuthError::SecretTooShort { .. } => AuthErrorKind::Configuration,
+        }
+    }
+}
+
 #[inline]
 fn reduce(x: u128) -> u128 {
     let r = (x & P) + (x >> 127);
@@ -111,12 +157,13 @@ fn field_element(bytes: [u8; 16]) -> u128 {
     u128::from_le_bytes(bytes) & P
 }
 
-/// Secret material for one direction: the hash key and the pads still unused.
+/// Secret material for one direction: the hash key and the pads still unused, numbered.
+#[derive(Clone, Serialize, Deserialize)]
 struct DirectionKeys {
-    hash_key: u128,
-    /// Pads; bytes before `next` are spent (and already wiped).
+    hash_key: [u8; HASH_KEY_BYTES],
+    /// Unused pads, back to back; the first is pad number `first`.
     pads: Vec<u8>,
-    next: usize,
+    first: u64,
     spent_bits: u64,
 }
 
@@ -128,40 +175,65 @@ impl Drop for DirectionKeys {
 }
 
 impl DirectionKeys {
-    fn new(hash_key: u128) -> Self {
+    fn new(hash_key: [u8; HASH_KEY_BYTES]) -> Self {
         DirectionKeys {
             hash_key,
             pads: Vec::new(),
-            next: 0,
+            first: 0,
             spent_bits: 8 * HASH_KEY_BYTES as u64,
         }
     }
 
-    fn available(&self) -> usize {
-        self.pads.len() - self.next
+    fn hash_key(&self) -> u128 {
+        field_element(self.hash_key)
+    }
+
+    fn available(&self) -> u64 {
+        (self.pads.len() / PAD_BYTES) as u64
     }
 
     fn add(&mut self, pad: &[u8]) {
-        if self.next > self.pads.len() / 2 {
-            self.pads.drain(..self.next);
-            self.next = 0;
-        }
         self.pads.extend_from_slice(pad);
     }
 
-    fn take_pad(&mut self) -> Result<u128, AuthError> {
-        if self.available() < PAD_BYTES {
+    /// Wipes and forgets the pads before number `pad`, then uses `pad`.
+    fn take(&mut self, pad: u64) -> u128 {
+        let skipped = (pad - self.first) as usize;
+        let used = (skipped + 1) * PAD_BYTES;
+        let mut bytes = [0u8; PAD_BYTES];
+        bytes.copy_from_slice(&self.pads[used - PAD_BYTES..used]);
+        self.pads[..used].zeroize();
+        self.pads.drain(..used);
+        self.first = pad + 1;
+        self.spent_bits += 8 * used as u64;
+        let value = field_element(bytes);
+        bytes.zeroize();
+        value
+    }
+
+    /// The next pad, for a seal: its number and value.
+    fn take_next(&mut self) -> Result<(u64, u128), AuthError> {
+        if self.available() == 0 {
             return Err(AuthError::Exhausted);
         }
-        let used = &mut self.pads[self.next..self.next + PAD_BYTES];
-        let mut pad = [0u8; PAD_BYTES];
-        pad.copy_from_slice(used);
-        used.zeroize();
-        self.next += PAD_BYTES;
-        self.spent_bits += 8 * PAD_BYTES as u64;
-        let value = field_element(pad);
-        pad.zeroize();
-        Ok(value)
+        let pad = self.first;
+        Ok((pad, self.take(pad)))
+    }
+
+    /// Pad number `pad`, for checking a seal that names it.
+    fn take_named(&mut self, pad: u64) -> Result<u128, AuthError> {
+        let next = self.first;
+        if pad < next {
+            return Err(AuthError::PadSpent { pad, next });
+        }
+        if self.available() == 0 {
+            return Err(AuthError::Exhausted);
+        }
+        let limit = next + self.available().min(MAX_PAD_SKIP + 1);
+        if pad >= limit {
+            return Err(AuthError::PadAhead { pad, next, limit });
+        }
+        Ok(self.take(pad))
     }
 }
 
@@ -178,7 +250,7 @@ fn deal(secret: &[u8], forward: &mut DirectionKeys, backward: &mut DirectionKeys
 }
 
 /// Which side of the link a node is (decides which half of the shared secret sends).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     /// The node that opened the channel.
     Initiator,
@@ -197,10 +269,23 @@ impl Role {
     }
 }
 
-/// What closes a segment of a node's transcript: the Wegman-Carter tag, and in hybrid mode an
-/// ML-DSA signature over the same messages.
+/// Where a frame sits in its sender's stream: the channel's epoch (a new one after every
+/// resynchronisation) and the frame's number in it. Both are hashed with the frame, so a frame
+/// moved to another place no longer checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct Position {
+    /// Epoch of the channel.
+    pub epoch: u64,
+    /// Frame number within the epoch.
+    pub seq: u64,
+}
+
+/// What closes a segment of a node's transcript: the Wegman-Carter tag, the number of the pad
+/// that encrypts it, and in hybrid mode an ML-DSA signature over the same messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seal {
+    /// Number of the pad used (public: pads are numbered in the order both nodes deal them).
+    pub pad: u64,
     /// Wegman-Carter tag.
     pub tag: [u8; TAG_BYTES],
     /// ML-DSA-65 signature (hybrid mode only).
@@ -220,7 +305,7 @@ impl Transcript {
         self.messages = 0;
     }
 
-    fn absorb(&mut self, key: u128, seq: u64, message: &[u8]) {
+    fn absorb(&mut self, key: u128, at: Position, message: &[u8]) {
         let mut step = |chunk: &[u8]| {
             let mut bytes = [0u8; 16];
             bytes[..chunk.len()].copy_from_slice(chunk);
@@ -228,7 +313,8 @@ impl Transcript {
             let coefficient = u128::from_le_bytes(bytes) | (1u128 << (8 * chunk.len()));
             self.acc = mul_mod(reduce(self.acc + coefficient), key);
         };
-        step(&seq.to_le_bytes());
+        step(&at.epoch.to_le_bytes());
+        step(&at.seq.to_le_bytes());
         step(&(message.len() as u64).to_le_bytes());
         for chunk in message.chunks(BLOCK_BYTES) {
             step(chunk);
@@ -237,39 +323,31 @@ impl Transcript {
     }
 }
 
-/// Authenticates one node's side of the channel.
-pub struct Authenticator {
+/// The secret state of an [`Authenticator`]: hash keys and unused pads of both directions. A
+/// node journals it before every use of a pad, and starts again from it after a restart.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AuthState {
     send: DirectionKeys,
     receive: DirectionKeys,
-    sent: Transcript,
-    received: Transcript,
-    next_send: u64,
-    next_receive: u64,
-    signer: Option<HybridSigner>,
 }
 
-impl std::fmt::Debug for Authenticator {
+impl std::fmt::Debug for AuthState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Authenticator(sent {}, received {}, {} + {} pad bytes left, {})",
-            self.next_send,
-            self.next_receive,
+            "AuthState(next seal pad {}, {} left; next check pad {}, {} left)",
+            self.send.first,
             self.send.available(),
-            self.receive.available(),
-            if self.signer.is_some() {
-                "hybrid"
-            } else {
-                "Wegman-Carter only"
-            }
+            self.receive.first,
+            self.receive.available()
         )
     }
 }
 
-impl Authenticator {
-    /// Starts from a pre-shared secret: two hash keys, then pads alternating between the
-    /// directions. Both nodes call this with the same secret and opposite roles.
-    pub fn new(secret: &[u8], role: Role) -> Result<Self, AuthError> {
+impl AuthState {
+    /// From a pre-shared secret: two hash keys, then pads alternating between the directions.
+    /// Both nodes call this with the same secret and opposite roles.
+    pub fn from_secret(secret: &[u8], role: Role) -> Result<Self, AuthError> {
         let needed = 2 * HASH_KEY_BYTES + 2 * PAD_BYTES;
         if secret.len() < needed {
             return Err(AuthError::SecretTooShort {
@@ -278,9 +356,9 @@ impl Authenticator {
             });
         }
         let key = |range: std::ops::Range<usize>| {
-            let mut bytes = [0u8; 16];
+            let mut bytes = [0u8; HASH_KEY_BYTES];
             bytes.copy_from_slice(&secret[range]);
-            field_element(bytes)
+            bytes
         };
         let mut forward = DirectionKeys::new(key(0..16));
         let mut backward = DirectionKeys::new(key(16..32));
@@ -289,21 +367,37 @@ impl Authenticator {
             Role::Initiator => (forward, backward),
             Role::Responder => (backward, forward),
         };
-        Ok(Authenticator {
-            send,
-            receive,
-            sent: Transcript::default(),
-            received: Transcript::default(),
-            next_send: 0,
-            next_receive: 0,
-            signer: None,
-        })
+        Ok(AuthState { send, receive })
     }
 
-    /// Hybrid mode from now on: every seal also carries an ML-DSA signature over the same
-    /// messages, and every seal checked must carry a valid one.
-    pub fn set_signer(&mut self, signer: HybridSigner) {
-        self.signer = Some(signer);
+    /// Number of the next pad a seal will use.
+    pub fn next_seal_pad(&self) -> u64 {
+        self.send.first
+    }
+
+    /// Number of the first pad a received seal may use.
+    pub fn next_check_pad(&self) -> u64 {
+        self.receive.first
+    }
+
+    /// Seals that can still be made before a refill.
+    pub fn seals_left(&self) -> u64 {
+        self.send.available()
+    }
+
+    /// Checks that can still be made before a refill.
+    pub fn checks_left(&self) -> u64 {
+        self.receive.available()
+    }
+
+    /// Secret bits consumed so far in both directions (hash keys, pads used or skipped).
+    pub fn spent_bits(&self) -> u64 {
+        self.send.spent_bits + self.receive.spent_bits
+    }
+
+    /// Secret bits left in both directions' pads.
+    pub fn pad_bits_left(&self) -> u64 {
+        8 * PAD_BYTES as u64 * (self.send.available() + self.receive.available())
     }
 
     /// Adds fresh secret (from the node's key pool), split between the directions exactly as
@@ -316,66 +410,102 @@ impl Authenticator {
         deal(secret, forward, backward);
         8 * (secret.len() / PAD_BYTES * PAD_BYTES) as u64
     }
+}
 
-    /// Seals that can still be made before a refill.
-    pub fn seals_left(&self) -> usize {
-        self.send.available() / PAD_BYTES
+/// Authenticates one node's side of the channel.
+pub struct Authenticator {
+    state: AuthState,
+    sent: Transcript,
+    received: Transcript,
+    signer: Option<HybridSigner>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Authenticator({:?}, {})",
+            self.state,
+            if self.signer.is_some() {
+                "hybrid"
+            } else {
+                "Wegman-Carter only"
+            }
+        )
+    }
+}
+
+impl Authenticator {
+    /// Starts from a pre-shared secret (see [`AuthState::from_secret`]).
+    pub fn new(secret: &[u8], role: Role) -> Result<Self, AuthError> {
+        Ok(Self::from_state(AuthState::from_secret(secret, role)?))
     }
 
-    /// Checks that can still be made before a refill.
-    pub fn checks_left(&self) -> usize {
-        self.receive.available() / PAD_BYTES
+    /// Starts from a journalled state.
+    pub fn from_state(state: AuthState) -> Self {
+        Authenticator {
+            state,
+            sent: Transcript::default(),
+            received: Transcript::default(),
+            signer: None,
+        }
     }
 
-    /// Secret bits consumed so far in both directions (hash keys and pads).
-    pub fn spent_bits(&self) -> u64 {
-        self.send.spent_bits + self.receive.spent_bits
+    /// The secret state now, to journal.
+    pub fn state(&self) -> &AuthState {
+        &self.state
     }
 
-    /// Records an outgoing message; returns the sequence number to send with it.
-    pub fn record_sent(&mut self, message: &[u8]) -> u64 {
-        let seq = self.next_send;
-        self.next_send += 1;
-        self.sent.absorb(self.send.hash_key, seq, message);
+    /// Hybrid mode from now on: every seal also carries an ML-DSA signature over the same
+    /// messages, and every seal checked must carry a valid one.
+    pub fn set_signer(&mut self, signer: HybridSigner) {
+        self.signer = Some(signer);
+    }
+
+    /// Adds fresh secret (see [`AuthState::refill`]).
+    pub fn refill(&mut self, secret: &[u8], role: Role) -> u64 {
+        self.state.refill(secret, role)
+    }
+
+    /// Records an outgoing frame at its position in this node's stream.
+    pub fn record_sent(&mut self, at: Position, message: &[u8]) {
+        self.sent.absorb(self.state.send.hash_key(), at, message);
         if let Some(signer) = &mut self.signer {
-            signer.record_sent(seq, message);
+            signer.record_sent(at, message);
         }
-        seq
     }
 
-    /// The sequence number the next incoming message must carry.
-    pub fn expected_receive(&self) -> u64 {
-        self.next_receive
-    }
-
-    /// Records an incoming message. A number out of order fails at once; a forged content
-    /// fails at the next [`Self::check`].
-    pub fn record_received(&mut self, seq: u64, message: &[u8]) -> Result<(), AuthError> {
-        if seq != self.next_receive {
-            return Err(AuthError::Sequence {
-                expected: self.next_receive,
-                got: seq,
-            });
-        }
-        self.next_receive += 1;
-        self.received.absorb(self.receive.hash_key, seq, message);
+    /// Records an incoming frame at the position its sender gave it (the channel has checked
+    /// that the position follows the last one; a forged content fails at the next check).
+    pub fn record_received(&mut self, at: Position, message: &[u8]) {
+        self.received
+            .absorb(self.state.receive.hash_key(), at, message);
         if let Some(signer) = &mut self.signer {
-            signer.record_received(seq, message);
+            signer.record_received(at, message);
         }
-        Ok(())
     }
 
-    /// Seals everything sent since the last seal: what to send to the peer.
+    /// Seals everything sent since the last seal: what to send to the peer. The pad is spent
+    /// here; journal [`Self::state`] before the seal leaves the node.
     pub fn seal(&mut self) -> Result<Seal, AuthError> {
-        let pad = self.send.take_pad()?;
+        let (pad_number, pad) = self.state.send.take_next()?;
         let tag = reduce(self.sent.acc + pad).to_le_bytes();
         self.sent.reset();
-        let signature = self.signer.as_mut().map(HybridSigner::sign).transpose()?;
-        Ok(Seal { tag, signature })
+        let signature = self
+            .signer
+            .as_mut()
+            .map(|signer| signer.sign(pad_number))
+            .transpose()?;
+        Ok(Seal {
+            pad: pad_number,
+            tag,
+            signature,
+        })
     }
 
-    /// Forgets both transcripts without spending key: for a block both sides abandoned before
-    /// any key could come of it, so that the next seal covers only what follows.
+    /// Forgets both transcripts without spending key: for a block both sides abandoned at the
+    /// same point, or a channel both sides resynchronised, so that the next seal covers only
+    /// what follows.
     pub fn discard_transcripts(&mut self) {
         self.sent.reset();
         self.received.reset();
@@ -386,23 +516,27 @@ impl Authenticator {
 
     /// Checks the peer's seal over everything received since the last check: the tag, and in
     /// hybrid mode the signature. A seal of the other mode is refused, so that nobody can
-    /// downgrade a hybrid channel by stripping signatures. Both checks run (and the tag spends its
-    /// pad) before either verdict counts.
+    /// downgrade a hybrid channel by stripping signatures. The pad the seal names is spent (with
+    /// any it skips) and both checks run before either verdict counts; a seal naming a spent pad
+    /// is refused without spending one.
     pub fn check(&mut self, seal: &Seal) -> Result<(), AuthError> {
-        let pad = self.receive.take_pad()?;
+        let pad = self.state.receive.take_named(seal.pad)?;
         let expected = reduce(self.received.acc + pad).to_le_bytes();
         let messages = self.received.messages;
         self.received.reset();
         let signed = match (&mut self.signer, &seal.signature) {
-            (Some(signer), Some(signature)) => signer.verify(signature),
+            (Some(signer), Some(signature)) => signer.verify(seal.pad, signature),
             (None, None) => Ok(()),
-            (Some(_), None) => Err(AuthError::SignatureMode(
-                "carries no signature in hybrid mode",
-            )),
+            (Some(signer), None) => {
+                signer.discard_received();
+                Err(AuthError::SignatureMode(
+                    "carries no signature in hybrid mode",
+                ))
+            }
             (None, Some(_)) => Err(AuthError::SignatureMode("is signed but hybrid mode is off")),
         };
         if expected != seal.tag {
-            return Err(AuthError::BadTag { seq: messages });
+            return Err(AuthError::BadTag { messages });
         }
         signed
     }
@@ -453,6 +587,10 @@ mod tests {
         )
     }
 
+    fn at(seq: u64) -> Position {
+        Position { epoch: 0, seq }
+    }
+
     /// Sends `messages` from `a` to `b` through `channel` (which may alter them), then seals.
     fn exchange(
         messages: &[&[u8]],
@@ -460,9 +598,10 @@ mod tests {
     ) -> Result<(), AuthError> {
         let (mut a, mut b) = pair();
         for (i, m) in messages.iter().enumerate() {
-            let seq = a.record_sent(m);
+            let seq = i as u64;
+            a.record_sent(at(seq), m);
             for (seq, delivered) in channel(i, seq, m) {
-                b.record_received(seq, &delivered)?;
+                b.record_received(at(seq), &delivered);
             }
         }
         let tag = a.seal()?;
@@ -481,10 +620,8 @@ mod tests {
             }
             vec![(seq, m)]
         };
-        assert!(matches!(
-            exchange(&messages, tampered),
-            Err(AuthError::BadTag { .. })
-        ));
+        let bad_tag = Err(AuthError::BadTag { messages: 3 });
+        assert_eq!(exchange(&messages, tampered), bad_tag);
         let replayed = |i: usize, seq: u64, m: &[u8]| {
             if i == 1 {
                 vec![(0, messages[0].to_vec())]
@@ -492,7 +629,7 @@ mod tests {
                 vec![(seq, m.to_vec())]
             }
         };
-        assert!(exchange(&messages, replayed).is_err());
+        assert_eq!(exchange(&messages, replayed), bad_tag);
         let dropped = |i: usize, seq: u64, m: &[u8]| {
             if i == 1 {
                 vec![]
@@ -500,32 +637,102 @@ mod tests {
                 vec![(seq, m.to_vec())]
             }
         };
-        assert!(matches!(
+        assert_eq!(
             exchange(&messages, dropped),
-            Err(AuthError::Sequence { .. })
-        ));
+            Err(AuthError::BadTag { messages: 2 })
+        );
         // Same content, numbers rewritten to hide the drop: the transcript still differs.
         let renumbered = |i: usize, _: u64, m: &[u8]| match i {
             1 => vec![],
             2 => vec![(1, m.to_vec())],
             _ => vec![(0, m.to_vec())],
         };
-        assert!(matches!(
+        assert_eq!(
             exchange(&messages, renumbered),
-            Err(AuthError::BadTag { .. })
-        ));
+            Err(AuthError::BadTag { messages: 2 })
+        );
+        let reordered = |i: usize, seq: u64, _: &[u8]| match i {
+            1 => vec![(seq, messages[2].to_vec())],
+            2 => vec![(seq, messages[1].to_vec())],
+            _ => vec![(seq, messages[0].to_vec())],
+        };
+        assert_eq!(exchange(&messages, reordered), bad_tag);
+    }
+
+    #[test]
+    fn the_tag_is_the_polynomial_hash_plus_the_pad_evaluated_independently() {
+        // tag = Σ_i c_i k^(L+1−i) + pad mod p over the coefficients c_1 … c_L of the frames
+        // (position, length, 15-byte chunks each with a marker bit above its data), evaluated
+        // here as a sum of powers computed by doubling and adding, not by Horner's rule with
+        // the limb multiplication the authenticator uses.
+        let s = secret(32 + 16 * 8);
+        let mut a = Authenticator::new(&s, Role::Initiator).unwrap();
+        let frames: [(Position, &[u8]); 2] = [
+            (
+                Position { epoch: 3, seq: 0 },
+                b"OpenBlock 17, test bits 0110 1001",
+            ),
+            (Position { epoch: 3, seq: 1 }, b""),
+        ];
+        for (position, message) in frames {
+            a.record_sent(position, message);
+        }
+        let seal = a.seal().unwrap();
+        let coefficient = |chunk: &[u8]| {
+            let mut bytes = [0u8; 16];
+            bytes[..chunk.len()].copy_from_slice(chunk);
+            u128::from_le_bytes(bytes) + (1u128 << (8 * chunk.len()))
+        };
+        let mut coefficients = Vec::new();
+        for (position, message) in frames {
+            coefficients.push(coefficient(&position.epoch.to_le_bytes()));
+            coefficients.push(coefficient(&position.seq.to_le_bytes()));
+            coefficients.push(coefficient(&(message.len() as u64).to_le_bytes()));
+            coefficients.extend(message.chunks(15).map(coefficient));
+        }
+        let le = |range: std::ops::Range<usize>| {
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&s[range]);
+            u128::from_le_bytes(bytes) & P
+        };
+        // The initiator sends with the first hash key; its first pad is the first after both keys.
+        let (k, pad) = (le(0..16), le(32..48));
+        let power = |e: usize| (0..e).fold(1u128, |acc, _| mul_reference(acc, k));
+        let l = coefficients.len();
+        let hash = coefficients.iter().enumerate().fold(0u128, |acc, (i, &c)| {
+            reduce(acc + mul_reference(c % P, power(l - i)))
+        });
+        assert_eq!(seal.pad, 0);
+        assert_eq!(u128::from_le_bytes(seal.tag), reduce(hash + pad));
+        // The same tag as a known answer, from an arbitrary-precision evaluation outside Rust
+        // (Python integers, the formula above): it pins the byte layout, not just the algebra.
+        assert_eq!(
+            u128::from_le_bytes(seal.tag),
+            0x3464_2e4a_bb93_ddbf_33b3_3c16_de09_8988,
+            "known answer"
+        );
+    }
+
+    #[test]
+    fn a_seal_reflected_back_to_its_sender_fails() {
+        // Each direction has its own hash key and pads: a node's own seal is not the peer's.
+        let (mut a, _) = pair();
+        a.record_sent(at(0), b"same");
+        a.record_received(at(0), b"same");
+        let own = a.seal().unwrap();
+        assert!(matches!(a.check(&own), Err(AuthError::BadTag { .. })));
     }
 
     #[test]
     fn trailing_zeros_and_splits_do_not_collide() {
         let (mut a, mut b) = pair();
-        a.record_sent(&[1, 2, 3]);
-        b.record_received(0, &[1, 2, 3, 0]).unwrap();
+        a.record_sent(at(0), &[1, 2, 3]);
+        b.record_received(at(0), &[1, 2, 3, 0]);
         assert!(b.check(&a.seal().unwrap()).is_err());
         let (mut a, mut b) = pair();
-        a.record_sent(b"abcdef");
-        b.record_received(0, b"abc").unwrap();
-        b.record_received(1, b"def").unwrap();
+        a.record_sent(at(0), b"abcdef");
+        b.record_received(at(0), b"abc");
+        b.record_received(at(1), b"def");
         assert!(b.check(&a.seal().unwrap()).is_err());
     }
 
@@ -533,14 +740,44 @@ mod tests {
     fn both_directions_seal_independently_and_reset() {
         let (mut a, mut b) = pair();
         for round in 0..3 {
-            let seq = b.record_sent(b"reply");
-            a.record_received(seq, b"reply").unwrap();
+            b.record_sent(at(round), b"reply");
+            a.record_received(at(round), b"reply");
             a.check(&b.seal().unwrap()).unwrap();
-            let seq = a.record_sent(b"question");
-            b.record_received(seq, b"question").unwrap();
+            a.record_sent(at(round), b"question");
+            b.record_received(at(round), b"question");
             b.check(&a.seal().unwrap())
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
         }
+    }
+
+    #[test]
+    fn a_lost_seal_costs_its_pad_and_a_replayed_one_is_refused_for_free() {
+        let (mut a, mut b) = pair();
+        let lost = a.seal().unwrap();
+        assert_eq!(lost.pad, 0);
+        let next = a.seal().unwrap();
+        // The receiver skips the lost seal's pad and checks the next one.
+        assert_eq!(b.check(&next), Ok(()));
+        assert_eq!(b.state().next_check_pad(), 2);
+        let left = b.state().checks_left();
+        // Both seals again: their pads are spent, nothing more is.
+        for replayed in [&lost, &next] {
+            assert_eq!(
+                b.check(replayed),
+                Err(AuthError::PadSpent {
+                    pad: replayed.pad,
+                    next: 2
+                })
+            );
+        }
+        assert_eq!(b.state().checks_left(), left);
+        // A forged seal far ahead is refused without throwing the pads in between away.
+        let far = Seal {
+            pad: 2 + MAX_PAD_SKIP + 1,
+            ..next.clone()
+        };
+        assert!(matches!(b.check(&far), Err(AuthError::PadAhead { .. })));
+        assert_eq!(b.state().checks_left(), left);
     }
 
     #[test]
@@ -548,18 +785,35 @@ mod tests {
         let s = secret(32 + 16 * 2);
         let mut a = Authenticator::new(&s, Role::Initiator).unwrap();
         let mut b = Authenticator::new(&s, Role::Responder).unwrap();
-        a.record_sent(b"x");
-        b.record_received(0, b"x").unwrap();
+        a.record_sent(at(0), b"x");
+        b.record_received(at(0), b"x");
         b.check(&a.seal().unwrap()).unwrap();
         assert_eq!(a.seal(), Err(AuthError::Exhausted));
+        assert_eq!(AuthError::Exhausted.kind(), AuthErrorKind::Exhausted);
         let fresh = secret(64);
         assert_eq!(a.refill(&fresh, Role::Initiator), 512);
         b.refill(&fresh, Role::Responder);
-        assert_eq!(a.seals_left(), 2);
-        assert_eq!(b.checks_left(), 2);
+        assert_eq!(a.state().seals_left(), 2);
+        assert_eq!(b.state().checks_left(), 2);
         b.check(&a.seal().unwrap()).unwrap();
-        assert!(a.spent_bits() >= 2 * 128 + 2 * 128);
+        assert_eq!(a.state().spent_bits(), 2 * 128 + 2 * 128);
         assert!(!format!("{a:?}").contains("hash_key"));
+    }
+
+    #[test]
+    fn a_restored_state_never_uses_a_pad_twice() {
+        let (mut a, mut b) = pair();
+        a.record_sent(at(0), b"one");
+        b.record_received(at(0), b"one");
+        b.check(&a.seal().unwrap()).unwrap();
+        // Both nodes restart from their journalled states.
+        let mut a = Authenticator::from_state(a.state().clone());
+        let mut b = Authenticator::from_state(b.state().clone());
+        a.record_sent(at(0), b"two");
+        b.record_received(at(0), b"two");
+        let seal = a.seal().unwrap();
+        assert_eq!(seal.pad, 1, "the pad after the one used before the restart");
+        b.check(&seal).unwrap();
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!
 //! Passes are corrected in order; a bit flipped in a later pass reopens the blocks it belongs to
 //! in earlier passes (the cascade effect). All searches of a round go into one message.
+//!
+//! With true answers every flip corrects an error, so no bit is flipped twice. Answers that
+//! contradict each other (altered in flight, or a lying peer) could make the cascade flip a bit
+//! back and forth for ever; the corrector stops at the first bit it would flip twice, reports
+//! the contradiction, and leaves the key for verification to refuse.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -526,6 +531,9 @@ pub struct CascadeReport {
     pub round_trips: u32,
     /// Bits Bob flipped.
     pub corrected: u64,
+    /// The answers contradicted each other: correction stopped early, the key is not to be
+    /// trusted (verification will refuse it).
+    pub contradicted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -549,6 +557,8 @@ pub struct Corrector<'a> {
     asked: Vec<(Range, u32, u32)>,
     stage: Stage,
     total_parity: Option<bool>,
+    /// Bits flipped so far: with true answers none is flipped twice.
+    flipped: Bits,
     report: CascadeReport,
 }
 
@@ -575,6 +585,7 @@ impl<'a> Corrector<'a> {
             asked: Vec::new(),
             stage: Stage::Start,
             total_parity: None,
+            flipped: Bits::zeros(shuffles.len()),
             report: CascadeReport::default(),
         })
     }
@@ -730,6 +741,10 @@ impl<'a> Corrector<'a> {
                     self.passes[pu].queued[bu] = false;
                     self.work.swap_remove(i);
                     let bit = self.shuffles.permutations.order[pu][s.start as usize] as usize;
+                    if self.flipped.get(bit) {
+                        self.contradicted();
+                        return Vec::new();
+                    }
                     self.flip(bit);
                     break;
                 }
@@ -778,8 +793,17 @@ impl<'a> Corrector<'a> {
         questions
     }
 
+    /// Stops correcting: the answers cannot all be true.
+    fn contradicted(&mut self) {
+        self.report.contradicted = true;
+        self.work.clear();
+        self.active = self.shuffles.passes() - 1;
+        self.stage = Stage::Done;
+    }
+
     /// Corrects one bit and reopens every block it belongs to in the passes begun so far.
     fn flip(&mut self, bit: usize) {
+        self.flipped.set(bit, true);
         self.key.flip(bit);
         self.report.corrected += 1;
         for p in 0..=self.active {

@@ -7,14 +7,15 @@
 //! the Wegman-Carter tag and a signature, and a block releases a key only when both check.
 //!
 //! A signature covers the same messages as the seal it travels with: each direction keeps a
-//! SHAKE256 digest of `(segment, seq, length, message)` since its last seal, and the digest is
-//! signed deterministically with a context string naming the signer's role, so a signature can
-//! be neither reflected back to its signer nor replayed on another segment.
+//! SHAKE256 digest of `(epoch, seq, length, message)` since its last seal, closed by the number
+//! of the seal's pad, and the digest is signed deterministically with a context string naming the
+//! signer's role, so a signature can be neither reflected back to its signer nor replayed on
+//! another segment (pads are never used twice).
 
 use ml_dsa::{EncodedVerifyingKey, Keypair, MlDsa65, Signature, SigningKey, VerifyingKey};
 use shake::{ExtendableOutput, Shake256, Update, XofReader};
 
-use crate::auth::{AuthError, Role};
+use crate::auth::{AuthError, Position, Role};
 
 /// Bytes of a node's signing seed (its private key).
 pub const SEED_BYTES: usize = 32;
@@ -54,41 +55,32 @@ impl SigningIdentity {
 /// A running digest of one direction's messages since its last seal.
 struct SegmentDigest {
     hash: Shake256,
-    segment: u64,
     messages: u64,
 }
 
 impl SegmentDigest {
-    fn new(segment: u64) -> Self {
+    fn new() -> Self {
         let mut hash = Shake256::default();
-        hash.update(b"qkd-node transcript segment");
-        hash.update(&segment.to_le_bytes());
-        Self {
-            hash,
-            segment,
-            messages: 0,
-        }
+        hash.update(b"qkd-node transcript segment v2");
+        Self { hash, messages: 0 }
     }
 
-    fn absorb(&mut self, seq: u64, message: &[u8]) {
-        self.hash.update(&seq.to_le_bytes());
+    fn absorb(&mut self, at: Position, message: &[u8]) {
+        self.hash.update(&at.epoch.to_le_bytes());
+        self.hash.update(&at.seq.to_le_bytes());
         self.hash.update(&(message.len() as u64).to_le_bytes());
         self.hash.update(message);
         self.messages += 1;
     }
 
-    /// The digest of this segment; the next segment starts.
-    fn finish(&mut self) -> [u8; DIGEST_BYTES] {
-        let next = Self::new(self.segment + 1);
-        let finished = std::mem::replace(self, next);
+    /// The digest of this segment, closed by the number of the pad its seal uses; the next
+    /// segment starts.
+    fn finish(&mut self, pad: u64) -> [u8; DIGEST_BYTES] {
+        let mut finished = std::mem::replace(self, Self::new());
+        finished.hash.update(&pad.to_le_bytes());
         let mut digest = [0u8; DIGEST_BYTES];
         finished.hash.finalize_xof().read(&mut digest);
         digest
-    }
-
-    /// Starts this segment over (a block both sides abandoned).
-    fn restart(&mut self) {
-        *self = Self::new(self.segment);
     }
 }
 
@@ -113,8 +105,8 @@ impl std::fmt::Debug for HybridSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "HybridSigner({:?}, segments sent {}, received {})",
-            self.role, self.sent.segment, self.received.segment
+            "HybridSigner({:?}, {} messages sent and {} received since the last seals)",
+            self.role, self.sent.messages, self.received.messages
         )
     }
 }
@@ -136,25 +128,25 @@ impl HybridSigner {
             own,
             peer: VerifyingKey::decode(&encoded),
             role,
-            sent: SegmentDigest::new(0),
-            received: SegmentDigest::new(0),
+            sent: SegmentDigest::new(),
+            received: SegmentDigest::new(),
         })
     }
 
-    /// Records an outgoing message under its sequence number.
-    pub fn record_sent(&mut self, seq: u64, message: &[u8]) {
-        self.sent.absorb(seq, message);
+    /// Records an outgoing message at its position.
+    pub fn record_sent(&mut self, at: Position, message: &[u8]) {
+        self.sent.absorb(at, message);
     }
 
-    /// Records an incoming message under its (already checked) sequence number.
-    pub fn record_received(&mut self, seq: u64, message: &[u8]) {
-        self.received.absorb(seq, message);
+    /// Records an incoming message at its (already checked) position.
+    pub fn record_received(&mut self, at: Position, message: &[u8]) {
+        self.received.absorb(at, message);
     }
 
-    /// Signs everything sent since the last signature. (ML-DSA refuses only context strings
-    /// over 255 bytes, and ours are constants.)
-    pub fn sign(&mut self) -> Result<Vec<u8>, AuthError> {
-        let digest = self.sent.finish();
+    /// Signs everything sent since the last signature, for the seal using pad `pad`. (ML-DSA
+    /// refuses only context strings over 255 bytes, and ours are constants.)
+    pub fn sign(&mut self, pad: u64) -> Result<Vec<u8>, AuthError> {
+        let digest = self.sent.finish(pad);
         self.own
             .key
             .expanded_key()
@@ -163,10 +155,11 @@ impl HybridSigner {
             .map_err(|_| AuthError::Signing)
     }
 
-    /// Verifies the peer's signature over everything received since the last one.
-    pub fn verify(&mut self, signature: &[u8]) -> Result<(), AuthError> {
+    /// Verifies the peer's signature over everything received since the last one, for the seal
+    /// using pad `pad`.
+    pub fn verify(&mut self, pad: u64, signature: &[u8]) -> Result<(), AuthError> {
         let messages = self.received.messages;
-        let digest = self.received.finish();
+        let digest = self.received.finish(pad);
         let valid = Signature::<MlDsa65>::try_from(signature).is_ok_and(|signature| {
             self.peer
                 .verify_with_context(&digest, context(self.role.peer()), &signature)
@@ -180,8 +173,13 @@ impl HybridSigner {
 
     /// Forgets both segments without signing (a block abandoned on both sides).
     pub fn discard_transcripts(&mut self) {
-        self.sent.restart();
-        self.received.restart();
+        self.sent = SegmentDigest::new();
+        self.discard_received();
+    }
+
+    /// Forgets the received segment (its seal was refused before its signature was checked).
+    pub fn discard_received(&mut self) {
+        self.received = SegmentDigest::new();
     }
 }
 
@@ -209,53 +207,61 @@ mod tests {
         for segment in 0..3u64 {
             for seq in 0..4 {
                 let message = [segment as u8, seq as u8, 7];
-                a.record_sent(seq, &message);
-                b.record_received(seq, &message);
-                b.record_sent(seq, &message[..2]);
-                a.record_received(seq, &message[..2]);
+                let at = Position { epoch: 0, seq };
+                a.record_sent(at, &message);
+                b.record_received(at, &message);
+                b.record_sent(at, &message[..2]);
+                a.record_received(at, &message[..2]);
             }
-            let signature = a.sign().unwrap();
+            let signature = a.sign(segment).unwrap();
             assert_eq!(signature.len(), SIGNATURE_BYTES);
-            b.verify(&signature).unwrap();
-            a.verify(&b.sign().unwrap()).unwrap();
+            b.verify(segment, &signature).unwrap();
+            a.verify(segment, &b.sign(segment).unwrap()).unwrap();
         }
     }
 
     #[test]
     fn an_altered_message_a_replayed_signature_or_a_reflected_one_fails() {
+        let at = Position::default();
         let (mut a, mut b) = pair();
-        a.record_sent(0, b"parities");
-        b.record_received(0, b"paritieS");
+        a.record_sent(at, b"parities");
+        b.record_received(at, b"paritieS");
         assert_eq!(
-            b.verify(&a.sign().unwrap()),
+            b.verify(0, &a.sign(0).unwrap()),
             Err(AuthError::BadSignature { messages: 1 })
         );
 
         let (mut a, mut b) = pair();
-        a.record_sent(0, b"same");
-        b.record_received(0, b"same");
-        let first = a.sign().unwrap();
-        b.verify(&first).unwrap();
+        a.record_sent(at, b"same");
+        b.record_received(at, b"same");
+        let first = a.sign(0).unwrap();
+        b.verify(0, &first).unwrap();
         // The next segment holds the same bytes, but the old signature does not carry over.
-        a.record_sent(0, b"same");
-        b.record_received(0, b"same");
-        assert!(b.verify(&first).is_err());
+        a.record_sent(at, b"same");
+        b.record_received(at, b"same");
+        assert!(b.verify(1, &first).is_err());
+
+        // The same messages at another position are other messages.
+        let (mut a, mut b) = pair();
+        a.record_sent(at, b"same");
+        b.record_received(Position { epoch: 1, seq: 0 }, b"same");
+        assert!(b.verify(0, &a.sign(0).unwrap()).is_err());
 
         // A's own signature sent back to A is not B's.
         let (mut a, _) = pair();
-        a.record_sent(0, b"x");
-        a.record_received(0, b"x");
-        let own = a.sign().unwrap();
-        assert!(a.verify(&own).is_err());
+        a.record_sent(at, b"x");
+        a.record_received(at, b"x");
+        let own = a.sign(0).unwrap();
+        assert!(a.verify(0, &own).is_err());
     }
 
     #[test]
     fn garbage_signatures_and_keys_are_refused_not_trusted() {
         let (mut a, _) = pair();
-        a.record_received(0, b"x");
-        assert!(a.verify(&[0u8; 10]).is_err());
-        a.record_received(0, b"x");
-        assert!(a.verify(&[0xFF; SIGNATURE_BYTES]).is_err());
+        a.record_received(Position::default(), b"x");
+        assert!(a.verify(0, &[0u8; 10]).is_err());
+        a.record_received(Position::default(), b"x");
+        assert!(a.verify(1, &[0xFF; SIGNATURE_BYTES]).is_err());
         let identity = SigningIdentity::from_seed(&[3; SEED_BYTES]);
         assert!(matches!(
             HybridSigner::new(identity, &[0; 31], Role::Initiator),

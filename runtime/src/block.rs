@@ -2,39 +2,48 @@
 //!
 //! The measurer (Bob) drives: he opens a block when enough key-basis bits are sifted and
 //! discloses his test-basis bits; both sides then compute the same statistics and finite-key
-//! bound, and abandon the block at once if no key can come of it. Cascade follows (Bob asks,
-//! Alice answers and counts what she discloses), then verification with a 2-universal hash.
-//! Keys leave the block only after both transcripts check:
+//! bound, and end the block at once if no key can come of it. Error correction follows
+//! ([`crate::reconcile`]), then verification with a 2-universal hash. A key leaves the block
+//! only after every message it depends on is sealed and checked, in two phases:
 //!
 //! 1. Bob seals everything he sent; Alice checks it.
-//! 2. Alice computes the length from her own count of disclosed parities, sends the privacy
-//!    amplification seed and seals; Bob checks, and recomputes the same length.
-//! 3. Bob confirms and seals again; Alice checks before keeping her key.
+//! 2. Alice computes the length from her own count of disclosed bits, sends the privacy
+//!    amplification seed and seals; Bob checks, recomputes the same length, and *holds* the
+//!    key (durably, not yet usable).
+//! 3. Bob confirms and seals; Alice checks and *commits* the key: it is usable on her side.
+//! 4. Alice says so and seals; Bob checks and commits. If that word is lost, Bob asks for it
+//!    when the channel resumes ([`crate::keys`]).
 //!
-//! The first [`AUTH_REFILL_BITS`] of every key replace the three seals' pads, so authentication
-//! never drains the pre-shared secret while keys are produced.
+//! A block that ends without key at a point both sides reach together (the bound, a failed
+//! verification) forgets its transcripts and the bits waiting in the pool on both sides, so no
+//! bit ever enters a key whose seals did not cover the messages it was sifted with. The first
+//! [`AUTH_REFILL_BITS`] of every key replace the four seals' pads, so authentication never
+//! drains the pre-shared secret while keys are produced.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::VecDeque;
 
+use qkd_postprocess::auth::Role;
 use qkd_postprocess::bits::{Bits, binary_entropy};
-use qkd_postprocess::cascade::{CascadePlan, CascadeReport, Corrector, ParityResponder, Shuffles};
 use qkd_postprocess::estimate::{
     BasisCounts, DecoySettings, KeyBound, finite_key, finite_key_entangled,
 };
 use qkd_postprocess::sift::{Sifted, class_counts, test_errors};
 use qkd_postprocess::toeplitz::{PlanCache, hash_direct};
-use rand::Rng;
+use serde::Serialize;
 
-use crate::channel::{ChannelError, Peer, Transport};
-use crate::messages::{Message, PackedBits};
+use crate::channel::{Peer, Transport};
+use crate::error::{SessionError, Violation};
+use crate::keys::KeySink;
+use crate::messages::{BlockId, Message, PackedBits};
+use crate::randomness::ProtocolRng;
+use crate::reconcile::{ReconcileCache, ReconcileReport, Reconciler, Reconciliation};
 
-/// Key bits each successful block returns to authentication: three seals' pads.
-pub const AUTH_REFILL_BITS: u64 = 3 * 128;
-/// Public seed of the Cascade shuffles (they need not be secret, only fixed in advance).
-const SHUFFLE_SEED: u64 = 0x5EED_CA5C_ADE0_0001;
+/// Key bits each successful block returns to authentication: four seals' pads.
+pub const AUTH_REFILL_BITS: u64 = 4 * 128;
 /// Reconciliation inefficiency assumed when deciding whether a block is worth correcting.
 const EXPECTED_EC_INEFFICIENCY: f64 = 1.2;
+/// Error rate assumed for the correction plan when the test bits show fewer errors.
+const MIN_QBER_ESTIMATE: f64 = 0.002;
 
 /// What every block is run with.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +56,8 @@ pub struct BlockSettings {
     pub eps_sec: f64,
     /// Correctness parameter.
     pub eps_cor: f64,
+    /// Error correction.
+    pub reconciliation: Reconciliation,
 }
 
 impl BlockSettings {
@@ -60,163 +71,342 @@ impl BlockSettings {
     }
 }
 
+/// Why a block gave no key, at a point both nodes reach together from the same public data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoKey {
+    /// The finite-key bound leaves nothing beyond the refill at the expected correction cost.
+    Bound,
+    /// The verification hashes differ: error correction left errors.
+    Verification,
+    /// What error correction disclosed leaves nothing beyond the refill.
+    AfterCorrection,
+}
+
+impl std::fmt::Display for NoKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoKey::Bound => "the bound leaves no key",
+            NoKey::Verification => "verification failed",
+            NoKey::AfterCorrection => "no key after error correction",
+        })
+    }
+}
+
+/// One intensity class's counts in a block.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IntensityCounts {
+    /// Mean photon number.
+    pub mu: f64,
+    /// Probability of the class.
+    pub probability: f64,
+    /// Key-basis detections.
+    pub key_detections: u64,
+    /// Test-basis detections.
+    pub test_detections: u64,
+    /// Test-basis errors.
+    pub test_errors: u64,
+}
+
+/// A block's estimation inputs and outputs, from which the key length can be recomputed to the
+/// bit: `secret_bits = ⌊s0_key + s1_key (1 − h(phase_error)) − disclosed_bits − 6 log2(21/eps_sec)
+/// − log2(2/eps_cor)⌋`, or 0 when the block gave no key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockDetails {
+    /// The block's number.
+    pub block: BlockId,
+    /// Basis the key comes from.
+    pub key_basis: &'static str,
+    /// Key-basis bits.
+    pub key_bits: u64,
+    /// Test-basis bits disclosed.
+    pub test_bits: u64,
+    /// Test-basis errors, all classes.
+    pub test_errors: u64,
+    /// Per intensity class (decoy-state links; empty for entangled ones).
+    pub intensities: Vec<IntensityCounts>,
+    /// Vacuum detections in the key basis (lower bound; 0 for entangled links).
+    pub s0_key: f64,
+    /// Single-photon detections in the key basis (lower bound; every pair for entangled links).
+    pub s1_key: f64,
+    /// Single-photon detections in the test basis (lower bound).
+    pub s1_test: f64,
+    /// Single-photon errors in the test basis (upper bound).
+    pub v1_test: f64,
+    /// Phase error rate of the key basis's single photons (upper bound).
+    pub phase_error: f64,
+    /// Bits error correction disclosed.
+    pub disclosed_bits: u64,
+    /// Secrecy parameter.
+    pub eps_sec: f64,
+    /// Correctness parameter.
+    pub eps_cor: f64,
+    /// Length of the privacy-amplified key, refill included; 0 if the block gave no key.
+    pub secret_bits: u64,
+    /// Of those, bits returned to authentication.
+    pub auth_refill_bits: u64,
+    /// Why the block gave no key, if it did not.
+    pub aborted: Option<String>,
+}
+
 /// What one block did, from one side's view.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BlockReport {
+    /// The block's number, once opened.
+    pub id: Option<BlockId>,
+    /// The slots of the batches whose bits entered it.
+    pub slots: Option<SlotSpan>,
     /// Key-basis bits in the block.
     pub key_bits: usize,
     /// Test-basis bits disclosed.
     pub test_bits: usize,
     /// Test-basis errors.
     pub test_errors: u64,
-    /// Parities Cascade disclosed.
+    /// Bits error correction disclosed.
     pub disclosed_bits: u64,
-    /// Cascade round trips.
+    /// Error-correction round trips.
     pub round_trips: u32,
-    /// Bits Cascade corrected (measurer only).
+    /// Bits error correction corrected (measurer only).
     pub corrected_bits: u64,
     /// Secret bits delivered (after the authentication refill).
     pub secret_bits: u64,
     /// Why the block gave no key, if it did not.
     pub aborted: Option<String>,
+    /// The estimation's inputs and outputs, once the test bits were compared.
+    pub details: Option<BlockDetails>,
 }
 
-/// A block's key (if any) and its report.
-#[derive(Debug, Default)]
-pub struct BlockOutcome {
-    /// The secret key, if the block produced one.
-    pub key: Option<Bits>,
-    /// What happened.
-    pub report: BlockReport,
-}
+impl BlockReport {
+    /// Marks the block as giving no key.
+    pub fn abandon(&mut self, reason: impl std::fmt::Display) {
+        let reason = reason.to_string();
+        if let Some(details) = &mut self.details {
+            details.secret_bits = 0;
+            details.aborted = Some(reason.clone());
+        }
+        self.secret_bits = 0;
+        self.aborted = Some(reason);
+    }
 
-impl BlockOutcome {
-    /// A block that gave no key, and why.
-    pub(crate) fn abandoned(mut report: BlockReport, reason: impl Into<String>) -> Self {
-        report.aborted = Some(reason.into());
-        BlockOutcome { key: None, report }
+    fn reconciled(&mut self, cost: ReconcileReport) {
+        self.disclosed_bits = cost.disclosed_bits;
+        self.round_trips = cost.round_trips;
+        self.corrected_bits = cost.corrected_bits;
+        if let Some(details) = &mut self.details {
+            details.disclosed_bits = cost.disclosed_bits;
+        }
     }
 }
 
-/// Sifted bits waiting to form blocks.
+/// The first and last slot (or pair index) of the batches whose bits entered a block: where its
+/// key came from, and which announcements its seals had to cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SlotSpan {
+    /// First slot.
+    pub first: u64,
+    /// Last slot.
+    pub last: u64,
+}
+
+/// A sifted batch in the pool: its slots and the key bits of it not yet in a block.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    span: SlotSpan,
+    key_bits: usize,
+}
+
+/// Sifted bits waiting to form blocks, with the batches they came from.
 #[derive(Debug, Default)]
-pub struct Pool(Sifted);
+pub struct Pool {
+    bits: Sifted,
+    batches: VecDeque<Batch>,
+}
 
 impl Pool {
-    /// Adds newly sifted bits.
-    pub fn add(&mut self, sifted: &Sifted) {
-        self.0.key.extend(&sifted.key);
-        self.0.key_class.extend_from_slice(&sifted.key_class);
-        self.0.test.extend(&sifted.test);
-        self.0.test_class.extend_from_slice(&sifted.test_class);
+    /// Adds the bits sifted from the batch of slots `span`.
+    pub fn add(&mut self, sifted: &Sifted, span: SlotSpan) {
+        self.bits.key.extend(&sifted.key);
+        self.bits.key_class.extend_from_slice(&sifted.key_class);
+        self.bits.test.extend(&sifted.test);
+        self.bits.test_class.extend_from_slice(&sifted.test_class);
+        self.batches.push_back(Batch {
+            span,
+            key_bits: sifted.key.len(),
+        });
     }
 
     /// Key-basis bits waiting.
     pub fn key_bits(&self) -> usize {
-        self.0.key.len()
+        self.bits.key.len()
     }
 
-    /// Takes the first `n` key bits and every test bit; the rest of the key bits stay.
-    pub fn take_block(&mut self, n: usize) -> Sifted {
-        let key = self.0.key.truncated(n);
-        let rest = self.0.key.range(n, self.0.key.len());
-        let key_class = self
-            .0
+    /// Forgets every bit waiting: their messages will never be sealed.
+    pub fn clear(&mut self) {
+        *self = Pool::default();
+    }
+
+    /// Takes the first `n` key bits and every test bit; the rest of the key bits stay. Returns
+    /// them with the slots of the batches they came from.
+    pub fn take_block(&mut self, n: usize) -> (Sifted, Option<SlotSpan>) {
+        let pool = &mut self.bits;
+        let key = pool.key.truncated(n);
+        let rest = pool.key.range(n, pool.key.len());
+        let key_class = pool
             .key_class
-            .drain(..n.min(self.0.key_class.len()))
+            .drain(..n.min(pool.key_class.len()))
             .collect();
         let block = Sifted {
             key,
             key_class,
-            test: std::mem::take(&mut self.0.test),
-            test_class: std::mem::take(&mut self.0.test_class),
+            test: std::mem::take(&mut pool.test),
+            test_class: std::mem::take(&mut pool.test_class),
         };
-        self.0.key = rest;
-        block
+        pool.key = rest;
+        // Every waiting batch gave the block its test bits; those whose key bits are all taken
+        // leave the pool, the last one may stay with what is left of its key bits.
+        let first = self.batches.front().map(|b| b.span.first);
+        let last = self.batches.back().map(|b| b.span.last);
+        let mut taken = n;
+        while let Some(batch) = self.batches.front_mut() {
+            if batch.key_bits > taken {
+                batch.key_bits -= taken;
+                break;
+            }
+            taken -= batch.key_bits;
+            self.batches.pop_front();
+        }
+        let span = first
+            .zip(last)
+            .map(|(first, last)| SlotSpan { first, last });
+        (block, span)
     }
 }
 
-/// What blocks of a session share: Cascade shuffles (permutations drawn once per key length,
-/// the latest plan kept so the next block's reuses what it can) and FFT plans.
+/// What blocks of a session share: reconciliation plans and FFT plans.
 #[derive(Debug, Default)]
 pub struct BlockCache {
-    shuffles: HashMap<usize, Arc<Shuffles>>,
+    reconcile: ReconcileCache,
     fft: PlanCache,
 }
 
 impl BlockCache {
-    fn shuffles(&mut self, n: usize, plan: &CascadePlan) -> Result<Arc<Shuffles>, ChannelError> {
-        let shuffles = match self.shuffles.get(&n) {
-            Some(s) if s.block_sizes() == plan.block_sizes.as_slice() => return Ok(Arc::clone(s)),
-            Some(s) => s.replan(plan).map_err(ChannelError::protocol)?,
-            None => Shuffles::new(n, plan, SHUFFLE_SEED).map_err(ChannelError::protocol)?,
-        };
-        let shuffles = Arc::new(shuffles);
-        self.shuffles.insert(n, Arc::clone(&shuffles));
-        Ok(shuffles)
-    }
-
-    fn amplify(&mut self, key: &Bits, seed: &Bits, length: u64) -> Result<Bits, ChannelError> {
-        self.fft
+    fn amplify(&mut self, key: &Bits, seed: &Bits, length: u64) -> Result<Bits, SessionError> {
+        Ok(self
+            .fft
             .hasher(key.len(), length as usize)
-            .hash(key, seed, length as usize)
-            .map_err(ChannelError::protocol)
+            .hash(key, seed, length as usize)?)
     }
 }
 
 /// The numbers both sides derive, identically, from a block's public data.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Statistics {
     bound: KeyBound,
     qber_estimate: f64,
 }
 
-fn statistics(
+/// The error counts, checked against the block's test bits before anything is summed.
+fn checked_errors(
     settings: &BlockSettings,
     block: &Sifted,
     errors: &[u64],
-) -> Result<Statistics, ChannelError> {
+) -> Result<Vec<u64>, Violation> {
     let classes = settings.intensity_classes();
     if errors.len() != classes {
-        return Err(ChannelError::Protocol(format!(
-            "{} error counts for {classes} classes",
-            errors.len()
-        )));
+        return Err(Violation::ErrorClasses {
+            classes,
+            got: errors.len(),
+        });
     }
+    let bits = class_counts(&block.test_class, classes);
+    for (class, (&errors, &bits)) in errors.iter().zip(&bits).enumerate() {
+        if errors > bits {
+            return Err(Violation::TooManyErrors {
+                class,
+                errors,
+                bits,
+            });
+        }
+    }
+    Ok(bits)
+}
+
+/// The bound and the block's details from its counts and the test errors.
+fn statistics(
+    settings: &BlockSettings,
+    id: BlockId,
+    block: &Sifted,
+    errors: &[u64],
+) -> Result<(Statistics, BlockDetails), Violation> {
+    let test_bits_per_class = checked_errors(settings, block, errors)?;
+    // Each count is at most the block's test bits: the sum cannot overflow.
     let total_errors: u64 = errors.iter().sum();
     let test_bits = block.test.len() as u64;
-    let bound = match &settings.decoy {
+    let key_bits = block.key.len() as u64;
+    let (bound, intensities) = match &settings.decoy {
         Some(decoy) => {
-            let as_array = |v: Vec<u64>| -> [u64; 3] {
-                std::array::from_fn(|k| v.get(k).copied().unwrap_or(0))
-            };
+            let as_array =
+                |v: &[u64]| -> [u64; 3] { std::array::from_fn(|k| v.get(k).copied().unwrap_or(0)) };
             let key = BasisCounts {
-                n: as_array(class_counts(&block.key_class, 3)),
+                n: as_array(&class_counts(&block.key_class, 3)),
                 m: [0; 3],
             };
             let test = BasisCounts {
-                n: as_array(class_counts(&block.test_class, 3)),
-                m: as_array(errors.to_vec()),
+                n: as_array(&test_bits_per_class),
+                m: as_array(errors),
             };
-            finite_key(&key, &test, decoy).map_err(ChannelError::protocol)?
+            let intensities = (0..3)
+                .map(|k| IntensityCounts {
+                    mu: decoy.mu[k],
+                    probability: decoy.p[k],
+                    key_detections: key.n[k],
+                    test_detections: test.n[k],
+                    test_errors: test.m[k],
+                })
+                .collect();
+            (finite_key(&key, &test, decoy)?, intensities)
         }
-        None => finite_key_entangled(
-            block.key.len() as u64,
-            test_bits,
-            total_errors,
-            settings.eps_sec,
-            settings.eps_cor,
+        None => (
+            finite_key_entangled(
+                key_bits,
+                test_bits,
+                total_errors,
+                settings.eps_sec,
+                settings.eps_cor,
+            ),
+            Vec::new(),
         ),
     };
     let qber_estimate = if test_bits > 0 {
-        (total_errors as f64 / test_bits as f64).max(0.002)
+        (total_errors as f64 / test_bits as f64).max(MIN_QBER_ESTIMATE)
     } else {
         0.5
     };
-    Ok(Statistics {
-        bound,
-        qber_estimate,
-    })
+    let details = BlockDetails {
+        block: id,
+        key_basis: "Z",
+        key_bits,
+        test_bits,
+        test_errors: total_errors,
+        intensities,
+        s0_key: bound.s0,
+        s1_key: bound.s1,
+        s1_test: bound.s1_test,
+        v1_test: bound.v1_test,
+        phase_error: bound.phase_error,
+        disclosed_bits: 0,
+        eps_sec: settings.eps_sec,
+        eps_cor: settings.eps_cor,
+        secret_bits: 0,
+        auth_refill_bits: AUTH_REFILL_BITS,
+        aborted: None,
+    };
+    Ok((
+        Statistics {
+            bound,
+            qber_estimate,
+        },
+        details,
+    ))
 }
 
 /// Whether a block can yield more than its authentication refill at the expected EC cost.
@@ -229,8 +419,8 @@ fn worth_correcting(stats: &Statistics, n: usize) -> bool {
             .is_some_and(|l| l > AUTH_REFILL_BITS)
 }
 
-/// Final key length once Cascade disclosed `disclosed` parities; `None` if no key beyond the
-/// authentication refill.
+/// Final key length once error correction disclosed `disclosed` bits; `None` if no key beyond
+/// the authentication refill.
 fn final_length(stats: &Statistics, disclosed: u64) -> Option<u64> {
     stats
         .bound
@@ -238,10 +428,90 @@ fn final_length(stats: &Statistics, disclosed: u64) -> Option<u64> {
         .filter(|&l| l > AUTH_REFILL_BITS)
 }
 
-fn packed_to_bits(packed: &PackedBits, what: &str) -> Result<Bits, ChannelError> {
-    packed
-        .to_bits()
-        .ok_or_else(|| ChannelError::Protocol(format!("malformed {what}")))
+fn packed_to_bits(packed: &PackedBits, what: &'static str) -> Result<Bits, Violation> {
+    packed.to_bits().ok_or(Violation::Malformed(what))
+}
+
+/// A block's report as far as its statistics, and the block's first outcome.
+fn opened(
+    settings: &BlockSettings,
+    id: BlockId,
+    block: &Sifted,
+    errors: &[u64],
+) -> Result<(Statistics, BlockReport), Violation> {
+    let (stats, details) = statistics(settings, id, block, errors)?;
+    let report = BlockReport {
+        id: Some(id),
+        key_bits: block.key.len(),
+        test_bits: block.test.len(),
+        test_errors: details.test_errors,
+        details: Some(details),
+        ..BlockReport::default()
+    };
+    Ok((stats, report))
+}
+
+/// Ends a block without key at a point both sides reach together: nothing more was sent, so
+/// both forget the transcripts (and the session its pool) without a seal.
+fn no_key<T: Transport>(
+    peer: &mut Peer<T, Message>,
+    mut report: BlockReport,
+    why: NoKey,
+) -> BlockEnd {
+    peer.discard_transcripts();
+    report.abandon(why);
+    BlockEnd::NoKey(report)
+}
+
+/// How a block ended, short of a failure.
+#[derive(Debug)]
+pub enum BlockEnd {
+    /// Both nodes reached the same conclusion without a key.
+    NoKey(BlockReport),
+    /// The key is committed on this side (the preparer; the measurer once she said so).
+    Committed(BlockReport),
+    /// The measurer holds the key; the preparer's commitment did not arrive (it is asked for
+    /// when the channel resumes).
+    Held {
+        /// What the block did.
+        report: BlockReport,
+        /// Why the commitment did not arrive.
+        error: SessionError,
+    },
+}
+
+impl BlockEnd {
+    /// The same end, its report naming the slots the block's bits came from.
+    #[must_use]
+    pub fn with_slots(mut self, slots: Option<SlotSpan>) -> Self {
+        match &mut self {
+            BlockEnd::NoKey(report)
+            | BlockEnd::Committed(report)
+            | BlockEnd::Held { report, .. } => {
+                report.slots = slots;
+            }
+        }
+        self
+    }
+}
+
+/// Runs a reconciler against the peer's until both are done.
+async fn reconcile<T: Transport>(
+    peer: &mut Peer<T, Message>,
+    reconciler: &mut dyn Reconciler,
+) -> Result<(), SessionError> {
+    loop {
+        while let Some(message) = reconciler.outgoing() {
+            peer.send(&Message::Reconcile(message)).await?;
+        }
+        if reconciler.is_done() {
+            return Ok(());
+        }
+        match peer.recv().await? {
+            Message::Reconcile(message) => reconciler.incoming(message)?,
+            other => return Err(Violation::unexpected(&other, "Reconcile").into()),
+        }
+    }
 }
 
 /// Key bytes for the authentication refill, and the rest as the delivered key.
@@ -254,205 +524,199 @@ fn split_refill(key: &Bits) -> (Vec<u8>, Bits) {
     (refill, key.range(refill_bits, key.len()))
 }
 
-/// Alice's side of one block: answer, verify, amplify.
+/// Commits an amplified key on this side: its head refills authentication, the rest goes to
+/// the sink with the refilled authentication state, in one durable step. Returns the bits
+/// delivered.
+pub(crate) fn commit<T: Transport>(
+    peer: &mut Peer<T, Message>,
+    sink: &mut impl KeySink,
+    id: BlockId,
+    key: &Bits,
+) -> Result<u64, SessionError> {
+    let (mut refill, delivered) = split_refill(key);
+    peer.refill_auth(&refill);
+    zeroize::Zeroize::zeroize(&mut refill);
+    sink.commit(id, &delivered, peer.auth_state())?;
+    Ok(delivered.len() as u64)
+}
+
+/// A uniformly random Toeplitz seed of `len` bits.
+fn seed(rng: &mut ProtocolRng, len: usize) -> Bits {
+    Bits::from_word_fn(len, || rng.next_u64())
+}
+
+/// What the preparer runs a block with.
+#[derive(Debug)]
+pub struct PreparerBlock<'a> {
+    /// Settings of the link.
+    pub settings: &'a BlockSettings,
+    /// Plans shared by the session's blocks.
+    pub cache: &'a mut BlockCache,
+    /// Protocol randomness (hash seeds).
+    pub rng: &'a mut ProtocolRng,
+}
+
+/// Alice's side of block `id`: answer, verify, amplify, commit.
 pub async fn prepare_block<T: Transport>(
-    peer: &mut Peer<T>,
-    settings: &BlockSettings,
+    peer: &mut Peer<T, Message>,
+    run: PreparerBlock<'_>,
+    sink: &mut impl KeySink,
+    id: BlockId,
     block: &Sifted,
     disclosed_test: &PackedBits,
-    cache: &mut BlockCache,
-    rng: &mut impl Rng,
-) -> Result<BlockOutcome, ChannelError> {
+) -> Result<BlockEnd, SessionError> {
+    debug_assert_eq!(peer.role(), Role::Responder);
+    let PreparerBlock {
+        settings,
+        cache,
+        rng,
+    } = run;
     let n = block.key.len();
     let disclosed = packed_to_bits(disclosed_test, "test bits")?;
-    let errors = test_errors(block, &disclosed, settings.intensity_classes())
-        .map_err(ChannelError::protocol)?;
+    let errors = test_errors(block, &disclosed, settings.intensity_classes())?;
     peer.send(&Message::TestErrors(errors.clone())).await?;
-    let mut report = BlockReport {
-        key_bits: n,
-        test_bits: block.test.len(),
-        test_errors: errors.iter().sum(),
-        ..BlockReport::default()
-    };
-    let stats = statistics(settings, block, &errors)?;
+    let (stats, mut report) = opened(settings, id, block, &errors)?;
     if !worth_correcting(&stats, n) {
-        peer.discard_transcripts();
-        return Ok(BlockOutcome::abandoned(report, "the bound leaves no key"));
+        return Ok(no_key(peer, report, NoKey::Bound));
     }
-    let plan = CascadePlan::for_qber(n, stats.qber_estimate);
-    let shuffles = cache.shuffles(n, &plan)?;
-    let mut responder =
-        ParityResponder::new(&block.key, &shuffles).map_err(ChannelError::protocol)?;
-    loop {
-        match peer.recv().await? {
-            Message::Parities(query) => {
-                let answer = responder.answer(&query).map_err(ChannelError::protocol)?;
-                report.round_trips += 1;
-                peer.send(&Message::Answer(answer)).await?;
-            }
-            Message::Corrected => break,
-            other => {
-                return Err(ChannelError::Protocol(format!(
-                    "{} during Cascade",
-                    other.name()
-                )));
-            }
-        }
-    }
-    report.disclosed_bits = responder.disclosed();
+    let mut reconciler =
+        settings
+            .reconciliation
+            .preparer(&block.key, stats.qber_estimate, &mut cache.reconcile)?;
+    reconcile(peer, reconciler.as_mut()).await?;
+    report.reconciled(reconciler.finish().1);
     let t = settings.verification_bits();
-    let seed = Bits::from_word_fn(n + t - 1, || rng.next_u64());
-    let tag = hash_direct(&block.key, &seed, t).map_err(ChannelError::protocol)?;
+    let verification = seed(rng, n + t - 1);
+    let tag = hash_direct(&block.key, &verification, t)?;
     peer.send(&Message::Verify {
-        seed: PackedBits::from(&seed),
+        seed: PackedBits::from(&verification),
         tag: PackedBits::from(&tag),
     })
     .await?;
     match peer.recv().await? {
         Message::Verified(true) => {}
-        Message::Verified(false) => {
-            peer.discard_transcripts();
-            return Ok(BlockOutcome::abandoned(report, "verification failed"));
-        }
-        other => {
-            return Err(ChannelError::unexpected(&other, "Verified"));
-        }
+        Message::Verified(false) => return Ok(no_key(peer, report, NoKey::Verification)),
+        other => return Err(Violation::unexpected(&other, "Verified").into()),
     }
     peer.expect_seal().await?;
     let Some(length) = final_length(&stats, report.disclosed_bits) else {
-        peer.abort("no key after error correction").await;
-        peer.discard_transcripts();
-        return Ok(BlockOutcome::abandoned(
-            report,
-            "no key after error correction",
-        ));
+        return Ok(no_key(peer, report, NoKey::AfterCorrection));
     };
-    let seed = Bits::from_word_fn(n + length as usize - 1, || rng.next_u64());
-    let key = cache.amplify(&block.key, &seed, length)?;
+    let amplification = seed(rng, n + length as usize - 1);
+    let key = cache.amplify(&block.key, &amplification, length)?;
     peer.send(&Message::Amplify {
-        seed: PackedBits::from(&seed),
+        seed: PackedBits::from(&amplification),
         length,
     })
     .await?;
     peer.send_seal().await?;
     match peer.recv().await? {
         Message::Confirmed => {}
-        other => {
-            return Err(ChannelError::unexpected(&other, "Confirmed"));
-        }
+        other => return Err(Violation::unexpected(&other, "Confirmed").into()),
     }
     peer.expect_seal().await?;
-    Ok(deliver(peer, &key, report))
-}
-
-/// Refills the authentication pads from the head of an amplified key and hands out the rest.
-fn deliver<T: Transport>(peer: &mut Peer<T>, key: &Bits, mut report: BlockReport) -> BlockOutcome {
-    let (refill, delivered) = split_refill(key);
-    peer.refill_auth(&refill);
-    report.secret_bits = delivered.len() as u64;
-    BlockOutcome {
-        key: Some(delivered),
-        report,
+    report.secret_bits = commit(peer, sink, id, &key)?;
+    if let Some(details) = &mut report.details {
+        details.secret_bits = length;
     }
+    peer.send(&Message::Committed).await?;
+    peer.send_seal().await?;
+    Ok(BlockEnd::Committed(report))
 }
 
-/// Bob's side of one block: correct, verify, amplify.
+/// Bob's side of block `id`: correct, verify, amplify, hold, and commit on Alice's word.
 pub async fn measure_block<T: Transport>(
-    peer: &mut Peer<T>,
+    peer: &mut Peer<T, Message>,
     settings: &BlockSettings,
-    number: u64,
-    block: Sifted,
     cache: &mut BlockCache,
-) -> Result<BlockOutcome, ChannelError> {
+    sink: &mut impl KeySink,
+    id: BlockId,
+    block: Sifted,
+) -> Result<BlockEnd, SessionError> {
+    debug_assert_eq!(peer.role(), Role::Initiator);
     let n = block.key.len();
     peer.send(&Message::OpenBlock {
-        block: number,
+        block: id,
         test_bits: PackedBits::from(&block.test),
     })
     .await?;
     let errors = match peer.recv().await? {
         Message::TestErrors(errors) => errors,
-        other => {
-            return Err(ChannelError::unexpected(&other, "TestErrors"));
-        }
+        other => return Err(Violation::unexpected(&other, "TestErrors").into()),
     };
-    let mut report = BlockReport {
-        key_bits: n,
-        test_bits: block.test.len(),
-        test_errors: errors.iter().sum(),
-        ..BlockReport::default()
-    };
-    let stats = statistics(settings, &block, &errors)?;
+    let (stats, mut report) = opened(settings, id, &block, &errors)?;
     if !worth_correcting(&stats, n) {
-        peer.discard_transcripts();
-        return Ok(BlockOutcome::abandoned(report, "the bound leaves no key"));
+        return Ok(no_key(peer, report, NoKey::Bound));
     }
-    let plan = CascadePlan::for_qber(n, stats.qber_estimate);
-    let shuffles = cache.shuffles(n, &plan)?;
-    // The block's remaining use is its key, which Cascade corrects in place.
-    let (corrected, cascade) = correct(peer, block.key, &shuffles).await?;
-    report.disclosed_bits = cascade.disclosed_bits;
-    report.round_trips = cascade.round_trips;
-    report.corrected_bits = cascade.corrected;
-    let (seed, tag) = match peer.recv().await? {
-        Message::Verify { seed, tag } => {
-            (packed_to_bits(&seed, "seed")?, packed_to_bits(&tag, "tag")?)
-        }
-        other => {
-            return Err(ChannelError::unexpected(&other, "Verify"));
-        }
+    let mut reconciler =
+        settings
+            .reconciliation
+            .measurer(block.key, stats.qber_estimate, &mut cache.reconcile)?;
+    reconcile(peer, reconciler.as_mut()).await?;
+    let (corrected, cost) = reconciler.finish();
+    let corrected = corrected.ok_or(Violation::Malformed("reconciled key"))?;
+    report.reconciled(cost);
+    let (verification, tag) = match peer.recv().await? {
+        Message::Verify { seed, tag } => (
+            packed_to_bits(&seed, "verification seed")?,
+            packed_to_bits(&tag, "verification tag")?,
+        ),
+        other => return Err(Violation::unexpected(&other, "Verify").into()),
     };
     let t = settings.verification_bits();
-    let matches =
-        seed.len() == n + t - 1 && hash_direct(&corrected, &seed, t).is_ok_and(|mine| mine == tag);
+    let matches = verification.len() == n + t - 1
+        && hash_direct(&corrected, &verification, t).is_ok_and(|mine| mine == tag);
     peer.send(&Message::Verified(matches)).await?;
     if !matches {
-        peer.discard_transcripts();
-        return Ok(BlockOutcome::abandoned(report, "verification failed"));
+        return Ok(no_key(peer, report, NoKey::Verification));
     }
     peer.send_seal().await?;
-    let (seed, length) = match peer.recv().await {
-        Ok(Message::Amplify { seed, length }) => (packed_to_bits(&seed, "seed")?, length),
-        Err(ChannelError::PeerAborted(reason)) => {
-            peer.discard_transcripts();
-            return Ok(BlockOutcome::abandoned(report, reason));
-        }
-        Ok(other) => {
-            return Err(ChannelError::unexpected(&other, "Amplify"));
-        }
-        Err(e) => return Err(e),
+    let Some(length) = final_length(&stats, report.disclosed_bits) else {
+        return Ok(no_key(peer, report, NoKey::AfterCorrection));
     };
-    if Some(length) != final_length(&stats, report.disclosed_bits)
-        || seed.len() as u64 != n as u64 + length - 1
-    {
-        peer.abort("amplification length disagrees").await;
-        return Err(ChannelError::Protocol(
-            "the peer's key length disagrees with ours".into(),
-        ));
+    let amplification = match peer.recv().await? {
+        Message::Amplify {
+            seed,
+            length: theirs,
+        } if theirs == length => packed_to_bits(&seed, "amplification seed")?,
+        Message::Amplify { length: theirs, .. } => {
+            return Err(Violation::LengthDisagrees {
+                ours: Some(length),
+                theirs,
+            }
+            .into());
+        }
+        other => return Err(Violation::unexpected(&other, "Amplify").into()),
+    };
+    let needed = n as u64 + length - 1;
+    if amplification.len() as u64 != needed {
+        return Err(Violation::SeedLength {
+            what: "amplification",
+            got: amplification.len() as u64,
+            needed,
+        }
+        .into());
     }
     peer.expect_seal().await?;
-    let key = cache.amplify(&corrected, &seed, length)?;
+    let key = cache.amplify(&corrected, &amplification, length)?;
+    sink.hold(id, &key)?;
+    if let Some(details) = &mut report.details {
+        details.secret_bits = length;
+    }
+    report.secret_bits = length - AUTH_REFILL_BITS;
     peer.send(&Message::Confirmed).await?;
     peer.send_seal().await?;
-    Ok(deliver(peer, &key, report))
-}
-
-/// Runs Cascade from Bob's side over the channel.
-async fn correct<T: Transport>(
-    peer: &mut Peer<T>,
-    key: Bits,
-    shuffles: &Shuffles,
-) -> Result<(Bits, CascadeReport), ChannelError> {
-    let mut corrector = Corrector::new(key, shuffles).map_err(ChannelError::protocol)?;
-    while let Some(query) = corrector.next_query() {
-        peer.send(&Message::Parities(query)).await?;
+    // From here the key is held: a failure leaves it to be settled when the channel resumes.
+    let settled = async {
         match peer.recv().await? {
-            Message::Answer(answer) => corrector.absorb(&answer).map_err(ChannelError::protocol)?,
-            other => {
-                return Err(ChannelError::unexpected(&other, "Answer"));
-            }
+            Message::Committed => {}
+            other => return Err(Violation::unexpected(&other, "Committed").into()),
         }
+        peer.expect_seal().await?;
+        commit(peer, sink, id, &key)
+    };
+    match settled.await {
+        Ok(_) => Ok(BlockEnd::Committed(report)),
+        Err(error) => Ok(BlockEnd::Held { report, error }),
     }
-    peer.send(&Message::Corrected).await?;
-    Ok(corrector.finish())
 }

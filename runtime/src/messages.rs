@@ -1,13 +1,18 @@
 //! Messages between the two nodes. Everything here is public by design: bases, test-basis bits,
-//! parities, hash seeds and tags. Key bits never travel.
+//! parities, hash seeds. Key bits never travel. Seals, aborts and resynchronisation are the
+//! channel's own frames (see [`crate::channel`]).
 
-use qkd_postprocess::auth::Seal;
 use qkd_postprocess::bits::Bits;
-use qkd_postprocess::cascade::{ParityAnswer, ParityQuery};
 use qkd_postprocess::sift::{Announcement, SiftReply};
 use serde::{Deserialize, Serialize};
 
-/// A public bit string (test bits, hash seeds, tags) on the wire.
+use crate::reconcile::ReconcileMessage;
+
+/// A block's number: both nodes' name for the block and for the key it yields. Numbers only
+/// grow, across restarts too, so a key's number is never given to another key.
+pub type BlockId = u64;
+
+/// A public bit string (test bits, hash seeds) on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackedBits {
     /// Packed words.
@@ -36,6 +41,23 @@ impl PackedBits {
 /// One message of the post-processing protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
+    /// Measurer → preparer, first on every (re)synchronised channel: the blocks whose keys the
+    /// measurer holds without knowing whether the preparer kept them, and the last block
+    /// number the measurer has used.
+    Resume {
+        /// Blocks held, awaiting the preparer's word.
+        held: Vec<BlockId>,
+        /// Highest block number used so far (none before the first block).
+        last_block: Option<BlockId>,
+    },
+    /// Preparer → measurer: which of the held blocks she committed (sealed when any were
+    /// asked about), and her own last block number.
+    Resumed {
+        /// The held blocks whose keys the preparer keeps.
+        committed: Vec<BlockId>,
+        /// Highest block number the preparer has seen.
+        last_block: Option<BlockId>,
+    },
     /// Measurer → preparer: where and in which basis detections happened.
     Announce(Announcement),
     /// Measurer → preparer: detections made while Bob's polarization tracking had paused key
@@ -47,18 +69,14 @@ pub enum Message {
     /// Measurer → preparer: start block `block`, disclosing the test-basis bits.
     OpenBlock {
         /// Block number.
-        block: u64,
+        block: BlockId,
         /// The measurer's test-basis bits.
         test_bits: PackedBits,
     },
     /// Preparer → measurer: test-basis errors per intensity class.
     TestErrors(Vec<u64>),
-    /// Measurer → preparer: Cascade questions.
-    Parities(ParityQuery),
-    /// Preparer → measurer: Cascade answers.
-    Answer(ParityAnswer),
-    /// Measurer → preparer: Cascade is done.
-    Corrected,
+    /// Either way: error correction.
+    Reconcile(ReconcileMessage),
     /// Preparer → measurer: verification hash seed and the preparer's tag.
     Verify {
         /// Toeplitz seed.
@@ -75,41 +93,38 @@ pub enum Message {
         /// Final key length in bits.
         length: u64,
     },
-    /// Measurer → preparer: the block's key is in place.
+    /// Measurer → preparer: the block's key is held (not yet usable).
     Confirmed,
-    /// Either way: the seal over everything sent since the last seal.
-    Seal(Seal),
+    /// Preparer → measurer: the preparer keeps the block's key; it is usable on both sides.
+    Committed,
     /// Measurer → preparer (entangled links): send the timestamps of your next batch.
     RequestTags,
     /// Preparer → measurer: timestamps of the preparer's next batch (its channels stay secret).
     Tags(Vec<i64>),
     /// Measurer → preparer: no more detections; the session ends.
     Finish,
-    /// Either way: the block is abandoned, with the reason.
-    Abort(String),
 }
 
 impl Message {
     /// A short name for protocol-violation messages.
     pub fn name(&self) -> &'static str {
         match self {
+            Message::Resume { .. } => "Resume",
+            Message::Resumed { .. } => "Resumed",
             Message::Announce(_) => "Announce",
             Message::AnnounceHeld(_) => "AnnounceHeld",
             Message::Sift(_) => "Sift",
             Message::OpenBlock { .. } => "OpenBlock",
             Message::TestErrors(_) => "TestErrors",
-            Message::Parities(_) => "Parities",
-            Message::Answer(_) => "Answer",
-            Message::Corrected => "Corrected",
+            Message::Reconcile(_) => "Reconcile",
             Message::Verify { .. } => "Verify",
             Message::Verified(_) => "Verified",
             Message::Amplify { .. } => "Amplify",
             Message::Confirmed => "Confirmed",
-            Message::Seal(_) => "Seal",
+            Message::Committed => "Committed",
             Message::RequestTags => "RequestTags",
             Message::Tags(_) => "Tags",
             Message::Finish => "Finish",
-            Message::Abort(_) => "Abort",
         }
     }
 }

@@ -1,316 +1,70 @@
 //! Post-processing sessions between two nodes over a real channel, on synthetic detections with a
-//! known error rate: keys match when the channel is honest; any tampering, replay or reordering
-//! leaves both nodes without a key; TCP carries the same protocol.
+//! known error rate: keys match and have the bound's length to the bit when the channel is
+//! honest, TCP carries the same protocol, hybrid signatures gate every key, keys are random, and
+//! no bit sifted in a batch whose messages went unsealed enters a key.
 // Test helpers outside #[test] functions may unwrap: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use qkd_firmware_sim::world::rng::SimRng;
-use qkd_postprocess::auth::Role;
-use qkd_postprocess::hybrid::{HybridSigner, SEED_BYTES, SigningIdentity};
-use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
-use qkd_runtime::block::{BlockOutcome, BlockSettings};
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{Outcome, Signing, entangled_length, session, settings, synthetic};
+use qkd_postprocess::bits::Bits;
+use qkd_postprocess::sift::Fate;
+use qkd_runtime::block::AUTH_REFILL_BITS;
 use qkd_runtime::channel::memory::{MemoryTransport, Tamper};
 use qkd_runtime::channel::tcp::TcpTransport;
-use qkd_runtime::channel::{Peer, Transport};
-use qkd_runtime::session::{MeasurementSource, PreparationSource, run_measurer, run_preparer};
-use rand::SeedableRng;
+use qkd_runtime::channel::{WireBody, decode_frame, encode_frame};
+use qkd_runtime::messages::Message;
+use qkd_runtime::reconcile::ReconcileMessage;
 
-const DETECTIONS: usize = 700_000;
-const BATCH: usize = 100_000;
-
-/// Both sides' results of `DETECTIONS` entangled-style detections: bias 0.8 towards Z on each
-/// side, 1 % errors where the bases match.
-struct Synthetic {
-    alice: Preparations,
-    bob: Measurements,
-}
-
-fn synthetic(seed: u64) -> Synthetic {
-    let mut r = SimRng::new(seed, 0);
-    let mut alice = Preparations::default();
-    let mut bob = Measurements::default();
-    for slot in 0..DETECTIONS as u64 {
-        let a_basis = if r.bernoulli(0.8) { Basis::Z } else { Basis::X };
-        let b_basis = if r.bernoulli(0.8) { Basis::Z } else { Basis::X };
-        let a_bit = u8::from(r.bernoulli(0.5));
-        let b_bit = if a_basis == b_basis {
-            a_bit ^ u8::from(r.bernoulli(0.01))
-        } else {
-            u8::from(r.bernoulli(0.5))
-        };
-        alice.basis.push(a_basis);
-        alice.bit.push(a_bit);
-        alice.class.push(0);
-        alice.reference.push(false);
-        bob.slot.push(slot);
-        bob.basis.push(b_basis);
-        bob.bit.push(b_bit);
-    }
-    Synthetic { alice, bob }
-}
-
-struct Table(Preparations);
-
-impl PreparationSource for Table {
-    async fn preparations(&mut self, announcement: &Announcement) -> Result<Preparations, String> {
-        let mut out = Preparations::default();
-        for &slot in &announcement.slot {
-            let i = usize::try_from(slot).map_err(|e| e.to_string())?;
-            out.basis.push(self.0.basis[i]);
-            out.bit.push(self.0.bit[i]);
-            out.class.push(self.0.class[i]);
-            out.reference.push(self.0.reference[i]);
+/// Checks every committed key against the bound recomputed from its block's details, to the bit.
+fn assert_lengths_follow_the_bound(outcome: &Outcome) {
+    let committed = outcome.bob_keys.committed();
+    assert!(!committed.is_empty(), "no key to check");
+    for report in &outcome.bob_reports {
+        let details = report.details.as_ref().expect("details of an opened block");
+        let expected = entangled_length(
+            details.key_bits,
+            details.test_bits,
+            details.test_errors,
+            details.disclosed_bits,
+            details.eps_sec,
+            details.eps_cor,
+        )
+        .filter(|&l| l > AUTH_REFILL_BITS);
+        match committed.get(&details.block) {
+            Some(key) => {
+                let length = expected.expect("a key where the bound allows none");
+                assert_eq!(details.secret_bits, length, "block {}", details.block);
+                assert_eq!(key.len() as u64, length - AUTH_REFILL_BITS);
+            }
+            None => assert_eq!(details.secret_bits, 0, "{details:?}"),
         }
-        Ok(out)
     }
-}
-
-struct Batches {
-    all: Measurements,
-    next: usize,
-}
-
-impl MeasurementSource for Batches {
-    async fn next_batch<T: Transport>(
-        &mut self,
-        _peer: &mut Peer<T>,
-    ) -> Result<Option<Measurements>, qkd_runtime::channel::ChannelError> {
-        if self.next >= self.all.slot.len() {
-            return Ok(None);
-        }
-        let end = (self.next + BATCH).min(self.all.slot.len());
-        let batch = Measurements {
-            slot: self.all.slot[self.next..end].to_vec(),
-            basis: self.all.basis[self.next..end].to_vec(),
-            bit: self.all.bit[self.next..end].to_vec(),
-        };
-        self.next = end;
-        Ok(Some(batch))
-    }
-}
-
-fn settings() -> BlockSettings {
-    BlockSettings {
-        block_bits: 200_000,
-        decoy: None,
-        eps_sec: 1e-10,
-        eps_cor: 1e-15,
-    }
-}
-
-const SECRET: [u8; 1024] = {
-    let mut s = [0u8; 1024];
-    let mut i = 0;
-    while i < 1024 {
-        s[i] = (i * 131 % 251) as u8;
-        i += 1;
-    }
-    s
-};
-
-/// How the two nodes use ML-DSA signatures on top of the Wegman-Carter seals.
-#[derive(Clone, Copy, PartialEq)]
-enum Signing {
-    /// Neither signs.
-    Off,
-    /// Both sign and hold each other's public keys.
-    Hybrid,
-    /// Both sign, but Alice holds someone else's key for Bob (an impostor who knows the
-    /// pre-shared secret but not Bob's signing key).
-    AliceTrustsAnotherKey,
-    /// Only Bob signs: Alice must not accept signed seals she cannot check, and Bob must not
-    /// accept unsigned ones.
-    OnlyBob,
-}
-
-fn identity(byte: u8) -> SigningIdentity {
-    SigningIdentity::from_seed(&[byte; SEED_BYTES])
-}
-
-/// Both peers over the given ends, with authentication as `signing` says.
-fn peers<A: Transport, B: Transport>(
-    alice_end: A,
-    bob_end: B,
-    signing: Signing,
-) -> (Peer<A>, Peer<B>) {
-    // A lost message must end the session quickly, not hang it.
-    let timeout = std::time::Duration::from_millis(500);
-    let mut alice = Peer::new(alice_end, &SECRET, Role::Responder)
-        .unwrap()
-        .with_receive_timeout(timeout);
-    let mut bob = Peer::new(bob_end, &SECRET, Role::Initiator)
-        .unwrap()
-        .with_receive_timeout(timeout);
-    let (alice_id, bob_id, impostor) = (identity(1), identity(2), identity(3));
-    let bob_key_at_alice = if signing == Signing::AliceTrustsAnotherKey {
-        impostor.public_key()
-    } else {
-        bob_id.public_key()
-    };
-    let alice_public = alice_id.public_key();
-    if matches!(signing, Signing::Hybrid | Signing::AliceTrustsAnotherKey) {
-        let signer = HybridSigner::new(alice_id, &bob_key_at_alice, Role::Responder).unwrap();
-        alice = alice.with_hybrid(signer);
-    }
-    if signing != Signing::Off {
-        bob = bob.with_hybrid(HybridSigner::new(bob_id, &alice_public, Role::Initiator).unwrap());
-    }
-    (alice, bob)
-}
-
-/// Runs both sessions; returns (Alice's outcomes, Bob's outcomes).
-async fn run<A, B>(alice_end: A, bob_end: B, seed: u64) -> (Vec<BlockOutcome>, Vec<BlockOutcome>)
-where
-    A: Transport + 'static,
-    B: Transport + 'static,
-{
-    run_signed(alice_end, bob_end, seed, Signing::Off).await
-}
-
-/// [`run`] with the given use of signatures.
-async fn run_signed<A, B>(
-    alice_end: A,
-    bob_end: B,
-    seed: u64,
-    signing: Signing,
-) -> (Vec<BlockOutcome>, Vec<BlockOutcome>)
-where
-    A: Transport + 'static,
-    B: Transport + 'static,
-{
-    let Synthetic { alice, bob } = synthetic(seed);
-    let (mut alice_peer, mut bob_peer) = peers(alice_end, bob_end, signing);
-    let alice_task = tokio::spawn(async move {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        run_preparer(&mut alice_peer, &mut Table(alice), &settings(), &mut rng).await
-    });
-    let mut source = Batches { all: bob, next: 0 };
-    let bob_result = run_measurer(&mut bob_peer, &mut source, &settings(), |_| {}).await;
-    let alice_result = alice_task.await.unwrap();
-    (
-        alice_result.unwrap_or_default(),
-        bob_result.map(|(outcomes, _)| outcomes).unwrap_or_default(),
-    )
-}
-
-fn keys(outcomes: &[BlockOutcome]) -> Vec<Option<qkd_postprocess::bits::Bits>> {
-    outcomes.iter().map(|o| o.key.clone()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_honest_channel_gives_matching_keys_with_every_disclosure_counted() {
+async fn an_honest_channel_gives_matching_keys_of_the_bounds_length() {
+    // 700 000 detections: 448 000 key-basis bits on average, two blocks of 200 000.
+    let data = synthetic(1, 700_000, 100_000);
     let (a, b) = MemoryTransport::pair();
-    let (alice, bob) = run(b, a, 1).await;
-    assert_eq!(alice.len(), 2, "two blocks of 200 000 key bits");
-    assert_eq!(keys(&alice), keys(&bob));
-    for (a, b) in alice.iter().zip(&bob) {
-        let key = a.key.as_ref().expect("a key");
-        assert!(key.len() > 100_000, "{} bits", key.len());
-        // Both sides count the same disclosure; the measurer corrected ~1 % of the bits.
-        assert_eq!(a.report.disclosed_bits, b.report.disclosed_bits);
-        // Each key bit is wrong with probability 1 %, independently: binomial spread.
-        let n = b.report.key_bits as f64;
-        let q = b.report.corrected_bits as f64 / n;
-        let sigma = (0.01 * 0.99 / n).sqrt();
-        assert!((q - 0.01).abs() < 5.0 * sigma, "{q} ± {sigma}");
-        // The key is shorter than the sifted block by at least everything disclosed.
-        assert!((key.len() as u64) < a.report.key_bits as u64 - a.report.disclosed_bits);
-    }
-}
-
-/// Runs a session where the measurer's frame number `target` is altered by `attack`.
-async fn attacked(
-    target: u64,
-    attack: fn(Vec<u8>) -> Vec<Vec<u8>>,
-    from_bob: bool,
-) -> (Vec<BlockOutcome>, Vec<BlockOutcome>) {
-    let (bob_end, alice_end) = MemoryTransport::pair();
-    let tamper: Tamper = Box::new(move |n, frame| {
-        if n == target {
-            attack(frame)
-        } else {
-            vec![frame]
-        }
-    });
-    if from_bob {
-        run(alice_end, bob_end.with_tamper(tamper), 7).await
-    } else {
-        run(alice_end.with_tamper(tamper), bob_end, 7).await
-    }
-}
-
-fn flip_last_byte(mut frame: Vec<u8>) -> Vec<Vec<u8>> {
-    if let Some(b) = frame.last_mut() {
-        *b ^= 0x01;
-    }
-    vec![frame]
-}
-
-fn duplicate(frame: Vec<u8>) -> Vec<Vec<u8>> {
-    vec![frame.clone(), frame]
-}
-
-fn drop(_: Vec<u8>) -> Vec<Vec<u8>> {
-    Vec::new()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tampering_replay_or_loss_in_either_direction_yields_no_key() {
-    // Frame numbers inside the first block: sifting (0-3), the block opening, Cascade traffic.
-    for (target, from_bob) in [(1, true), (4, true), (20, true), (3, false), (15, false)] {
-        for (name, attack) in [
-            ("flip", flip_last_byte as fn(_) -> _),
-            ("replay", duplicate),
-            ("drop", drop),
-        ] {
-            let (alice, bob) = attacked(target, attack, from_bob).await;
-            let first_keys = (
-                alice.first().and_then(|o| o.key.as_ref()),
-                bob.first().and_then(|o| o.key.as_ref()),
-            );
-            assert_eq!(
-                first_keys,
-                (None, None),
-                "{name} frame {target} from {}",
-                if from_bob { "Bob" } else { "Alice" }
-            );
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tampered_block_gives_no_key_and_the_next_block_still_does() {
-    // A parity answer altered in flight decodes; verification or the seals catch it.
-    let (alice, bob) = attacked(20, flip_last_byte, true).await;
-    assert_eq!(alice.len(), 2, "{alice:?}");
-    assert_eq!(bob.len(), 2, "{bob:?}");
-    assert!(alice[0].key.is_none() && bob[0].key.is_none());
-    assert!(alice[0].report.aborted.is_some());
-    assert!(alice[1].key.is_some());
-    assert_eq!(keys(&alice)[1], keys(&bob)[1]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hybrid_mode_keys_only_when_signatures_and_seals_both_check() {
-    let (a, b) = MemoryTransport::pair();
-    let (alice, bob) = run_signed(b, a, 1, Signing::Hybrid).await;
-    assert_eq!(alice.len(), 2);
-    assert!(alice.iter().all(|o| o.key.is_some()));
-    assert_eq!(keys(&alice), keys(&bob));
-    // The same run without signatures gives the same keys: signing discloses nothing.
-    let (a, b) = MemoryTransport::pair();
-    let (plain, _) = run(b, a, 1).await;
-    assert_eq!(keys(&plain), keys(&alice));
-
-    for signing in [Signing::AliceTrustsAnotherKey, Signing::OnlyBob] {
-        let (a, b) = MemoryTransport::pair();
-        let (alice, bob) = run_signed(b, a, 1, signing).await;
-        // Both blocks ran and were refused at a seal; the session went on after the first.
-        assert_eq!((alice.len(), bob.len()), (2, 2));
-        assert!(
-            alice.iter().chain(&bob).all(|o| o.key.is_none()),
-            "a key despite a failed signature check"
-        );
+    let outcome = session(b, a, &data, &settings(200_000), Signing::Off).await;
+    outcome.assert_clean();
+    assert_eq!(outcome.keyed_blocks(), vec![0, 1], "two blocks, both keyed");
+    assert!(outcome.keys_agree());
+    assert_lengths_follow_the_bound(&outcome);
+    for (alice, bob) in outcome.alice_reports.iter().zip(&outcome.bob_reports) {
+        // Both sides count the same disclosure and compute the same details.
+        assert_eq!(alice.disclosed_bits, bob.disclosed_bits);
+        assert_eq!(alice.details, bob.details);
+        assert_eq!(alice.slots, bob.slots);
+        // Each key bit is wrong with probability QBER, independently: binomial spread.
+        let n = bob.key_bits as f64;
+        let q = bob.corrected_bits as f64 / n;
+        let sigma = (common::QBER * (1.0 - common::QBER) / n).sqrt();
+        assert!((q - common::QBER).abs() < 5.0 * sigma, "{q} ± {sigma}");
     }
 }
 
@@ -321,12 +75,238 @@ async fn the_protocol_runs_over_tcp() {
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
     let bob_stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let alice_stream = accept.await.unwrap();
-    let (alice, bob) = run(
+    let data = synthetic(3, 200_000, 50_000);
+    let outcome = session(
         TcpTransport::new(alice_stream),
         TcpTransport::new(bob_stream),
-        3,
+        &data,
+        &settings(50_000),
+        Signing::Off,
     )
     .await;
-    assert!(alice.iter().all(|o| o.key.is_some()));
-    assert_eq!(keys(&alice), keys(&bob));
+    outcome.assert_clean();
+    assert_eq!(outcome.keyed_blocks(), vec![0, 1], "two blocks over TCP");
+    assert!(outcome.keys_agree());
+    assert_lengths_follow_the_bound(&outcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_mode_keys_only_when_signatures_and_seals_both_check() {
+    let data = synthetic(1, 200_000, 50_000);
+    let run = |signing| {
+        let data = data.clone();
+        async move {
+            let (a, b) = MemoryTransport::pair();
+            session(b, a, &data, &settings(50_000), signing).await
+        }
+    };
+    let hybrid = run(Signing::Hybrid).await;
+    hybrid.assert_clean();
+    assert_eq!(hybrid.keyed_blocks(), vec![0, 1]);
+    assert!(hybrid.keys_agree());
+    for signing in [Signing::AliceTrustsAnotherKey, Signing::OnlyBob] {
+        let refused = run(signing).await;
+        // Blocks ran and were refused at a seal; the session went on after each, and at the end
+        // no key was kept on either side.
+        assert!(refused.bob_reports.len() >= 2, "{signing:?}");
+        assert!(
+            refused.bob_keys.committed().is_empty() && refused.alice_keys.committed().is_empty(),
+            "{signing:?}: a key despite a failed signature check"
+        );
+        assert!(refused.bob_reports.iter().all(|r| r.aborted.is_some()));
+    }
+}
+
+/// Decodes `frame` as a message of the protocol, if it is one.
+fn message(frame: &[u8]) -> Option<Message> {
+    match decode_frame::<Message>(frame).ok()?.body {
+        WireBody::Message(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The bits of a Toeplitz seed carried by an `Amplify` frame.
+fn amplification_seed(frame: &[u8]) -> Option<Bits> {
+    match message(frame)? {
+        Message::Amplify { seed, .. } => seed.to_bits(),
+        _ => None,
+    }
+}
+
+/// A transport hook that keeps a copy of every frame.
+fn recorder() -> (Tamper, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&frames);
+    let tamper: Tamper = Box::new(move |_, frame: Vec<u8>| {
+        log.lock().unwrap().push(frame.clone());
+        vec![frame]
+    });
+    (tamper, frames)
+}
+
+/// `ones` ones in `n` fair bits: within 5 σ of n/2.
+fn balanced(ones: usize, n: usize) -> bool {
+    let sigma = (n as f64 / 4.0).sqrt();
+    (ones as f64 - n as f64 / 2.0).abs() < 5.0 * sigma
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_their_hash_seeds_are_random() {
+    let data = synthetic(5, 200_000, 50_000);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (bob_end, alice_end) = MemoryTransport::pair();
+        let (tamper, frames) = recorder();
+        let outcome = session(
+            alice_end.with_tamper(tamper),
+            bob_end,
+            &data,
+            &settings(50_000),
+            Signing::Off,
+        )
+        .await;
+        outcome.assert_clean();
+        assert!(outcome.keys_agree());
+        let seeds: Vec<Bits> = frames
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|f| amplification_seed(f))
+            .collect();
+        assert_eq!(seeds.len(), outcome.keys().len(), "one seed per key");
+        runs.push((outcome.keys(), seeds));
+    }
+    let (first_keys, first_seeds) = &runs[0];
+    let (second_keys, second_seeds) = &runs[1];
+    assert!(!first_keys.is_empty());
+    // The same detections, other randomness: the seeds and keys are unrelated (half their bits
+    // differ, within 5 σ of a binomial), and each is balanced.
+    for (a, b) in first_seeds.iter().zip(second_seeds) {
+        assert!(balanced(a.count_ones(), a.len()), "seed bias");
+        assert!(balanced(a.hamming_distance(b), a.len()), "seeds repeat");
+    }
+    for (a, b) in first_keys.iter().zip(second_keys) {
+        assert_eq!(a.len(), b.len(), "the same data gives the same lengths");
+        assert!(balanced(a.count_ones(), a.len()), "key bias");
+        assert!(balanced(a.hamming_distance(b), a.len()), "keys repeat");
+    }
+}
+
+/// The frame at `index` of Alice's stream rewritten by `edit`, which sees it decoded.
+fn rewrite(index: u64, edit: fn(&mut Message) -> bool) -> (Tamper, Arc<Mutex<bool>>) {
+    let done = Arc::new(Mutex::new(false));
+    let flag = Arc::clone(&done);
+    let tamper: Tamper = Box::new(move |n, frame: Vec<u8>| {
+        if n != index {
+            return vec![frame];
+        }
+        let mut decoded = decode_frame::<Message>(&frame).unwrap();
+        if let WireBody::Message(m) = &mut decoded.body
+            && edit(m)
+        {
+            *flag.lock().unwrap() = true;
+            return vec![encode_frame(&decoded).unwrap()];
+        }
+        vec![frame]
+    });
+    (tamper, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bits_of_a_batch_straddling_an_abandoned_block_never_reach_the_next() {
+    // Batches of 25 000 detections give ~16 000 key bits each; blocks of 50 000 bits take four
+    // batches and leave ~14 000 bits of the fourth waiting for the second block. That fourth
+    // batch's sift reply is altered (a key-basis fate turned to discard, which decodes and
+    // sifts), and the first block is forced to end without key (a parity answer flipped, so
+    // verification fails at a point both sides reach together, before any seal).
+    let data = synthetic(11, 400_000, 25_000);
+    let block_bits = 50_000;
+    // Find, in an honest run, the frames to alter: Alice's fourth Sift, and her first answer.
+    let (bob_end, alice_end) = MemoryTransport::pair();
+    let (log, frames) = recorder();
+    let control = session(
+        alice_end.with_tamper(log),
+        bob_end,
+        &data,
+        &settings(block_bits),
+        Signing::Off,
+    )
+    .await;
+    control.assert_clean();
+    let frames = frames.lock().unwrap().clone();
+    let index = |pick: &dyn Fn(&Message) -> bool, nth: usize| {
+        frames
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| message(f).as_ref().is_some_and(pick))
+            .nth(nth)
+            .map(|(i, _)| i as u64)
+            .unwrap()
+    };
+    let fourth_sift = index(&|m| matches!(m, Message::Sift(_)), 3);
+    let first_answer = index(&|m| matches!(m, Message::Reconcile(_)), 0);
+    let straddling = control.bob_reports[0].slots.unwrap();
+    assert_eq!(
+        straddling.last,
+        4 * 25_000 - 1,
+        "the first block ends with the fourth batch"
+    );
+    assert!(
+        control.bob_reports[1].slots.unwrap().first <= straddling.last,
+        "in the honest run the fourth batch's leftover bits go into the second block"
+    );
+
+    let (sift_edit, sift_done) = rewrite(fourth_sift, |m| match m {
+        Message::Sift(reply) => {
+            let Some(i) = reply.fate.iter().position(|f| *f == Fate::Key) else {
+                return false;
+            };
+            let kept_before = reply.fate[..i].iter().filter(|f| f.kept()).count();
+            reply.fate[i] = Fate::Discard;
+            reply.class.remove(kept_before);
+            true
+        }
+        _ => false,
+    });
+    let (answer_edit, answer_done) = rewrite(first_answer, |m| match m {
+        Message::Reconcile(ReconcileMessage::CascadeAnswer(answer)) => {
+            answer.parities[0] ^= 1;
+            true
+        }
+        _ => false,
+    });
+    let mut edits = [sift_edit, answer_edit];
+    let tamper: Tamper = Box::new(move |n, frame| {
+        let frames = edits[0](n, frame);
+        frames.into_iter().flat_map(|f| edits[1](n, f)).collect()
+    });
+    let (bob_end, alice_end) = MemoryTransport::pair();
+    let attacked = session(
+        alice_end.with_tamper(tamper),
+        bob_end,
+        &data,
+        &settings(block_bits),
+        Signing::Off,
+    )
+    .await;
+    assert!(*sift_done.lock().unwrap() && *answer_done.lock().unwrap());
+    attacked.assert_clean();
+    let first = &attacked.bob_reports[0];
+    assert_eq!(
+        first.aborted.as_deref(),
+        Some("verification failed"),
+        "{first:?}"
+    );
+    assert!(attacked.keys_agree());
+    let keyed = attacked.keyed_blocks();
+    assert!(!keyed.is_empty(), "later blocks still give keys");
+    for report in &attacked.bob_reports[1..] {
+        let slots = report.slots.unwrap();
+        assert!(
+            slots.first > straddling.last,
+            "block {:?} took bits of the altered batch: {slots:?}",
+            report.id
+        );
+    }
+    assert!(attacked.progress.discarded_key_bits > 0);
 }

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use qkd_drivers::emulator::{EmulatedBench, World};
-use qkd_postprocess::sift::SquashCoin;
 use qkd_postprocess::slots::{SlotConfig, SlotRecovery};
+use qkd_runtime::randomness::ProtocolRng;
 use qkd_runtime::sources::bb84::{SourceRecords, TaggedDetections};
 use qkd_runtime::tracking::LinkTracking;
 
@@ -31,7 +31,7 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
         rate,
         u64::from(spec.source.sync_divider),
     ))?;
-    let mut results = TaggedDetections::new(tagger, slots, run.budget(), SquashCoin::new(run.seed));
+    let mut results = TaggedDetections::new(tagger, slots, run.budget(), ProtocolRng::from_os()?);
     if run.track {
         let controller = bench
             .polarization_controller(0)
@@ -46,13 +46,7 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
         World::Entangled(_) => 0,
     });
     let stats = results.slot_stats().clone();
-    let (held_batches, held_key_bits) = (
-        sessions.progress.held_batches,
-        sessions.progress.held_key_bits,
-    );
     let mut report = sessions.report("bb84", run, pulses, stats.in_gate);
-    report.held_batches = held_batches;
-    report.held_key_bits = held_key_bits;
     if let Some(tracking) = results.take_tracking() {
         report.tracking = Some(tracking.finish().await.context("polarization tracking")?);
     }

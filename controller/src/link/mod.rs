@@ -13,16 +13,21 @@ use qkd_firmware_sim::world::{InitialRotation, IntensitySpec};
 use qkd_postprocess::auth::Role;
 use qkd_postprocess::estimate::DecoySettings;
 use qkd_postprocess::hybrid::{HybridSigner, SEED_BYTES, SigningIdentity};
-use rand::{SeedableRng, TryRng};
+use rand::TryRng;
 use zeroize::Zeroize;
 
-use qkd_runtime::block::{BlockOutcome, BlockSettings};
+use qkd_runtime::block::{BlockReport, BlockSettings};
 use qkd_runtime::channel::Peer;
 use qkd_runtime::channel::memory::MemoryTransport;
+use qkd_runtime::events::{Events, NodeEvent};
+use qkd_runtime::keys::MemorySink;
+use qkd_runtime::messages::Message;
+use qkd_runtime::reconcile::Reconciliation;
 use qkd_runtime::session::{
-    MeasurementSource, MeasurerProgress, PreparationSource, run_measurer, run_preparer,
+    MeasurementSource, Measurer, MeasurerProgress, PreparationSource, Preparer,
 };
 use qkd_runtime::sources::BatchBudget;
+use tokio::sync::broadcast;
 
 use crate::bench::tracking::ControllerKind;
 use crate::flags::{Bench, BenchFlags, in_range};
@@ -151,6 +156,7 @@ fn validate(args: &LinkArgs) -> Result<Run> {
             decoy: None,
             eps_sec,
             eps_cor,
+            reconciliation: Reconciliation::Cascade,
         },
     })
 }
@@ -195,15 +201,10 @@ fn signing_identity() -> Result<SigningIdentity> {
     Ok(identity)
 }
 
-/// Public randomness for the protocol (hash seeds), reproducible by the run's seed.
-fn protocol_rng(seed: u64) -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15)
-}
-
 /// A connected pair of peers: Bob opens the channel (initiator), Alice accepts. In hybrid mode
 /// each node gets its own ML-DSA key and the other's public key, as an installation would
 /// distribute them.
-fn peers(hybrid_auth: bool) -> Result<(Peer<MemoryTransport>, Peer<MemoryTransport>)> {
+fn peers(hybrid_auth: bool) -> Result<(LinkPeer, LinkPeer)> {
     let mut secret = vec![0u8; PRE_SHARED_SECRET_BYTES];
     fill_from_system(&mut secret, "pre-shared secret")?;
     let (bob_end, alice_end) = MemoryTransport::pair();
@@ -219,19 +220,35 @@ fn peers(hybrid_auth: bool) -> Result<(Peer<MemoryTransport>, Peer<MemoryTranspo
     Ok((alice, bob))
 }
 
-/// Reports progress of long runs on stderr.
-fn progress_reporter(seconds: f64) -> impl FnMut(&MeasurerProgress) + Send {
-    let mut progress = Progress::new("link: emulated");
-    move |p: &MeasurerProgress| {
-        progress.update(p.batches as f64 * BATCH.as_secs_f64(), seconds);
-    }
+/// One end of the link's in-memory channel.
+type LinkPeer = Peer<MemoryTransport, Message>;
+
+/// Reports progress of long runs on stderr, from the measurer's batch events.
+fn progress_reporter(events: &Events, seconds: f64) -> tokio::task::JoinHandle<()> {
+    let mut batches = events.subscribe();
+    tokio::spawn(async move {
+        let mut progress = Progress::new("link: emulated");
+        let mut read = 0u64;
+        loop {
+            match batches.recv().await {
+                Ok(NodeEvent::Batch { .. }) => {
+                    read += 1;
+                    progress.update(read as f64 * BATCH.as_secs_f64(), seconds);
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
 }
 
-/// What both sessions returned.
+/// What both sessions did.
 struct Sessions {
-    preparer: Vec<BlockOutcome>,
-    measurer: Vec<BlockOutcome>,
+    preparer: Vec<BlockReport>,
+    measurer: Vec<BlockReport>,
     progress: MeasurerProgress,
+    /// Keys each node committed.
+    keys: [MemorySink; 2],
     /// Authentication key the preparer spent on seals.
     auth_bits_spent: u64,
 }
@@ -250,10 +267,18 @@ impl Sessions {
             block_bits: run.settings.block_bits,
             pulses,
             detections,
-            sifted_bits: self.preparer.iter().map(|o| o.report.key_bits as u64).sum(),
+            sifted_bits: self.progress.sifted_key_bits,
             auth_bits_spent: self.auth_bits_spent,
         };
-        LinkReport::new(figures, &self.preparer, &self.measurer)
+        let [alice, bob] = &self.keys;
+        LinkReport::new(
+            figures,
+            &self.preparer,
+            &self.measurer,
+            alice,
+            bob,
+            &self.progress,
+        )
     }
 }
 
@@ -261,42 +286,40 @@ impl Sessions {
 /// authenticated in-memory channel; `names` (preparer, measurer) label their errors. The
 /// measurer drives the protocol, so its failure is the cause reported when both fail.
 async fn run_sessions(
-    mut preparer: impl PreparationSource + 'static,
-    measurer: &mut impl MeasurementSource,
+    mut preparations: impl PreparationSource + 'static,
+    measurements: &mut impl MeasurementSource,
     settings: &BlockSettings,
     run: &Run,
     names: [&'static str; 2],
 ) -> Result<Sessions> {
     let (mut preparer_peer, mut measurer_peer) = peers(run.hybrid_auth)?;
-    let preparer_settings = settings.clone();
-    let seed = run.seed;
+    let mut preparer = Preparer::new(settings.clone(), Events::default())?;
     let preparer_task = tokio::spawn(async move {
-        let mut rng = protocol_rng(seed);
-        let outcomes = run_preparer(
-            &mut preparer_peer,
-            &mut preparer,
-            &preparer_settings,
-            &mut rng,
-        )
-        .await;
-        (outcomes, preparer_peer.auth_spent_bits())
+        let mut keys = MemorySink::default();
+        let ended = preparer
+            .run(&mut preparer_peer, &mut preparations, &mut keys)
+            .await;
+        let spent = preparer_peer.auth_state().spent_bits();
+        (ended, preparer.take_reports(), keys, spent)
     });
-    let measured = run_measurer(
-        &mut measurer_peer,
-        measurer,
-        settings,
-        progress_reporter(run.seconds),
-    )
-    .await;
-    let (prepared, auth_bits_spent) = preparer_task
+    let events = Events::default();
+    let progress = progress_reporter(&events, run.seconds);
+    let mut measurer = Measurer::new(settings.clone(), events);
+    let mut bob_keys = MemorySink::default();
+    let measured = measurer
+        .run(&mut measurer_peer, measurements, &mut bob_keys)
+        .await;
+    progress.abort();
+    let (prepared, preparer_reports, alice_keys, auth_bits_spent) = preparer_task
         .await
         .with_context(|| format!("{} failed", names[0]))?;
-    let (measurer, progress) = measured.with_context(|| format!("{}'s session", names[1]))?;
-    let preparer = prepared.with_context(|| format!("{}'s session", names[0]))?;
+    measured.with_context(|| format!("{}'s session", names[1]))?;
+    prepared.with_context(|| format!("{}'s session", names[0]))?;
     Ok(Sessions {
-        preparer,
-        measurer,
-        progress,
+        preparer: preparer_reports,
+        measurer: measurer.take_reports(),
+        progress: measurer.progress(),
+        keys: [alice_keys, bob_keys],
         auth_bits_spent,
     })
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use qkd_postprocess::bits::binary_entropy;
 use serde::Serialize;
 
-use qkd_runtime::block::BlockOutcome;
+use qkd_runtime::block::{BlockDetails, BlockReport};
+use qkd_runtime::keys::MemorySink;
+use qkd_runtime::session::MeasurerProgress;
 use qkd_runtime::tracking::TrackingFigures;
 
 /// Figures of the run that do not come from the blocks.
@@ -62,8 +64,18 @@ pub struct LinkReport {
     pub aborted_blocks: u64,
     /// Why blocks produced no key, with counts.
     pub abort_reasons: BTreeMap<String, u64>,
-    /// Both nodes hold the same keys, compared in process (no key-derived value is printed).
+    /// Both nodes committed the same, non-empty, list of keys, compared in process (no
+    /// key-derived value is printed); false when there is no key to compare.
     pub keys_match: bool,
+    /// Keys the two nodes committed (the measurer's count; `keys_match` says they agree).
+    pub keys_compared: u64,
+    /// Channel resynchronisations after failures (each cost the block in progress).
+    pub resyncs: u64,
+    /// Key-basis bits forgotten with a block that gave no key (their messages unsealed).
+    pub discarded_key_bits: u64,
+    /// Each block's estimation inputs and outputs, in order: its key length can be recomputed
+    /// from them to the bit.
+    pub block_details: Vec<BlockDetails>,
     /// Tagger batches measured while polarization tracking had paused key generation
     /// (aligning, or far from its floor): flagged to Alice, and their bits kept out of blocks.
     pub held_batches: u64,
@@ -76,54 +88,60 @@ pub struct LinkReport {
 }
 
 impl LinkReport {
-    /// Builds the report from both sides' outcomes (the measurer's reports carry the corrected
-    /// error counts, the preparer's the authoritative disclosure counts).
-    pub fn new(run: RunFigures, alice: &[BlockOutcome], bob: &[BlockOutcome]) -> Self {
-        let keys = |side: &[BlockOutcome]| side.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
-        let keys_match = keys(alice) == keys(bob);
+    /// Builds the report from both sides' block reports and keys (the measurer's reports carry
+    /// the corrected error counts; both count the same disclosure).
+    pub fn new(
+        run: RunFigures,
+        alice: &[BlockReport],
+        bob: &[BlockReport],
+        alice_keys: &MemorySink,
+        bob_keys: &MemorySink,
+        progress: &MeasurerProgress,
+    ) -> Self {
+        let keys_compared = bob_keys.committed().len() as u64;
+        let keys_match = keys_compared > 0 && alice_keys.committed() == bob_keys.committed();
         let mut abort_reasons = BTreeMap::new();
-        for o in bob {
-            if let Some(reason) = &o.report.aborted {
+        for r in bob {
+            if let Some(reason) = &r.aborted {
                 *abort_reasons.entry(reason.clone()).or_insert(0) += 1;
             }
         }
-        let corrected: Vec<_> = bob.iter().filter(|o| o.report.disclosed_bits > 0).collect();
-        let (errors, bits): (u64, u64) = corrected.iter().fold((0, 0), |(e, n), o| {
-            (e + o.report.corrected_bits, n + o.report.key_bits as u64)
+        let corrected: Vec<_> = bob.iter().filter(|r| r.disclosed_bits > 0).collect();
+        let (errors, bits): (u64, u64) = corrected.iter().fold((0, 0), |(e, n), r| {
+            (e + r.corrected_bits, n + r.key_bits as u64)
         });
         let shannon: f64 = corrected
             .iter()
-            .map(|o| {
-                let n = o.report.key_bits as f64;
-                n * binary_entropy(o.report.corrected_bits as f64 / n)
+            .map(|r| {
+                let n = r.key_bits as f64;
+                n * binary_entropy(r.corrected_bits as f64 / n)
             })
             .sum();
-        let disclosed: u64 = alice.iter().map(|o| o.report.disclosed_bits).sum();
-        let (test_errors, test_bits) = bob.iter().fold((0, 0), |(e, n), o| {
-            (e + o.report.test_errors, n + o.report.test_bits as u64)
+        let disclosed: u64 = alice.iter().map(|r| r.disclosed_bits).sum();
+        let (test_errors, test_bits) = bob.iter().fold((0, 0), |(e, n), r| {
+            (e + r.test_errors, n + r.test_bits as u64)
         });
-        let secret_bits: u64 = bob.iter().map(|o| o.report.secret_bits).sum();
+        let secret_bits = progress.secret_bits;
         LinkReport {
             run,
             qber_z: (bits > 0).then(|| errors as f64 / bits as f64),
             qber_x: (test_bits > 0).then(|| test_errors as f64 / test_bits as f64),
-            ec_efficiency: (shannon > 0.0).then(|| {
-                corrected
-                    .iter()
-                    .map(|o| o.report.disclosed_bits)
-                    .sum::<u64>() as f64
-                    / shannon
-            }),
+            ec_efficiency: (shannon > 0.0)
+                .then(|| corrected.iter().map(|r| r.disclosed_bits).sum::<u64>() as f64 / shannon),
             disclosed_bits: disclosed,
-            round_trips: bob.iter().map(|o| u64::from(o.report.round_trips)).sum(),
+            round_trips: bob.iter().map(|r| u64::from(r.round_trips)).sum(),
             secret_bits,
             secret_key_rate_bps: secret_bits as f64 / run.seconds,
             blocks: bob.len() as u64,
-            aborted_blocks: bob.iter().filter(|o| o.key.is_none()).count() as u64,
+            aborted_blocks: bob.iter().filter(|r| r.aborted.is_some()).count() as u64,
             abort_reasons,
             keys_match,
-            held_batches: 0,
-            held_key_bits: 0,
+            keys_compared,
+            resyncs: progress.resyncs,
+            discarded_key_bits: progress.discarded_key_bits,
+            block_details: bob.iter().filter_map(|r| r.details.clone()).collect(),
+            held_batches: progress.held_batches,
+            held_key_bits: progress.held_key_bits,
             tracking: None,
             wall_s: 0.0,
         }

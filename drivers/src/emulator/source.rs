@@ -104,6 +104,10 @@ impl WcpSource for EmulatedWcpSource {
         out: &mut EmissionRecords,
     ) -> Result<(), SourceError> {
         self.with_world(|w| {
+            let emitted = w.slots_emitted();
+            if let Some(&slot) = slots.iter().find(|&&s| s >= emitted) {
+                return Err(SourceError::NotEmitted { slot, emitted });
+            }
             for &slot in slots {
                 let choice = w.slot_choice(slot);
                 out.slot.push(slot);
@@ -112,7 +116,8 @@ impl WcpSource for EmulatedWcpSource {
                 out.intensity.push(choice.intensity);
                 out.reference.push(choice.reference);
             }
-        })
+            Ok(())
+        })?
     }
 }
 

@@ -163,6 +163,11 @@ impl PrepareMeasureWorld {
         self.pulses
     }
 
+    /// Slots the source has emitted by now (those before the current time).
+    pub fn slots_emitted(&self) -> u64 {
+        self.source.clock.first_slot_at_or_after(self.now_ps)
+    }
+
     /// Alice's source.
     pub fn source(&self) -> &WcpSource {
         &self.source

@@ -2,13 +2,14 @@
 //! go through slot recovery, and his double clicks are squashed.
 
 use qkd_drivers::{EmissionRecords, TagBatch, TimeTagger, WcpSource};
-use qkd_postprocess::sift::{
-    Announcement, Measurements, Preparations, SiftReply, SquashCoin, squash,
-};
+use qkd_postprocess::sift::{Announcement, Measurements, Preparations, SiftReply, squash};
 use qkd_postprocess::slots::{Detections, SlotRecovery, SlotStats};
 
 use super::{BatchBudget, Turn};
-use crate::channel::{ChannelError, Peer, Transport};
+use crate::channel::{Peer, Transport};
+use crate::error::{DataError, SessionError};
+use crate::messages::Message;
+use crate::randomness::ProtocolRng;
 use crate::session::{MeasurementSource, PreparationSource};
 use crate::tracking::LinkTracking;
 
@@ -30,12 +31,14 @@ impl<S: WcpSource> SourceRecords<S> {
 }
 
 impl<S: WcpSource> PreparationSource for SourceRecords<S> {
-    async fn preparations(&mut self, announcement: &Announcement) -> Result<Preparations, String> {
+    async fn preparations(
+        &mut self,
+        announcement: &Announcement,
+    ) -> Result<Preparations, DataError> {
         self.records.clear();
         self.source
             .emissions(&announcement.slot, &mut self.records)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let r = &self.records;
         Ok(Preparations {
             basis: r.basis.clone(),
@@ -54,7 +57,8 @@ pub struct TaggedDetections<T> {
     batch: TagBatch,
     detections: Detections,
     budget: BatchBudget,
-    coin: SquashCoin,
+    /// Decides Bob's bit on double clicks in the key basis: unpredictable, from the system.
+    coin: ProtocolRng,
     /// Bob's polarization tracking, when the node runs it.
     tracking: Option<LinkTracking>,
     /// The last batch was read while tracking had paused key generation.
@@ -62,8 +66,9 @@ pub struct TaggedDetections<T> {
 }
 
 impl<T: TimeTagger> TaggedDetections<T> {
-    /// Reads `tagger` through `slots` for as long as `budget` allows.
-    pub fn new(tagger: T, slots: SlotRecovery, budget: BatchBudget, coin: SquashCoin) -> Self {
+    /// Reads `tagger` through `slots` for as long as `budget` allows; `coin` squashes double
+    /// clicks.
+    pub fn new(tagger: T, slots: SlotRecovery, budget: BatchBudget, coin: ProtocolRng) -> Self {
         TaggedDetections {
             tagger,
             slots,
@@ -95,7 +100,7 @@ impl<T: TimeTagger> TaggedDetections<T> {
 
     fn squash(&mut self) -> Measurements {
         let coin = &mut self.coin;
-        let measured = squash(&self.detections, || coin.flip());
+        let measured = squash(&self.detections, || coin.coin());
         self.detections.clear();
         measured
     }
@@ -104,8 +109,8 @@ impl<T: TimeTagger> TaggedDetections<T> {
 impl<T: TimeTagger> MeasurementSource for TaggedDetections<T> {
     async fn next_batch<P: Transport>(
         &mut self,
-        _peer: &mut Peer<P>,
-    ) -> Result<Option<Measurements>, ChannelError> {
+        _peer: &mut Peer<P, Message>,
+    ) -> Result<Option<Measurements>, SessionError> {
         match self.budget.take_turn() {
             Turn::Done => return Ok(None),
             Turn::Finish => {
@@ -121,7 +126,7 @@ impl<T: TimeTagger> MeasurementSource for TaggedDetections<T> {
         self.tagger
             .read(&mut self.batch)
             .await
-            .map_err(|e| ChannelError::Protocol(format!("Bob's tagger: {e}")))?;
+            .map_err(DataError::from)?;
         self.slots.process(
             &self.batch.time_ps,
             &self.batch.channel,

@@ -9,7 +9,8 @@ use qkd_postprocess::coincidence::{CoincidenceTracker, OffsetSearch, Pairs, find
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
 
 use super::{BatchBudget, Turn};
-use crate::channel::{ChannelError, Peer, Transport};
+use crate::channel::{Peer, Transport};
+use crate::error::{DataError, SessionError, Violation};
 use crate::messages::Message;
 use crate::session::{MeasurementSource, PreparationSource};
 
@@ -47,16 +48,19 @@ impl<T: TimeTagger> NodeB<T> {
 }
 
 impl<T: TimeTagger> PreparationSource for NodeB<T> {
-    async fn preparations(&mut self, announcement: &Announcement) -> Result<Preparations, String> {
+    async fn preparations(
+        &mut self,
+        announcement: &Announcement,
+    ) -> Result<Preparations, DataError> {
         let mut out = Preparations::default();
         for &index in &announcement.slot {
             let channel = index
                 .checked_sub(self.first_index)
                 .and_then(|i| self.channels.get(usize::try_from(i).ok()?))
                 .copied()
-                .ok_or_else(|| format!("tag {index} is not held"))?;
+                .ok_or(DataError::TagNotHeld(index))?;
             let (basis, bit) =
-                outcome(channel).ok_or_else(|| format!("tag {index} is on channel {channel}"))?;
+                outcome(channel).ok_or(DataError::NotADetector { index, channel })?;
             out.basis.push(basis);
             out.bit.push(bit);
             out.class.push(0);
@@ -71,11 +75,8 @@ impl<T: TimeTagger> PreparationSource for NodeB<T> {
         Ok(out)
     }
 
-    async fn tags(&mut self) -> Result<Vec<i64>, String> {
-        self.tagger
-            .read(&mut self.batch)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn tags(&mut self) -> Result<Vec<i64>, DataError> {
+        self.tagger.read(&mut self.batch).await?;
         self.channels.extend_from_slice(&self.batch.channel);
         Ok(self.batch.time_ps.clone())
     }
@@ -128,7 +129,7 @@ impl<T: TimeTagger> NodeA<T> {
         a_times: &[i64],
         a_channels: &[u8],
         b_times: &[i64],
-    ) -> Result<(), ChannelError> {
+    ) -> Result<(), DataError> {
         if let Some(tracker) = &mut self.tracker {
             tracker.process(
                 a_times,
@@ -147,9 +148,7 @@ impl<T: TimeTagger> NodeA<T> {
             return Ok(());
         }
         let [a, b] = std::mem::take(&mut self.gathered);
-        let estimate = find_offset(&a, &b, &OffsetSearch::default()).map_err(|e| {
-            ChannelError::Protocol(format!("no coincidences between the nodes: {e}"))
-        })?;
+        let estimate = find_offset(&a, &b, &OffsetSearch::default())?;
         let mut tracker = CoincidenceTracker::new(estimate.model, WINDOW_PS);
         let channels = std::mem::take(&mut self.gathered_channels);
         tracker.process(&a, &channels, &b, &vec![0; b.len()], &mut self.pairs);
@@ -161,8 +160,8 @@ impl<T: TimeTagger> NodeA<T> {
 impl<T: TimeTagger> MeasurementSource for NodeA<T> {
     async fn next_batch<P: Transport>(
         &mut self,
-        peer: &mut Peer<P>,
-    ) -> Result<Option<Measurements>, ChannelError> {
+        peer: &mut Peer<P, Message>,
+    ) -> Result<Option<Measurements>, SessionError> {
         match self.budget.take_turn() {
             Turn::Done => return Ok(None),
             Turn::Finish => {
@@ -176,13 +175,11 @@ impl<T: TimeTagger> MeasurementSource for NodeA<T> {
         self.tagger
             .read(&mut self.batch)
             .await
-            .map_err(|e| ChannelError::Protocol(format!("node A's tagger: {e}")))?;
+            .map_err(DataError::from)?;
         peer.send(&Message::RequestTags).await?;
         let b_times = match peer.recv().await? {
             Message::Tags(times) => times,
-            other => {
-                return Err(ChannelError::unexpected(&other, "Tags"));
-            }
+            other => return Err(Violation::unexpected(&other, "Tags").into()),
         };
         // Lend the batch out instead of copying it while `pair` borrows the rest of the node.
         let batch = std::mem::take(&mut self.batch);
