@@ -277,8 +277,9 @@ fn check_block_details(report: &serde_json::Value, protocol: Protocol) -> Vec<u6
                     n: per("test_detections"),
                     m: per("test_errors"),
                 };
-                assert_eq!(per("key_detections").iter().sum::<f64>(), n);
-                assert_eq!(per("test_errors").iter().sum::<f64>(), errors);
+                // Integer counts, exact in f64: the classes add up to the block's totals.
+                assert!((per("key_detections").iter().sum::<f64>() - n).abs() < 0.5);
+                assert!((per("test_errors").iter().sum::<f64>() - errors).abs() < 0.5);
                 let b = decoys.bound(&key, &test, leak);
                 // Float evaluations in another order agree to a few ulps of counts ≤ 10^9
                 // weighted by e^μ/p ≤ 10^3.
