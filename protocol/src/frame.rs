@@ -231,15 +231,71 @@ mod tests {
     }
 
     #[test]
+    fn the_checksum_is_crc32c_with_its_published_check_value() {
+        // CRC-32C (Castagnoli, iSCSI: reflected polynomial 0x82F63B78, initial and final XOR
+        // 0xFFFFFFFF) of the ASCII digits 1–9 is 0xE3069283, the check value the CRC catalogue
+        // lists for CRC-32/ISCSI.
+        assert_eq!(CRC.checksum(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn frames_have_their_documented_bytes() {
+        // Worked out by hand from the layout (and checked with a bit-by-bit CRC-32C and COBS
+        // written separately in Python): postcard varints of the sequence, the variant indices
+        // (Request::Polarization = 3, PolarizationCommand::SetDac = 0) and the four codes; the
+        // CRC-32C of that body little-endian; COBS; the 0x00 delimiter.
+        assert_eq!(
+            frame(
+                7,
+                &Request::Polarization(PolarizationCommand::SetDac([1, 2, 3, 4]))
+            ),
+            [
+                0x03, 0x07, 0x03, 0x09, 0x01, 0x02, 0x03, 0x04, 0x0D, 0xD6, 0x30, 0xF3, 0x00
+            ]
+        );
+        // Multi-byte varints (300, 4095, 65535, 128) and zeros stuffed by COBS.
+        assert_eq!(
+            frame(
+                300,
+                &Request::Polarization(PolarizationCommand::SetDac([0, 4095, 65535, 128]))
+            ),
+            [
+                0x04, 0xAC, 0x02, 0x03, 0x01, 0x0C, 0xFF, 0x1F, 0xFF, 0xFF, 0x03, 0x80, 0x01, 0x94,
+                0xF7, 0x7E, 0xD8, 0x00
+            ]
+        );
+    }
+
+    #[test]
     fn a_flipped_bit_fails_the_checksum() {
-        let mut bytes = frame(
+        let clean = frame(
             7,
             &Request::Polarization(PolarizationCommand::SetDac([1, 2, 3, 4])),
         );
-        bytes[3] ^= 0x10;
+        // Every data byte (not a COBS code byte, not the delimiter), every bit: the CRC
+        // catches it, and nothing else goes wrong first.
+        for i in [1, 2, 4, 5, 6, 7, 8, 9, 10, 11] {
+            for bit in 0..8 {
+                let mut bytes = clean.clone();
+                bytes[i] ^= 1 << bit;
+                if bytes[i] == 0 {
+                    continue; // a new delimiter: two frames, checked below
+                }
+                assert_eq!(
+                    decode_all::<Request>(&bytes),
+                    [Err(FrameError::Crc)],
+                    "byte {i} bit {bit}"
+                );
+            }
+        }
+        // A code byte pointing elsewhere breaks the stuffing or the checksum, never decodes.
+        let mut bytes = clean.clone();
+        bytes[0] = 0x02;
         let decoded = decode_all::<Request>(&bytes);
-        assert_eq!(decoded.len(), 1);
-        assert!(decoded[0].is_err(), "{decoded:?}");
+        assert!(
+            matches!(decoded[..], [Err(FrameError::Crc | FrameError::Stuffing)]),
+            "{decoded:?}"
+        );
     }
 
     #[test]
