@@ -19,7 +19,7 @@ use qkd_postprocess::slots::SlotConfig;
 
 /// The channel: the error rate of both bases is `floor + curvature · d²`, d the distance of the
 /// setting from the optimum (modulo the actuator's period, if it has one), capped at ½.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Bowl {
     optimum: f64,
     floor: f64,
@@ -116,7 +116,7 @@ impl ErrorMonitor for Monitor {
 fn bench(bowl: Bowl, start: f64) -> (Controller, Monitor, Shared) {
     let world = Arc::new(Mutex::new(World {
         setting: start,
-        bowl: bowl.clone(),
+        bowl,
     }));
     let controller = Controller {
         identity: DeviceIdentity {
@@ -274,7 +274,7 @@ async fn paddles_leap_back_after_a_step_of_the_fiber() {
         let report = tracker.sweep(&mut controller, &mut monitor).await.unwrap();
         paused |= report.paused;
         if paused && report.excess < 0.01 {
-            recovered = Some(monitor.elapsed() - stepped_at);
+            recovered = Some(monitor.elapsed().saturating_sub(stepped_at));
             break;
         }
     }
