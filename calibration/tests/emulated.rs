@@ -75,9 +75,22 @@ async fn delays_are_recovered_to_within_their_statistical_error_and_fix_the_gate
             let e = channel.delay_ps - truth;
             e - slot * (e / slot).round()
         };
-        // Five standard errors, plus the tagger's bin (whole picoseconds here).
+        // The delay is the centre of the peak's clicks, each off by the detector and sync jitter
+        // (FWHM → σ: /2.3548): its standard error is σ/√clicks. The calibration's own error bar
+        // must agree (an inflated one would excuse anything), and the delay must be within five
+        // of those, plus the tagger's bin (whole picoseconds here).
+        let jitter_sigma = spec.receiver.detectors[d]
+            .jitter_fwhm_ps
+            .hypot(spec.tagger.sync_jitter_fwhm_ps)
+            / 2.3548;
+        let expected_error = jitter_sigma / channel.peak_counts.sqrt();
         assert!(
-            error.abs() < 5.0 * channel.delay_error_ps + 1.0,
+            (0.5..2.0).contains(&(channel.delay_error_ps / expected_error)),
+            "detector {d}: error bar {} ps, the jitter gives {expected_error}",
+            channel.delay_error_ps
+        );
+        assert!(
+            error.abs() < 5.0 * expected_error + 1.0,
             "detector {d}: {channel:?} vs {truth}"
         );
         // Detector and sync jitter add in quadrature; the width is counted in whole histogram
@@ -141,8 +154,8 @@ async fn dark_counts_and_an_efficiency_mismatch_are_measured_and_the_mismatch_fl
     // V loses a fifth of its efficiency: a mismatch inside the Z pair.
     spec.receiver.detectors[1].efficiency *= 0.8;
     let rate = spec.source.rep_rate_hz as f64;
-    let dark_seconds = 5;
-    let figures = characterised(&spec, 5, dark_seconds, 0.3).await;
+    let (dark_seconds, light_seconds) = (5, 0.3);
+    let figures = characterised(&spec, 5, dark_seconds, light_seconds).await;
     for f in &figures {
         let truth = dark_rate_of(&spec.receiver.detectors[f.detector], rate);
         // Poisson counts over the dark integration: five standard errors of the expected rate.
@@ -153,12 +166,24 @@ async fn dark_counts_and_an_efficiency_mismatch_are_measured_and_the_mismatch_fl
             "{f:?} vs {truth}"
         );
     }
-    // 2·0.8/1.8 and 2/1.8 of the pair's mean for V and H; D and A matched.
+    // 2·0.8/1.8 and 2/1.8 of the pair's mean for V and H; D and A matched. The ratio
+    // r = 2x/(x + y) of two Poisson counts has variance 4xy/(x + y)³: the test's own error bar,
+    // which the calibration's must match.
     let expected = [2.0 / 1.8, 1.6 / 1.8, 1.0, 1.0];
-    for (f, want) in figures.iter().zip(expected) {
+    for (i, (f, want)) in figures.iter().zip(expected).enumerate() {
+        let partner = &figures[i ^ 1];
+        let (x, y) = (
+            f.signal_rate_hz * light_seconds,
+            partner.signal_rate_hz * light_seconds,
+        );
+        let sigma = (4.0 * x * y / (x + y).powi(3)).sqrt();
         assert!(
-            (f.relative_efficiency - want).abs() < 5.0 * f.relative_efficiency_error,
-            "{f:?} vs {want}"
+            (0.5..2.0).contains(&(f.relative_efficiency_error / sigma)),
+            "{f:?}: error bar against {sigma}"
+        );
+        assert!(
+            (f.relative_efficiency - want).abs() < 5.0 * sigma,
+            "{f:?} vs {want} ± {sigma}"
         );
     }
     assert!(!figures[0].flags.is_empty() && !figures[1].flags.is_empty());
@@ -246,9 +271,22 @@ async fn intensities_come_back_from_counts_at_a_known_transmission() {
         for f in figures {
             let truth = spec.source.intensities[f.class].mean_photon_number;
             assert_eq!(f.configured_mu, truth);
-            // Five standard errors, plus 0.2 % of μ for the first-order dead-time correction
-            // (the SNSPDs here are dead for 2 % of the time; the residual is of order 2 %²).
-            let allowed = 5.0 * f.measured_mu_error + 0.002 * truth;
+            // μ comes from the share c of sent slots with a click, less the background b:
+            // μ = −ln(1 − (c − b))/η, so σ_μ = sqrt(c(1 − c)/sent) / (η (1 − c + b)), with c
+            // at least one count's worth where none was seen (the vacuum class). The
+            // calibration's error bar must agree; allowed: five of those, plus 0.2 % of μ for
+            // the first-order dead-time correction (the SNSPDs here are dead for 2 % of the
+            // time; the residual is of order 2 %²).
+            let c = f.detected_slots as f64 / f.sent_slots;
+            let b = found.background_per_slot;
+            let eta = settings.transmission.get();
+            let counted = c.max(1.0 / f.sent_slots);
+            let sigma = (counted * (1.0 - c) / f.sent_slots).sqrt() / (eta * (1.0 - c + b));
+            assert!(
+                (0.5..2.0).contains(&(f.measured_mu_error / sigma)),
+                "{preset:?}: {f:?}: error bar against {sigma}"
+            );
+            let allowed = 5.0 * sigma + 0.002 * truth;
             assert!((f.measured_mu - truth).abs() < allowed, "{preset:?}: {f:?}");
             assert!(f.flag.is_none(), "{f:?}");
         }

@@ -112,13 +112,15 @@ fn recovery(strategy: &str, controller: &str, seed: &str) -> f64 {
     field(&report, "recovery_time_s")
 }
 
-/// The target is 1 s of link time after a 1-radian step (random axis), on three seeds.
-fn recovers_within_a_second(strategy: &str, controller: &str) {
+/// Recovery (added QBER back under 1 %) within `bound` of link time after a 1-radian step
+/// (random axis), on three seeds. The tracking issue's target is 1 s; where the tracker does
+/// much better, the bound is what it claims, so that losing it fails here.
+fn recovers_within(strategy: &str, controller: &str, bound: f64) {
     for seed in ["1", "2", "3"] {
         let seconds = recovery(strategy, controller, seed);
         assert!(
-            seconds < 1.0,
-            "{strategy}/{controller}, seed {seed}: {seconds} s"
+            seconds < bound,
+            "{strategy}/{controller}, seed {seed}: {seconds} s, claimed under {bound} s"
         );
     }
 }
@@ -127,24 +129,24 @@ fn recovers_within_a_second(strategy: &str, controller: &str) {
 /// 0.05 s); from disclosed bits alone it probes its way back, still within a tenth of a second.
 #[test]
 fn squeezers_recover_from_a_one_radian_step_with_references() {
-    recovers_within_a_second("reference", "squeezers");
+    recovers_within("reference", "squeezers", 0.1);
 }
 
 #[test]
 fn squeezers_recover_from_a_one_radian_step_from_disclosed_bits() {
-    recovers_within_a_second("qber", "squeezers");
+    recovers_within("qber", "squeezers", 0.1);
 }
 
 /// Paddles declare their optics: the tracker fits the fiber to a reading or two and moves
 /// straight to the compensating angles (0.1–0.7 s, most of it travel at 200°/s).
 #[test]
 fn paddles_recover_from_a_one_radian_step_with_references() {
-    recovers_within_a_second("reference", "paddles");
+    recovers_within("reference", "paddles", 1.0);
 }
 
 #[test]
 fn paddles_recover_from_a_one_radian_step_from_disclosed_bits() {
-    recovers_within_a_second("qber", "paddles");
+    recovers_within("qber", "paddles", 1.0);
 }
 
 #[test]

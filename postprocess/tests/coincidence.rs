@@ -26,6 +26,16 @@ fn link(offset_a: i64, offset_b: i64, drift_b_ppm: f64) -> EntangledLinkSpec {
     spec
 }
 
+/// Standard deviation of a pair's time difference: two SNSPDs of 30 ps FWHM jitter each
+/// (σ = FWHM/2.3548), the tagger's 1 ps resolution negligible.
+const PAIR_SIGMA_PS: f64 = std::f64::consts::SQRT_2 * 30.0 / 2.3548;
+
+/// Largest bias of a centroid of bins `w` wide over a Gaussian of σ (Poisson summation: the
+/// first harmonic, (w/π)·exp(−2π²σ²/w²); the rest are smaller by e^{-6π²σ²/w²}).
+fn binned_centroid_bias(w: f64, sigma: f64) -> f64 {
+    w / std::f64::consts::PI * (-2.0 * std::f64::consts::PI.powi(2) * (sigma / w).powi(2)).exp()
+}
+
 fn streams(spec: &EntangledLinkSpec, seconds: f64) -> ([NodeOutput; 2], EntangledWorld) {
     let mut world = EntangledWorld::new(spec, 77).unwrap();
     let mut out = [NodeOutput::default(), NodeOutput::default()];
@@ -38,18 +48,27 @@ fn finds_an_unknown_offset_of_either_sign_and_the_drift() {
     for (offset_a, offset_b, drift) in [(0, 830_000_000, 7.0), (912_000_000, 0, -4.0)] {
         let spec = link(offset_a, offset_b, drift);
         let ([a, b], world) = streams(&spec, 1.0);
-        let estimate =
-            find_offset(&a.tag_times_ps, &b.tag_times_ps, &OffsetSearch::default()).unwrap();
+        let search = OffsetSearch::default();
+        let estimate = find_offset(&a.tag_times_ps, &b.tag_times_ps, &search).unwrap();
         let m = estimate.model;
         let truth = world.partner_offset_ps(m.reference_ps);
         let error = m.offset_ps - truth;
+        // The offset at the reference comes from the first segment's centroid of fine bins:
+        // statistically σ/√pairs, plus at most the binned centroid's bias.
+        let segment_sigma = PAIR_SIGMA_PS / (estimate.peak_counts as f64).sqrt();
+        let bias = binned_centroid_bias(search.fine_bin_ps as f64, PAIR_SIGMA_PS);
+        let allowed = 5.0 * segment_sigma + bias;
         assert!(
-            error.abs() < 30.0,
-            "offset off by {error} ps (true {truth})"
+            error.abs() < allowed,
+            "offset off by {error} ps (true {truth}), allowed {allowed}"
         );
+        // The drift is the slope of a line through segments spread over the whole run: two
+        // ends each off by at most `allowed`, half the run apart.
+        let span = (a.tag_times_ps.last().unwrap() - a.tag_times_ps[0]) as f64;
+        let drift_allowed = 2.0 * allowed / (span / 2.0) * 1e6;
         assert!(
-            (m.drift * 1e6 - drift).abs() < 0.05,
-            "drift {} ppm vs {drift}",
+            (m.drift * 1e6 - drift).abs() < drift_allowed,
+            "drift {} ppm vs {drift} ± {drift_allowed}",
             m.drift * 1e6
         );
         assert!(estimate.significance > 8.0);
@@ -110,10 +129,20 @@ fn tracked_pairs_are_the_true_pairs() {
         f64::from(disagree) < 0.005 * f64::from(same_basis),
         "{disagree} of {same_basis}"
     );
-    // Residuals stay centred: the tracker followed the 12 ppm drift over the run.
+    // Residuals stay centred: the tracker followed the 12 ppm drift over the run. Their spread
+    // is the pairs' jitter, so their mean is known to within σ/√n.
     let tail = &pairs.residual_ps[pairs.len() - 1000..];
-    let mean = tail.iter().sum::<i64>() as f64 / 1000.0;
-    assert!(mean.abs() < 20.0, "residual mean {mean} ps at the end");
+    let n = tail.len() as f64;
+    let mean = tail.iter().sum::<i64>() as f64 / n;
+    let sd = (tail.iter().map(|&r| (r as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    assert!(
+        (sd / PAIR_SIGMA_PS - 1.0).abs() < 5.0 / (2.0 * n).sqrt(),
+        "residual spread {sd} ps, the jitter gives {PAIR_SIGMA_PS}"
+    );
+    assert!(
+        mean.abs() < 5.0 * PAIR_SIGMA_PS / n.sqrt(),
+        "residual mean {mean} ps at the end"
+    );
 }
 
 #[test]

@@ -199,10 +199,13 @@ async fn the_source_board_configures_the_worlds_source() {
     assert!(!host.bench().lock().world().unwrap().source_enabled());
 }
 
-/// Opens a served device by hand, as a terminal program would.
+/// Opens a served device by hand, as a terminal program would. Reads return as soon as the
+/// reply is there; the timeout only bounds a reply that never comes, so it is far beyond the
+/// slowest one (an MPC320 move of 85° takes 425 ms) on a machine whose serving thread may be
+/// starved for a while.
 fn raw_port(dir: &Path, name: &str, baud: u32) -> serialport::TTYPort {
     serialport::new(dir.join(name).to_string_lossy(), baud)
-        .timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
         .open_native()
         .unwrap()
 }

@@ -12,7 +12,10 @@ mod source;
 mod tagger;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, so that pacing agrees with the tagger's tokio sleeps, paused clocks included.
+use tokio::time::Instant;
 
 use qkd_firmware_sim::world::{
     ConfigError, EntangledLinkSpec, EntangledWorld, LinkSpec, NodeOutput, PrepareMeasureWorld,
