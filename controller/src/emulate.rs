@@ -126,7 +126,7 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
     while world.now_ps() < end_ps {
         out.clear();
         world.run_until((world.now_ps() + STEP_PS).min(end_ps), &mut out);
-        stats.add(&out.clicks, &world.source().pattern);
+        stats.add(&out.clicks, world.source());
         tags += out.tag_times_ps.len() as u64;
         if let Some(writer) = &mut recorder {
             writer.write(&out.tag_times_ps, &out.tag_channels)?;
@@ -134,7 +134,7 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
         missed += out.missed_tags;
         progress.update(world.now_ps() as f64 * 1e-12, seconds);
     }
-    stats.finish(&world.source().pattern);
+    stats.finish(world.source());
     progress.finish();
     if let Some(writer) = recorder {
         writer.finish()?;

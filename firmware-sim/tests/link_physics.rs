@@ -71,8 +71,8 @@ fn the_polarization_controller_really_rotates_the_state() {
         let mut stats = LinkStats::new(1, 32);
         let mut out = NodeOutput::default();
         world.run_until(20_000_000_000, &mut out);
-        stats.add(&out.clicks, &world.source().pattern);
-        stats.finish(&world.source().pattern);
+        stats.add(&out.clicks, world.source());
+        stats.finish(world.source());
         qber(&stats, Basis::Z)
     };
     let (untouched, s0) = measure(0.0);

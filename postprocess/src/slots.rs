@@ -8,6 +8,10 @@
 //! delay-corrected time and kept only inside the gate around that slot's centre, which rejects
 //! most dark counts and afterpulses. Syncs that do not fit (missing, doubled, noise) are counted
 //! and skipped rather than trusted.
+//!
+//! A source driven by a node marks the sync where the node's pattern starts (a marker input
+//! beside the sync); with a marker channel configured, slots are numbered from that sync, and
+//! detections before it are dropped: they belong to no pattern the node knows.
 
 use crate::numeric::round_nearest;
 
@@ -49,6 +53,9 @@ pub struct SlotConfig {
     pub epoch: Option<SyncEpoch>,
     /// Largest mismatch between the source's and the tagger's clocks, ppm.
     pub max_clock_error_ppm: f64,
+    /// Tag channel of the marker input: when set, slot 0 is the sync the latest marker came
+    /// with, and nothing is numbered before the first marker.
+    pub marker_channel: Option<u8>,
 }
 
 /// The tagger time of the sync that starts slot `first_sync_slot`, and the sync period measured
@@ -82,7 +89,15 @@ impl SlotConfig {
             first_sync_slot: 0,
             epoch: None,
             max_clock_error_ppm: 100.0,
+            marker_channel: None,
         }
+    }
+
+    /// The same wiring, slots numbered from the sync the source marks on `channel`.
+    #[must_use]
+    pub fn marked(mut self, channel: u8) -> Self {
+        self.marker_channel = Some(channel);
+        self
     }
 
     /// Checks ranges and consistency.
@@ -115,6 +130,13 @@ impl SlotConfig {
         }
         if self.detector_channels.contains(&self.sync_channel) {
             return fail("a detector shares the sync channel".into());
+        }
+        if let Some(marker) = self.marker_channel
+            && (marker == self.sync_channel || self.detector_channels.contains(&marker))
+        {
+            return fail(format!(
+                "the marker channel {marker} is also a sync or detector channel"
+            ));
         }
         if self.delays_ps.iter().any(|d| d.abs() > 1_000_000_000) {
             return fail("detector delays must be within ±1 ms".into());
@@ -183,12 +205,15 @@ pub struct SlotStats {
     pub before_lock: u64,
     /// Tags on channels that are neither sync nor detector.
     pub other_channels: u64,
+    /// Markers seen (pattern starts).
+    pub markers: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Ignore,
     Sync,
+    Marker,
     Detector(u8),
 }
 
@@ -277,6 +302,11 @@ pub struct SlotRecovery {
     /// Slots the delays can reorder by.
     horizon_slots: u64,
     last_slot: u64,
+    /// With a marker channel: the sync numbering of slot 0 (the marked sync's index times the
+    /// divider), once the clock has placed the marker; before the first marker, `None`.
+    origin: Option<i64>,
+    /// A marker seen before the clock was locked, placed at lock.
+    marker_before_lock: Option<i64>,
     stats: SlotStats,
 }
 
@@ -284,10 +314,14 @@ impl SlotRecovery {
     /// Prepares recovery for `config`.
     pub fn new(config: SlotConfig) -> Result<Self, SlotConfigError> {
         config.validate()?;
+        let origin = config.marker_channel.is_none().then_some(0);
         let mut routes = [Route::Ignore; 256];
         routes[usize::from(config.sync_channel)] = Route::Sync;
         for (d, &c) in config.detector_channels.iter().enumerate() {
             routes[usize::from(c)] = Route::Detector(d as u8);
+        }
+        if let Some(marker) = config.marker_channel {
+            routes[usize::from(marker)] = Route::Marker;
         }
         let slot_period = 1e12 / config.nominal_rate_hz;
         let spread = config.delays_ps.iter().max().unwrap_or(&0)
@@ -301,6 +335,8 @@ impl SlotRecovery {
             waiting: Vec::new(),
             pending: Vec::new(),
             last_slot: 0,
+            origin,
+            marker_before_lock: None,
             stats: SlotStats::default(),
         })
     }
@@ -336,6 +372,7 @@ impl SlotRecovery {
                     self.detection(t, d);
                 }
                 Route::Sync => self.sync(t),
+                Route::Marker => self.marker(t),
                 Route::Ignore => self.stats.other_channels += 1,
             }
         }
@@ -349,7 +386,7 @@ impl SlotRecovery {
 
     #[inline]
     fn detection(&mut self, t: i64, detector: u8) {
-        let Lock::Locked(clock) = self.lock else {
+        let (Lock::Locked(clock), Some(_)) = (self.lock, self.origin) else {
             if self.waiting.len() >= MAX_WAITING {
                 let dropped = MAX_WAITING / 2;
                 self.waiting.drain(..dropped);
@@ -370,13 +407,34 @@ impl SlotRecovery {
             self.stats.outside_gate += 1;
             return;
         }
-        let Ok(slot) = u64::try_from(clock.base_slot + nearest as i64) else {
-            self.stats.before_lock += 1; // before the stream's first slot
+        let origin = self.origin.unwrap_or_default();
+        let Ok(slot) = u64::try_from(clock.base_slot + nearest as i64 - origin) else {
+            self.stats.before_lock += 1; // before the stream's (or the pattern's) first slot
             return;
         };
         self.stats.in_gate += 1;
         self.last_slot = self.last_slot.max(slot);
         self.pending.push(pack(slot, detector));
+    }
+
+    /// A marker: slots count from the sync it came with (stamped with it).
+    fn marker(&mut self, t: i64) {
+        self.stats.markers += 1;
+        let Lock::Locked(clock) = self.lock else {
+            self.marker_before_lock = Some(t);
+            return;
+        };
+        self.anchor(&clock, t);
+        // Detections held for want of a marker can be placed now (those before it drop out).
+        for (t, d) in std::mem::take(&mut self.waiting) {
+            self.map(t, d, &clock);
+        }
+    }
+
+    /// Numbers slots from the sync at `t` on `clock`.
+    fn anchor(&mut self, clock: &Clock, t: i64) {
+        let index = clock.index + (clock.phase.since(t) / clock.period).round() as i64;
+        self.origin = Some(index * self.config.sync_divider as i64);
     }
 
     fn sync(&mut self, t: i64) {
@@ -436,6 +494,12 @@ impl SlotRecovery {
                 index + steps as i64,
                 &self.config,
             ));
+            if let Some(marker) = self.marker_before_lock.take() {
+                self.anchor(&start, marker);
+            }
+            if self.origin.is_none() {
+                return; // detections keep waiting for a marker
+            }
             // Tags up to a sync period before the first sync belong to the slots just before it.
             for (t, d) in std::mem::take(&mut self.waiting) {
                 if (t as f64) < first as f64 - self.nominal_sync_period {

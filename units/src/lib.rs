@@ -1,6 +1,8 @@
-//! Typed physical quantities shared by the qkd-node crates, the BB84 vocabulary ([`bb84`]), and
-//! the SplitMix64 hash ([`mix`]) behind both nodes' public shuffles and the emulator's streams,
-//! and (feature `std`) the Poincaré-sphere rotations of polarization ([`poincare`]).
+//! Typed physical quantities shared by the qkd-node crates, the BB84 vocabulary ([`bb84`]), the
+//! SplitMix64 hash ([`mix`]) behind both nodes' public shuffles and the emulator's streams, the
+//! source's per-slot choices as a keyed function ([`pattern`]) that a node and the source it
+//! drives both evaluate, and (feature `std`) the Poincaré-sphere rotations of polarization
+//! ([`poincare`]).
 //!
 //! Where confusing two numbers costs a key (picoseconds with nanoseconds, a probability with a
 //! percentage, dB with a linear factor), the value travels in a type. Constructors reject NaN and
@@ -13,6 +15,7 @@ extern crate std;
 
 pub mod bb84;
 pub mod mix;
+pub mod pattern;
 #[cfg(feature = "std")]
 pub mod poincare;
 

@@ -37,7 +37,7 @@ pub use presets::LinkPreset;
 pub use receiver::{DETECTOR_NAMES, ReceiverSpec};
 pub use source::{Basis, IntensitySpec, SlotChoice, SpdcSourceSpec, WcpSourceSpec};
 pub use stats::LinkStats;
-pub use tagger::{SYNC_CHANNEL, TaggerSpec};
+pub use tagger::{MARKER_CHANNEL, SYNC_CHANNEL, TaggerSpec};
 
 /// Numbers of the independent random streams drawn from the world seed.
 pub(crate) mod stream {

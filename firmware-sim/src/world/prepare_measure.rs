@@ -23,6 +23,7 @@ use super::rng::{GeometricSkip, SimRng, ZeroTruncatedPoisson};
 use super::source::{IntensitySpec, SlotChoice, WcpSource, WcpSourceSpec};
 use super::stream;
 use super::tagger::{TAGGER_CHANNELS, Tagger, TaggerSpec};
+use qkd_units::pattern::PatternKey;
 
 /// Everything that defines a prepare-and-measure link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +101,8 @@ pub struct PrepareMeasureWorld {
     /// Last slot the candidate process may reach without times overflowing.
     slot_limit: u64,
     next_sync_slot: u64,
+    /// Sync slots where a node's pattern starts, each marked at the tagger, in order.
+    pattern_starts: std::collections::VecDeque<u64>,
     now_ps: i64,
     pulses: u64,
 }
@@ -146,6 +149,7 @@ impl PrepareMeasureWorld {
             source_enabled: true,
             next: None,
             slot_limit,
+            pattern_starts: std::collections::VecDeque::new(),
             now_ps: 0,
             pulses: 0,
         };
@@ -175,7 +179,24 @@ impl PrepareMeasureWorld {
 
     /// Alice's choices for `slot` (her emission record).
     pub fn slot_choice(&self, slot: u64) -> SlotChoice {
-        self.source.pattern.choice(slot)
+        self.source.choice(slot)
+    }
+
+    /// A node's pattern key takes over from the next sync slot the source has not emitted yet;
+    /// that sync is marked at Bob's tagger (its marker input), so the receiver can number slots
+    /// from it. Returns the world slot the pattern starts at.
+    pub fn start_pattern(&mut self, key: &PatternKey) -> u64 {
+        let divider = self.source.sync_divider;
+        let start = self
+            .slots_emitted()
+            .div_ceil(divider)
+            .saturating_mul(divider)
+            .max(self.next_sync_slot);
+        self.source.start_pattern(start, key);
+        self.pattern_starts.retain(|&s| s < start);
+        self.pattern_starts.push_back(start);
+        self.restart_candidates();
+        start
     }
 
     /// Bob's node (fiber, receiver, tagger), for inspection.
@@ -212,8 +233,7 @@ impl PrepareMeasureWorld {
             reference_share: self.source.reference_share,
             sync_divider: self.source.sync_divider as u32,
         };
-        let pattern_key = self.source.pattern.key();
-        self.source = WcpSource::new(&spec, Section("source"), pattern_key)?;
+        self.source = self.source.reconfigured(&spec, Section("source"))?;
         self.law = CandidateLaw::new(
             &self.source.mean_photon_numbers,
             self.node.fiber.transmission() * self.node.receiver.candidate_efficiency(),
@@ -244,7 +264,7 @@ impl PrepareMeasureWorld {
                 Some(s) if s < self.slot_limit => s,
                 _ => return,
             };
-            let choice = self.source.pattern.choice(slot);
+            let choice = self.source.choice(slot);
             if self.photon_rng.uniform() < self.law.accept[usize::from(choice.intensity)] {
                 self.next = Some(Candidate {
                     slot,
@@ -272,7 +292,11 @@ impl PrepareMeasureWorld {
 
     fn sync_event(&mut self) {
         let t = self.node.gates.time_of(self.next_sync_slot);
-        self.node.tagger.record_sync(t);
+        let marked = self.pattern_starts.front() == Some(&self.next_sync_slot);
+        if marked {
+            self.pattern_starts.pop_front();
+        }
+        self.node.tagger.record_sync(t, marked);
         self.next_sync_slot += self.source.sync_divider;
     }
 

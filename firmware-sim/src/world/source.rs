@@ -1,22 +1,24 @@
 //! Photon sources: a weak-coherent-pulse source with decoy intensities, and an SPDC pair source.
 //!
 //! The weak-coherent source's choices for each slot (basis, bit, intensity class, reference or
-//! not) are a keyed hash of the slot index: Alice can report the choices of any slot Bob detected
-//! without storing one record per pulse, and the emulator never touches the slots where nothing
-//! was detected. Photon numbers are Poisson with the slot's mean photon number.
+//! not) are a keyed function of the slot index ([`qkd_units::pattern`]): Alice can report the
+//! choices of any slot Bob detected without storing one record per pulse, and the emulator never
+//! touches the slots where nothing was detected. The world starts with its own reproducible
+//! pattern (seeded); a node that drives the source loads a pattern key of its own, which takes
+//! over from the next sync pulse, counting slots from there. Photon numbers are Poisson with the
+//! slot's mean photon number.
 
 use serde::{Deserialize, Serialize};
 
+use qkd_units::pattern::{PatternKey, PatternShares, SlotPattern};
+
 use super::clock::SlotClock;
 use super::param::{ConfigError, Section};
-use super::rng::mix64;
 
 /// Highest repetition rate accepted, in Hz.
 pub const MAX_REP_RATE_HZ: u64 = 10_000_000_000;
-/// Most intensity classes (signal plus decoys).
-pub const MAX_INTENSITIES: usize = 4;
-
 pub use qkd_units::bb84::Basis;
+pub use qkd_units::pattern::{MAX_INTENSITIES, SlotChoice};
 
 /// One intensity class of the weak-coherent source.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -77,82 +79,6 @@ impl WcpSourceSpec {
     }
 }
 
-/// What Alice chose for one slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SlotChoice {
-    /// Preparation basis.
-    pub basis: Basis,
-    /// Encoded bit.
-    pub bit: u8,
-    /// Intensity class (index into the intensity list; 0 is the signal).
-    pub intensity: u8,
-    /// `true` when the slot carries a publicly known reference state.
-    pub reference: bool,
-}
-
-impl SlotChoice {
-    /// Index of the BB84 state: 0 = H, 1 = V, 2 = D, 3 = A (the detector order too).
-    #[inline]
-    pub fn state_index(&self) -> usize {
-        qkd_units::bb84::state_index(self.basis, self.bit)
-    }
-}
-
-/// Converts a probability to a threshold on 32 uniform bits.
-fn threshold(p: f64) -> u64 {
-    (p * 4_294_967_296.0).round() as u64
-}
-
-/// Alice's per-slot choices, a pure function of the pattern key and the slot index.
-#[derive(Debug, Clone)]
-pub struct SlotPattern {
-    key: u64,
-    key_a: u64,
-    key_b: u64,
-    z_threshold: u64,
-    reference_threshold: u64,
-    /// Cumulative thresholds of the intensity classes on 32 bits.
-    intensity_thresholds: [u64; MAX_INTENSITIES],
-    intensity_count: usize,
-}
-
-impl SlotPattern {
-    /// The key the pattern was drawn from.
-    pub fn key(&self) -> u64 {
-        self.key
-    }
-
-    /// Alice's choices for `slot`.
-    pub fn choice(&self, slot: u64) -> SlotChoice {
-        let a = mix64(self.key_a ^ slot);
-        let b = mix64(self.key_b ^ slot);
-        let reference = (b >> 32) < self.reference_threshold;
-        // References are split evenly between the bases: the receiver needs both to see the
-        // whole rotation, whatever bias the key slots use.
-        let z_threshold = if reference { 1 << 31 } else { self.z_threshold };
-        let basis = if (a >> 32) < z_threshold {
-            Basis::Z
-        } else {
-            Basis::X
-        };
-        let low = a & 0xFFFF_FFFF;
-        let intensity = if reference {
-            0
-        } else {
-            self.intensity_thresholds[..self.intensity_count]
-                .iter()
-                .position(|&t| low < t)
-                .unwrap_or(self.intensity_count - 1) as u8
-        };
-        SlotChoice {
-            basis,
-            bit: (b & 1) as u8,
-            intensity,
-            reference,
-        }
-    }
-}
-
 /// A validated weak-coherent source.
 #[derive(Debug, Clone)]
 pub struct WcpSource {
@@ -168,16 +94,16 @@ pub struct WcpSource {
     pub reference_share: f64,
     /// Slots per sync pulse.
     pub sync_divider: u64,
-    /// Per-slot choices.
-    pub pattern: SlotPattern,
+    /// The patterns in force, from the slot each starts at (the first at 0), in order.
+    patterns: Vec<(u64, SlotPattern)>,
 }
 
 impl WcpSource {
-    /// Validates `spec`; `pattern_key` seeds Alice's choices.
+    /// Validates `spec`; `pattern_seed` seeds Alice's choices until a node loads a key.
     pub fn new(
         spec: &WcpSourceSpec,
         section: Section<'_>,
-        pattern_key: u64,
+        pattern_seed: u64,
     ) -> Result<Self, ConfigError> {
         let rate = section.count("rep_rate_hz", spec.rep_rate_hz, 1, MAX_REP_RATE_HZ)?;
         let count = spec.intensities.len();
@@ -216,12 +142,7 @@ impl WcpSource {
             section.check("reference_share", spec.reference_share, 0.0, 0.5, "")?;
         let sync_divider =
             section.count("sync_divider", u64::from(spec.sync_divider), 1, 1 << 30)?;
-        let mut intensity_thresholds = [0u64; MAX_INTENSITIES];
-        let mut cumulative = 0.0;
-        for (slot, p) in intensity_thresholds.iter_mut().zip(&probabilities) {
-            cumulative += p;
-            *slot = threshold(cumulative);
-        }
+        let shares = PatternShares::new(&probabilities, basis_z_probability, reference_share);
         Ok(WcpSource {
             clock: SlotClock::new(rate),
             mean_photon_numbers,
@@ -229,16 +150,42 @@ impl WcpSource {
             basis_z_probability,
             reference_share,
             sync_divider,
-            pattern: SlotPattern {
-                key: pattern_key,
-                key_a: mix64(pattern_key ^ 0xA11C_E000),
-                key_b: mix64(pattern_key ^ 0xB0B0_0000),
-                z_threshold: threshold(basis_z_probability),
-                reference_threshold: threshold(reference_share),
-                intensity_thresholds,
-                intensity_count: count,
-            },
+            patterns: vec![(0, SlotPattern::seeded(pattern_seed, shares))],
         })
+    }
+
+    /// The same source with `spec`'s classes and shares (the rate is fixed) and its patterns
+    /// kept: a node configures the source, its pattern goes on.
+    pub fn reconfigured(
+        &self,
+        spec: &WcpSourceSpec,
+        section: Section<'_>,
+    ) -> Result<Self, ConfigError> {
+        let mut source = Self::new(spec, section, 0)?;
+        let shares = *source.patterns[0].1.shares();
+        source.patterns = self
+            .patterns
+            .iter()
+            .map(|(start, p)| (*start, p.with_shares(shares)))
+            .collect();
+        Ok(source)
+    }
+
+    /// Alice's choices for world slot `slot`: the pattern in force there, counting from its
+    /// start.
+    #[inline]
+    pub fn choice(&self, slot: u64) -> SlotChoice {
+        let i = self.patterns.partition_point(|(start, _)| *start <= slot);
+        let (start, pattern) = &self.patterns[i.saturating_sub(1)];
+        pattern.choice(slot - start)
+    }
+
+    /// A node's pattern key takes over from world slot `start` (a sync slot not yet emitted).
+    pub fn start_pattern(&mut self, start: u64, key: &PatternKey) {
+        let shares = *self.patterns[0].1.shares();
+        // Patterns that had not begun by then never will.
+        self.patterns.retain(|(s, _)| *s < start);
+        self.patterns.push((start, SlotPattern::keyed(key, shares)));
     }
 
     /// Probability that a slot is a key slot (not a reference) of intensity class `class`.
@@ -272,6 +219,18 @@ mod tests {
         WcpSource::new(spec, Section("source"), 42)
     }
 
+    /// The choices of a source, as the pattern tests ask for them.
+    struct SourceChoices<'a>(&'a WcpSource);
+
+    impl SourceChoices<'_> {
+        fn choice(&self, slot: u64) -> SlotChoice {
+            self.0.choice(slot)
+        }
+        fn key_share(&self, class: usize) -> f64 {
+            self.0.key_share(class)
+        }
+    }
+
     #[test]
     fn pattern_frequencies_follow_configured_probabilities() {
         let mut spec = WcpSourceSpec::decoy_bb84(1_000_000, 0.5);
@@ -279,13 +238,14 @@ mod tests {
         spec.reference_share = 0.1;
         let src = source(&spec).unwrap();
         let n = 400_000u64;
+        let src = SourceChoices(&src);
         let mut z = 0u64;
         let mut ones = 0u64;
         let mut refs = 0u64;
         let mut ref_z = 0u64;
         let mut classes = [0u64; 3];
         for slot in 0..n {
-            let c = src.pattern.choice(slot);
+            let c = src.choice(slot);
             if c.reference {
                 ref_z += u64::from(c.basis == Basis::Z);
             } else {
@@ -325,9 +285,33 @@ mod tests {
         let a = WcpSource::new(&spec, Section(""), 1).unwrap();
         let b = WcpSource::new(&spec, Section(""), 1).unwrap();
         let c = WcpSource::new(&spec, Section(""), 2).unwrap();
-        let same = (0..1000).all(|s| a.pattern.choice(s) == b.pattern.choice(s));
-        let differ = (0..1000).any(|s| a.pattern.choice(s) != c.pattern.choice(s));
+        let same = (0..1000).all(|s| a.choice(s) == b.choice(s));
+        let differ = (0..1000).any(|s| a.choice(s) != c.choice(s));
         assert!(same && differ);
+    }
+
+    #[test]
+    fn a_loaded_key_takes_over_from_its_slot_counting_from_there() {
+        let spec = WcpSourceSpec::decoy_bb84(1_000_000, 0.5);
+        let mut src = WcpSource::new(&spec, Section(""), 1).unwrap();
+        let before: Vec<SlotChoice> = (0..3000).map(|s| src.choice(s)).collect();
+        let key = PatternKey::from_bytes([9; 32]);
+        src.start_pattern(2000, &key);
+        let node = SlotPattern::keyed(&key, PatternShares::new(&[0.8, 0.15, 0.05], 0.5, 0.0));
+        for slot in 0..3000 {
+            let expected = if slot < 2000 {
+                before[slot as usize]
+            } else {
+                node.choice(slot - 2000)
+            };
+            assert_eq!(src.choice(slot), expected, "slot {slot}");
+        }
+        // Reconfiguring keeps the node's pattern, with the new shares.
+        let mut biased = spec.clone();
+        biased.basis_z_probability = 0.9;
+        let src = src.reconfigured(&biased, Section("")).unwrap();
+        let node = SlotPattern::keyed(&key, PatternShares::new(&[0.8, 0.15, 0.05], 0.9, 0.0));
+        assert!((2000..3000).all(|s| src.choice(s) == node.choice(s - 2000)));
     }
 
     #[test]

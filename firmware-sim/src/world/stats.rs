@@ -6,7 +6,7 @@
 
 use super::node::{Clicks, NO_SLOT};
 use super::rng::SimRng;
-use super::source::{Basis, SlotPattern};
+use super::source::{Basis, WcpSource};
 use qkd_units::bb84::squash;
 
 /// Accumulated statistics of a prepare-and-measure run.
@@ -56,8 +56,8 @@ impl LinkStats {
         }
     }
 
-    /// Adds clicks (in time order, as the world emits them); `pattern` gives Alice's choices.
-    pub fn add(&mut self, clicks: &Clicks, pattern: &SlotPattern) {
+    /// Adds clicks (in time order, as the world emits them); the source gives Alice's choices.
+    pub fn add(&mut self, clicks: &Clicks, pattern: &WcpSource) {
         for i in 0..clicks.len() {
             let detector = usize::from(clicks.detector[i]);
             self.clicks[detector] += 1;
@@ -77,11 +77,11 @@ impl LinkStats {
     }
 
     /// Closes the last slot; call once all clicks are in.
-    pub fn finish(&mut self, pattern: &SlotPattern) {
+    pub fn finish(&mut self, pattern: &WcpSource) {
         self.close(pattern);
     }
 
-    fn close(&mut self, pattern: &SlotPattern) {
+    fn close(&mut self, pattern: &WcpSource) {
         let Some((slot, mask)) = self.open.take() else {
             return;
         };

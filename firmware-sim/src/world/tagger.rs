@@ -10,6 +10,8 @@ use super::rng::SimRng;
 
 /// Channel of the sync (clock) input.
 pub const SYNC_CHANNEL: u8 = 0;
+/// Channel of the marker input: the source marks the sync pulse where a node's pattern starts.
+pub const MARKER_CHANNEL: u8 = 5;
 /// Inputs of the emulated tagger: sync plus four detectors.
 pub const TAGGER_CHANNELS: usize = 5;
 
@@ -293,14 +295,20 @@ impl Tagger {
         t.div_euclid(self.resolution_ps) * self.resolution_ps
     }
 
-    /// A sync pulse reaches the sync input at world time `t`.
-    pub fn record_sync(&mut self, t: i64) {
+    /// A sync pulse reaches the sync input at world time `t`; a `marked` one also the marker
+    /// input, stamped with it (a digital line beside the sync: no threshold, no own delay).
+    pub fn record_sync(&mut self, t: i64, marked: bool) {
         let z = self
             .rng
             .normal()
             .clamp(-JITTER_TRUNCATION_SIGMAS, JITTER_TRUNCATION_SIGMAS);
         let jittered = t + (z * self.sync_jitter_sigma_ps).round() as i64;
+        let before = self.pending.len();
         self.record(t, jittered, SYNC_CHANNEL);
+        if marked && self.pending.len() > before {
+            let stamp = self.quantise(self.local_time(jittered) + self.delays_ps[0]);
+            self.insert((stamp, MARKER_CHANNEL));
+        }
     }
 
     /// A pulse reaches input `channel` at world time `t`, to be stamped as if at `jittered`.
@@ -321,9 +329,12 @@ impl Tagger {
             return;
         }
         let stamp = self.quantise(self.local_time(jittered) + self.delays_ps[index]);
-        let entry = (stamp, channel);
+        self.insert((stamp, channel));
+    }
+
+    /// Files a tag in time order (jitter only disorders neighbours: it moves back to its place).
+    fn insert(&mut self, entry: (i64, u8)) {
         self.pending.push(entry);
-        // Jitter only disorders neighbours: move the new tag back to its place.
         let mut i = self.pending.len() - 1;
         while i > 0 && self.pending[i - 1] > entry {
             self.pending[i] = self.pending[i - 1];

@@ -23,9 +23,9 @@ pub fn run(spec: &LinkSpec, seed: u64, seconds: f64) -> (PrepareMeasureWorld, Li
         t = (t + STEP_PS).min(end);
         out.clear();
         world.run_until(t, &mut out);
-        stats.add(&out.clicks, &world.source().pattern);
+        stats.add(&out.clicks, world.source());
     }
-    stats.finish(&world.source().pattern);
+    stats.finish(world.source());
     (world, stats)
 }
 
