@@ -228,7 +228,7 @@ impl SlotPattern {
     }
 }
 
-#[inline(always)]
+#[inline]
 fn quarter_round(s: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize) {
     s[a] = s[a].wrapping_add(s[b]);
     s[d] = (s[d] ^ s[a]).rotate_left(16);
