@@ -466,13 +466,20 @@ fn link_with_a_full_intercept_resend_eavesdropper_yields_no_key() {
 
 #[test]
 fn link_world_is_deterministic_by_seed_and_its_protocol_randomness_is_not() {
-    // The seed drives the emulated world; the protocol's randomness (hash seeds, the squash coin
-    // on double clicks) comes from the operating system in every run.
+    // The seed drives the emulated world; Alice's pattern and the protocol's randomness (hash
+    // seeds, the squash coin on double clicks) come from the operating system in every run. The
+    // pulses are the world's alone; the detections depend on the pattern's intensity draws, so
+    // they agree only within their Poisson spread (σ = √n for each run).
     let run = || json(&["link", "--seconds", "0.7", "--seed", "4", "--json"]);
     let (a, b) = (run(), run());
-    for field in ["pulses", "detections", "distance_km", "seed"] {
+    for field in ["pulses", "distance_km", "seed"] {
         assert_eq!(a[field], b[field], "{field}");
     }
+    let (da, db) = (
+        a["detections"].as_f64().unwrap(),
+        b["detections"].as_f64().unwrap(),
+    );
+    assert!((da - db).abs() < 5.0 * (da + db).sqrt(), "{da} vs {db}");
     for r in [&a, &b] {
         assert_eq!(r["keys_match"], true);
         assert!(r["keys_compared"].as_u64().unwrap() >= 1);

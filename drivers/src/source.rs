@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use qkd_units::pattern::{PatternKey, PatternShares};
 use qkd_units::{Hertz, MeanPhotonNumber, Probability};
 
 use crate::DeviceIdentity;
@@ -21,13 +22,16 @@ pub struct IntensityClass {
     pub probability: Probability,
 }
 
-/// What a weak-coherent source sends: its intensity classes (signal first) and basis bias.
+/// What a weak-coherent source sends: its intensity classes (signal first), basis bias and
+/// share of reference slots.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WcpSettings {
     /// Intensity classes, the signal first.
     pub intensities: Vec<IntensityClass>,
     /// Probability of preparing in the Z basis.
     pub basis_z_probability: Probability,
+    /// Share of slots carrying publicly known reference states (at most one half).
+    pub reference_share: Probability,
 }
 
 impl WcpSettings {
@@ -47,7 +51,27 @@ impl WcpSettings {
                 &format!("class probabilities must sum to 1, they sum to {total}"),
             ));
         }
+        if self.reference_share.get() > 0.5 {
+            return Err(InvalidSetting::new(
+                "reference_share",
+                &format!("at most 0.5, got {}", self.reference_share.get()),
+            ));
+        }
         Ok(())
+    }
+
+    /// The shares a pattern draws with under these settings.
+    pub fn pattern_shares(&self) -> PatternShares {
+        let probabilities: Vec<f64> = self
+            .intensities
+            .iter()
+            .map(|c| c.probability.get())
+            .collect();
+        PatternShares::new(
+            &probabilities,
+            self.basis_z_probability.get(),
+            self.reference_share.get(),
+        )
     }
 }
 
@@ -110,6 +134,14 @@ pub trait WcpSource: Send {
         enabled: bool,
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
 
+    /// Hands the source's pattern generator the node's secret key: from the next sync pulse
+    /// (marked on the tagger's marker input) every slot's choices follow it, counting slots from
+    /// that sync (see [`qkd_units::pattern`]). The node evaluates the same function.
+    fn start_pattern(
+        &mut self,
+        key: &PatternKey,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
+
     /// Appends the records of `slots` to `out`.
     fn emissions(
         &mut self,
@@ -150,16 +182,19 @@ mod tests {
         let ok = WcpSettings {
             intensities: vec![class(0.5, 0.7), class(0.1, 0.3)],
             basis_z_probability: half,
+            reference_share: Probability::default(),
         };
         assert!(ok.validate().is_ok());
         let bad = WcpSettings {
             intensities: vec![class(0.5, 0.7)],
             basis_z_probability: half,
+            reference_share: Probability::default(),
         };
         assert!(bad.validate().unwrap_err().reason.contains("sum to 0.7"));
         let empty = WcpSettings {
             intensities: vec![],
             basis_z_probability: half,
+            reference_share: Probability::default(),
         };
         assert!(empty.validate().is_err());
     }

@@ -163,18 +163,26 @@ mod tests {
     fn request() -> impl Strategy<Value = Request> {
         let code = (any::<u32>(), any::<u32>())
             .prop_map(|(micro_photons, ppm)| IntensityCode { micro_photons, ppm });
-        let config = (0u8..=4, proptest::array::uniform4(code), any::<u32>()).prop_map(
-            |(class_count, classes, basis_z_ppm)| SourceConfig {
-                class_count,
-                classes,
-                basis_z_ppm,
-            },
-        );
+        let config = (
+            0u8..=4,
+            proptest::array::uniform4(code),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(
+                |(class_count, classes, basis_z_ppm, reference_ppm)| SourceConfig {
+                    class_count,
+                    classes,
+                    basis_z_ppm,
+                    reference_ppm,
+                },
+            );
         prop_oneof![
             Just(Request::Identify),
             any::<bool>().prop_map(|on| Request::Source(SourceCommand::SetEnabled(on))),
             config.prop_map(|c| Request::Source(SourceCommand::Configure(c))),
             Just(Request::Source(SourceCommand::ReadPowerMonitor)),
+            any::<[u8; 32]>().prop_map(|key| Request::Source(SourceCommand::LoadPattern(key))),
             (any::<u8>(), any::<u32>()).prop_map(|(channel, millivolts)| Request::Detector(
                 DetectorCommand::SetBias {
                     channel,
@@ -224,6 +232,7 @@ mod tests {
                 ppm: u32::MAX,
             }; 4],
             basis_z_ppm: u32::MAX,
+            reference_ppm: u32::MAX,
         };
         let bytes = frame(u16::MAX, &Request::Source(SourceCommand::Configure(config)));
         assert!(bytes.len() <= MAX_FRAME);

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol, exchanged in the identity handshake; a host refuses other versions.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Which board a firmware image drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +52,8 @@ pub struct SourceConfig {
     pub classes: [IntensityCode; 4],
     /// Probability of preparing in the Z basis, in parts per million.
     pub basis_z_ppm: u32,
+    /// Share of slots carrying public reference states (for tracking), in parts per million.
+    pub reference_ppm: u32,
 }
 
 /// Commands of the source board.
@@ -65,6 +67,10 @@ pub enum SourceCommand {
     GetConfig,
     /// Reads the optical power monitor.
     ReadPowerMonitor,
+    /// Hands the pattern generator the node's secret key: from the next sync pulse, which the
+    /// board marks on its marker output, every slot's basis, bit, intensity class and reference
+    /// flag follow the key (see `qkd_units::pattern`), counting slots from that sync.
+    LoadPattern([u8; 32]),
 }
 
 /// Commands of the detector board (channels 0 to 3).

@@ -323,10 +323,12 @@ async fn source_configuration_is_validated_and_takes_effect() {
     let single = |mu| WcpSettings {
         intensities: vec![class(mu, 1.0)],
         basis_z_probability: Probability::new(0.5).unwrap(),
+        reference_share: Probability::default(),
     };
     let bad = WcpSettings {
         intensities: vec![class(0.5, 0.6), class(0.1, 0.3)],
         basis_z_probability: Probability::new(0.5).unwrap(),
+        reference_share: Probability::default(),
     };
     let err = source.configure(&bad).await.unwrap_err();
     assert!(matches!(err, SourceError::Invalid(_)) && err.kind() == ErrorKind::Abort);

@@ -13,6 +13,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use qkd_units::pattern::{PatternKey, SlotPattern};
+
 use qkd_drivers::serial::{
     BoardDetectors, BoardPolarizationController, BoardSource, DetectorNominals, DeviceConfig,
     DeviceKind, Mpc320, OzEpc, RetryPolicy, SerialLink,
@@ -164,6 +166,7 @@ async fn the_source_board_configures_the_worlds_source() {
     let settings = WcpSettings {
         intensities: vec![class(0.45, 0.75), class(0.1, 0.2), class(0.0, 0.05)],
         basis_z_probability: Probability::new(0.8).unwrap(),
+        reference_share: Probability::new(0.1).unwrap(),
     };
     let rate = Hertz::new(1e9).unwrap();
     let mut source = BoardSource::connect(link, policy, rate).await.unwrap();
@@ -177,6 +180,25 @@ async fn the_source_board_configures_the_worlds_source() {
         assert_eq!(world.mean_photon_numbers, [0.45, 0.1, 0.0]);
         assert_eq!(world.probabilities, [0.75, 0.2, 0.05]);
         assert_eq!(world.basis_z_probability, 0.8);
+        assert_eq!(world.reference_share, 0.1);
+    }
+    // A node's pattern key, through the board to the world's source: from the slot it starts at,
+    // the world's choices are the ones the node computes from the key.
+    let key = PatternKey::from_bytes(std::array::from_fn(|i| (31 * i + 5) as u8));
+    source.start_pattern(&key).await.unwrap();
+    {
+        let bench = host.bench().lock();
+        let world = bench.world().unwrap();
+        let start = world.source().latest_pattern_start();
+        assert!(start > 0 && start % world.source().sync_divider == 0);
+        let node = SlotPattern::keyed(&key, settings.pattern_shares());
+        for slot in [0, 1, 17, 1_000_003] {
+            assert_eq!(
+                world.slot_choice(start + slot),
+                node.choice(slot),
+                "slot {slot}"
+            );
+        }
     }
     source.set_enabled(true).await.unwrap();
     // Mean power: Σ p·μ × rate × hν (1550 nm), read through a 16-bit ADC of 10 nW full scale.

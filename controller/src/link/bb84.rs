@@ -1,11 +1,14 @@
-//! The BB84 link on the emulated bench: Alice's emulated source answers for her slots; Bob's
-//! emulated tagger feeds slot recovery.
+//! The BB84 link on the emulated bench: Alice draws a pattern key from the operating system and
+//! hands it to her emulated source, as a node drives a real source, and answers for her slots
+//! from it; Bob's emulated tagger feeds slot recovery, counting slots from the marked sync where
+//! the pattern starts.
 
 use anyhow::{Context, Result};
 use qkd_drivers::emulator::{EmulatedBench, World};
+use qkd_firmware_sim::world::MARKER_CHANNEL;
 use qkd_postprocess::slots::{SlotConfig, SlotRecovery};
 use qkd_runtime::randomness::ProtocolRng;
-use qkd_runtime::sources::bb84::{SourceRecords, TaggedDetections};
+use qkd_runtime::sources::bb84::{PatternRecords, TaggedDetections};
 use qkd_runtime::tracking::LinkTracking;
 
 use super::report::LinkReport;
@@ -22,15 +25,17 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
 
     let bench =
         EmulatedBench::prepare_measure(spec, run.seed).context("the bench cannot be built")?;
-    let source = bench
+    let mut source = bench
         .wcp_source()
         .context("the bench has no weak-coherent source")?;
+    let records = PatternRecords::start(&mut source)
+        .await
+        .context("Alice's pattern")?;
     let tagger = bench.tagger(0, BATCH).context("the bench has no tagger")?;
     let rate = spec.source.rep_rate_hz as f64;
-    let slots = SlotRecovery::new(SlotConfig::standard(
-        rate,
-        u64::from(spec.source.sync_divider),
-    ))?;
+    let slots = SlotRecovery::new(
+        SlotConfig::standard(rate, u64::from(spec.source.sync_divider)).marked(MARKER_CHANNEL),
+    )?;
     let mut results = TaggedDetections::new(tagger, slots, run.budget(), ProtocolRng::from_os()?);
     if run.track {
         let controller = bench
@@ -38,7 +43,6 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
             .context("the bench has no polarization controller at Bob")?;
         results = results.with_tracking(LinkTracking::start(controller, BATCH));
     }
-    let records = SourceRecords::new(source);
 
     let sessions = run_sessions(records, &mut results, &settings, run, ["Alice", "Bob"]).await?;
     let pulses = bench.inspect(|w| match w {

@@ -1,6 +1,7 @@
 //! Emulated photon sources.
 
 use qkd_firmware_sim::world::{self, IntensitySpec};
+use qkd_units::pattern::PatternKey;
 use qkd_units::{Hertz, MeanPhotonNumber, Probability};
 
 use super::{Shared, World};
@@ -37,6 +38,7 @@ impl EmulatedWcpSource {
                     })
                     .collect(),
                 basis_z_probability: Probability::new(src.basis_z_probability).unwrap_or_default(),
+                reference_share: Probability::new(src.reference_share).unwrap_or_default(),
             };
             (
                 Hertz::new(src.clock.rate_hz() as f64).unwrap_or_default(),
@@ -87,8 +89,11 @@ impl WcpSource for EmulatedWcpSource {
                 probability: c.probability.get(),
             })
             .collect();
-        let z = settings.basis_z_probability.get();
-        self.with_world(|w| w.set_intensities(&classes, z))?
+        let (z, reference) = (
+            settings.basis_z_probability.get(),
+            settings.reference_share.get(),
+        );
+        self.with_world(|w| w.set_shares(&classes, z, reference))?
             .map_err(InvalidSetting::from)?;
         self.settings = settings.clone();
         Ok(())
@@ -96,6 +101,12 @@ impl WcpSource for EmulatedWcpSource {
 
     async fn set_enabled(&mut self, enabled: bool) -> Result<(), SourceError> {
         self.with_world(|w| w.set_source_enabled(enabled))
+    }
+
+    async fn start_pattern(&mut self, key: &PatternKey) -> Result<(), SourceError> {
+        self.with_world(|w| {
+            w.start_pattern(key);
+        })
     }
 
     async fn emissions(

@@ -9,6 +9,7 @@ use qkd_protocol::{
     BoardKind, DetectorCommand, ErrorCode, IntensityCode, PolarizationCommand, Reply, Request,
     SourceCommand, SourceConfig, source_limits, squeezer_dac,
 };
+use qkd_units::pattern::PatternKey;
 use qkd_units::{Hertz, MeanPhotonNumber, Picoseconds, Volts};
 
 use crate::error::{DetectorError, InvalidSetting, PolarizationError, SourceError, TransportError};
@@ -343,6 +344,7 @@ impl BoardSource {
             settings: WcpSettings {
                 intensities: Vec::new(),
                 basis_z_probability: qkd_units::Probability::default(),
+                reference_share: qkd_units::Probability::default(),
             },
         };
         match source.command(SourceCommand::GetConfig).await? {
@@ -393,6 +395,8 @@ fn source_config(settings: &WcpSettings) -> Result<SourceConfig, InvalidSetting>
         class_count: settings.intensities.len() as u8,
         basis_z_ppm: millionths(settings.basis_z_probability.get())
             .ok_or_else(|| InvalidSetting::new("basis_z_probability", &"not representable"))?,
+        reference_ppm: millionths(settings.reference_share.get())
+            .ok_or_else(|| InvalidSetting::new("reference_share", &"not representable"))?,
         ..SourceConfig::default()
     };
     let mut assigned = 0u32;
@@ -430,6 +434,8 @@ fn wcp_settings(config: &SourceConfig) -> Result<WcpSettings, TransportError> {
         intensities,
         basis_z_probability: qkd_units::Probability::new(f64::from(config.basis_z_ppm) / 1e6)
             .map_err(|_| bad("basis probability"))?,
+        reference_share: qkd_units::Probability::new(f64::from(config.reference_ppm) / 1e6)
+            .map_err(|_| bad("reference share"))?,
     })
 }
 
@@ -459,6 +465,16 @@ impl WcpSource for BoardSource {
 
     async fn set_enabled(&mut self, enabled: bool) -> Result<(), SourceError> {
         match self.command(SourceCommand::SetEnabled(enabled)).await? {
+            Reply::Ack => Ok(()),
+            other => Err(unexpected(&other).into()),
+        }
+    }
+
+    async fn start_pattern(&mut self, key: &PatternKey) -> Result<(), SourceError> {
+        match self
+            .command(SourceCommand::LoadPattern(*key.bytes()))
+            .await?
+        {
             Reply::Ack => Ok(()),
             other => Err(unexpected(&other).into()),
         }

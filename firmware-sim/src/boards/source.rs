@@ -17,6 +17,13 @@ pub const REG_CLASS_MU: u8 = 0x10;
 pub const REG_CLASS_PPM: u8 = 0x18;
 /// Pattern register: Z-basis probability, ppm.
 pub const REG_BASIS_Z: u8 = 0x20;
+/// Pattern register: share of reference slots, ppm.
+pub const REG_REFERENCE: u8 = 0x21;
+/// Pattern registers: the node's pattern key, word n (`+ n`, little-endian words).
+pub const REG_KEY: u8 = 0x30;
+/// Pattern register: writing it starts the loaded key's pattern at the next sync (and clears
+/// the key registers).
+pub const REG_KEY_START: u8 = 0x38;
 /// Pattern register: number of classes; writing it commits the whole configuration.
 pub const REG_COMMIT: u8 = 0x2F;
 /// Power at the monitor ADC's full scale, femtowatts.
@@ -68,14 +75,30 @@ where
         if config.basis_z_ppm > PPM {
             return Err(ErrorCode::OutOfRange(2));
         }
+        // References are at most half the slots (the rest carry key).
+        if config.reference_ppm > PPM / 2 {
+            return Err(ErrorCode::OutOfRange(3));
+        }
         for (n, class) in (0u8..).zip(used) {
             write_register(&mut self.pattern, REG_CLASS_MU + n, class.micro_photons)?;
             write_register(&mut self.pattern, REG_CLASS_PPM + n, class.ppm)?;
         }
         write_register(&mut self.pattern, REG_BASIS_Z, config.basis_z_ppm)?;
+        write_register(&mut self.pattern, REG_REFERENCE, config.reference_ppm)?;
         write_register(&mut self.pattern, REG_COMMIT, u32::from(config.class_count))?;
         self.config = *config;
         self.config.classes[count..].fill(IntensityCode::default());
+        Ok(Reply::Ack)
+    }
+
+    /// Loads the node's key into the pattern generator and starts it (the key never stays in the
+    /// core: it goes to the FPGA's registers, which the start clears).
+    fn load_pattern(&mut self, key: &[u8; 32]) -> Result<Reply, ErrorCode> {
+        for (n, word) in (0u8..).zip(key.chunks_exact(4)) {
+            let value = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+            write_register(&mut self.pattern, REG_KEY + n, value)?;
+        }
+        write_register(&mut self.pattern, REG_KEY_START, 1)?;
         Ok(Reply::Ack)
     }
 
@@ -119,6 +142,7 @@ where
             SourceCommand::Configure(config) => self.configure(config),
             SourceCommand::GetConfig => Ok(Reply::SourceConfig(self.config)),
             SourceCommand::ReadPowerMonitor => self.read_monitor(),
+            SourceCommand::LoadPattern(key) => self.load_pattern(key),
         })
     }
 }
@@ -162,6 +186,7 @@ mod tests {
                 class(9, 9),
             ],
             basis_z_ppm: 900_000,
+            reference_ppm: 100_000,
         }
     }
 
@@ -173,6 +198,7 @@ mod tests {
         writes.extend(register(REG_CLASS_MU + 1, 100_000));
         writes.extend(register(REG_CLASS_PPM + 1, 300_000));
         writes.extend(register(REG_BASIS_Z, 900_000));
+        writes.extend(register(REG_REFERENCE, 100_000));
         writes.extend(register(REG_COMMIT, 2));
         let mut board = SourceBoard::new(Spi::new(&writes), Spi::new(&[]), Pin::new(&[]));
         let request = Request::Source(SourceCommand::Configure(config()));
@@ -209,6 +235,30 @@ mod tests {
             refuse(&mut board, bad),
             Reply::Error(ErrorCode::OutOfRange(2))
         );
+        let mut bad = config();
+        bad.reference_ppm = PPM / 2 + 1;
+        assert_eq!(
+            refuse(&mut board, bad),
+            Reply::Error(ErrorCode::OutOfRange(3))
+        );
+        done(board);
+    }
+
+    #[test]
+    fn a_pattern_key_goes_to_the_fpga_word_by_word_and_starts() {
+        let key: [u8; 32] = core::array::from_fn(|i| i as u8);
+        let mut writes: Vec<SpiT<u8>> = vec![];
+        for n in 0..8u8 {
+            let b = 4 * n;
+            writes.extend(register(
+                REG_KEY + n,
+                u32::from_le_bytes([b, b + 1, b + 2, b + 3]),
+            ));
+        }
+        writes.extend(register(REG_KEY_START, 1));
+        let mut board = SourceBoard::new(Spi::new(&writes), Spi::new(&[]), Pin::new(&[]));
+        let request = Request::Source(SourceCommand::LoadPattern(key));
+        assert_eq!(board.handle(&request), Reply::Ack);
         done(board);
     }
 

@@ -12,10 +12,12 @@ use super::bench::{LightPath, SharedBench};
 use crate::boards::detector::{CMD_READ, CMD_START, CMD_STOP};
 use crate::boards::polarization::DAC_WRITE_INPUT;
 use crate::boards::source::{
-    MONITOR_FULL_SCALE_FW, PPM, REG_BASIS_Z, REG_CLASS_MU, REG_CLASS_PPM, REG_COMMIT,
+    MONITOR_FULL_SCALE_FW, PPM, REG_BASIS_Z, REG_CLASS_MU, REG_CLASS_PPM, REG_COMMIT, REG_KEY,
+    REG_KEY_START, REG_REFERENCE,
 };
 use crate::world::IntensitySpec;
 use qkd_protocol::squeezer_dac;
+use qkd_units::pattern::PatternKey;
 
 /// Photon energy at 1550 nm, joules.
 const PHOTON_ENERGY_J: f64 = 1.2816e-19;
@@ -209,11 +211,11 @@ impl SpiDevice for CounterFpga {
 }
 
 /// The source board's pattern generator: a committed configuration sets the world's intensity
-/// classes and basis bias.
+/// classes, basis bias and reference share; a started key takes over the world's pattern.
 #[derive(Debug)]
 pub struct PatternFpga {
     bench: SharedBench,
-    registers: [u32; 0x30],
+    registers: [u32; 0x40],
 }
 
 impl PatternFpga {
@@ -221,8 +223,22 @@ impl PatternFpga {
     pub fn new(bench: SharedBench) -> Self {
         PatternFpga {
             bench,
-            registers: [0; 0x30],
+            registers: [0; 0x40],
         }
+    }
+
+    fn start_pattern(&mut self) {
+        let mut bytes = [0u8; 32];
+        for (n, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+            let register = &mut self.registers[usize::from(REG_KEY) + n];
+            chunk.copy_from_slice(&register.to_le_bytes());
+            *register = 0;
+        }
+        let key = PatternKey::from_bytes(bytes);
+        bytes.fill(0);
+        self.bench.with_world(|world| {
+            world.start_pattern(&key);
+        });
     }
 
     fn commit(&mut self, count: usize) {
@@ -234,10 +250,11 @@ impl PatternFpga {
             })
             .collect();
         let z = f64::from(self.registers[usize::from(REG_BASIS_Z)]) / f64::from(PPM);
+        let reference = f64::from(self.registers[usize::from(REG_REFERENCE)]) / f64::from(PPM);
         // The firmware validated the configuration; a world refusal leaves the old one.
         let _ = self
             .bench
-            .with_world(|world| world.set_intensities(&classes, z));
+            .with_world(|world| world.set_shares(&classes, z, reference));
     }
 }
 
@@ -252,6 +269,8 @@ impl SpiDevice for PatternFpga {
                 let value = u32::from_be_bytes([a, b, c, d]);
                 if register == REG_COMMIT {
                     self.commit(value as usize);
+                } else if register == REG_KEY_START {
+                    self.start_pattern();
                 } else if let Some(slot) = self.registers.get_mut(usize::from(register)) {
                     *slot = value;
                 }

@@ -220,17 +220,19 @@ impl PrepareMeasureWorld {
         self.restart_candidates();
     }
 
-    /// Changes the intensity classes and basis bias from now on; the repetition rate is fixed.
-    pub fn set_intensities(
+    /// Changes the intensity classes, basis bias and reference share from now on; the
+    /// repetition rate is fixed.
+    pub fn set_shares(
         &mut self,
         intensities: &[IntensitySpec],
         basis_z_probability: f64,
+        reference_share: f64,
     ) -> Result<(), ConfigError> {
         let spec = WcpSourceSpec {
             rep_rate_hz: self.source.clock.rate_hz(),
             intensities: intensities.to_vec(),
             basis_z_probability,
-            reference_share: self.source.reference_share,
+            reference_share,
             sync_divider: self.source.sync_divider as u32,
         };
         self.source = self.source.reconfigured(&spec, Section("source"))?;

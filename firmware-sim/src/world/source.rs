@@ -180,6 +180,11 @@ impl WcpSource {
         pattern.choice(slot - start)
     }
 
+    /// World slot the pattern in force last starts at (0 for the world's own).
+    pub fn latest_pattern_start(&self) -> u64 {
+        self.patterns.last().map_or(0, |(start, _)| *start)
+    }
+
     /// A node's pattern key takes over from world slot `start` (a sync slot not yet emitted).
     pub fn start_pattern(&mut self, start: u64, key: &PatternKey) {
         let shares = *self.patterns[0].1.shares();

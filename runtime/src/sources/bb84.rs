@@ -1,9 +1,16 @@
-//! Decoy-state BB84: Alice answers for her slots from her source's records; Bob's tagger batches
-//! go through slot recovery, and his double clicks are squashed.
+//! Decoy-state BB84: Alice answers for her slots from the pattern she had her source follow (or,
+//! for a source that draws its own choices, from its records); Bob's tagger batches go through
+//! slot recovery, and his double clicks are squashed.
 
-use qkd_drivers::{EmissionRecords, TagBatch, TimeTagger, WcpSource};
+use std::time::Instant;
+
+use qkd_drivers::{EmissionRecords, SourceError, TagBatch, TimeTagger, WcpSource};
 use qkd_postprocess::sift::{Announcement, Measurements, Preparations, SiftReply, squash};
 use qkd_postprocess::slots::{Detections, SlotRecovery, SlotStats};
+use qkd_units::pattern::{KEY_BYTES, PatternKey, SlotPattern};
+use rand::TryRng;
+use rand::rngs::SysRng;
+use zeroize::Zeroize;
 
 use super::{BatchBudget, Turn};
 use crate::channel::{Peer, Transport};
@@ -13,7 +20,90 @@ use crate::randomness::ProtocolRng;
 use crate::session::{MeasurementSource, PreparationSource};
 use crate::tracking::LinkTracking;
 
-/// Alice's records of the announced slots, from her source.
+/// Alice's choices from a pattern key she drew and handed to her source: she evaluates the same
+/// function the source follows, for the announced slots only.
+#[derive(Debug)]
+pub struct PatternRecords {
+    pattern: SlotPattern,
+    /// With a source paced by the wall clock: when its pattern started, and its rate, to refuse
+    /// slots it cannot have emitted yet.
+    horizon: Option<(Instant, f64)>,
+}
+
+impl PatternRecords {
+    /// Draws a key from the operating system, hands it to `source` and answers from it.
+    pub async fn start(source: &mut impl WcpSource) -> Result<Self, PatternError> {
+        let mut bytes = [0u8; KEY_BYTES];
+        SysRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(PatternError::Randomness)?;
+        let key = PatternKey::from_bytes(bytes);
+        bytes.zeroize();
+        source.start_pattern(&key).await?;
+        Ok(PatternRecords {
+            pattern: SlotPattern::keyed(&key, source.settings().pattern_shares()),
+            horizon: None,
+        })
+    }
+
+    /// Refuses slots beyond what a source at `rate_hz` can have emitted since now (for sources
+    /// that run in real time; an emulation run as fast as possible would outrun the clock).
+    #[must_use]
+    pub fn paced(mut self, rate_hz: f64) -> Self {
+        self.horizon = Some((Instant::now(), rate_hz));
+        self
+    }
+}
+
+/// Why a pattern could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    /// No randomness from the operating system.
+    #[error("no randomness from the operating system for the pattern key: {0}")]
+    Randomness(#[source] rand::rngs::SysError),
+    /// The source refused.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// Slots a paced source may be ahead of the node's clock by (its clock, the tagger's buffer).
+const HORIZON_SLACK_S: f64 = 1.0;
+
+impl PreparationSource for PatternRecords {
+    async fn preparations(
+        &mut self,
+        announcement: &Announcement,
+    ) -> Result<Preparations, DataError> {
+        if let (Some((started, rate)), Some(&last)) = (self.horizon, announcement.slot.last()) {
+            let emitted = ((started.elapsed().as_secs_f64() + HORIZON_SLACK_S) * rate) as u64;
+            if last >= emitted {
+                return Err(SourceError::NotEmitted {
+                    slot: last,
+                    emitted,
+                }
+                .into());
+            }
+        }
+        let n = announcement.slot.len();
+        let mut out = Preparations {
+            basis: Vec::with_capacity(n),
+            bit: Vec::with_capacity(n),
+            class: Vec::with_capacity(n),
+            reference: Vec::with_capacity(n),
+        };
+        for &slot in &announcement.slot {
+            let choice = self.pattern.choice(slot);
+            out.basis.push(choice.basis);
+            out.bit.push(choice.bit);
+            out.class.push(choice.intensity);
+            out.reference.push(choice.reference);
+        }
+        Ok(out)
+    }
+}
+
+/// Alice's records of the announced slots, from a source that draws its own choices and keeps
+/// them.
 #[derive(Debug)]
 pub struct SourceRecords<S> {
     source: S,
