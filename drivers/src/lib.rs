@@ -11,6 +11,7 @@ pub mod polarization;
 pub mod ptu;
 pub mod serial;
 pub mod source;
+pub mod tag_stream;
 pub mod tagger;
 
 #[cfg(feature = "emulator")]

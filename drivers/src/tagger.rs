@@ -14,6 +14,8 @@ pub enum ChannelRole {
     Sync,
     /// Detector number `n` of the receiver (0 = H, 1 = V, 2 = D, 3 = A).
     Detector(u8),
+    /// The source's pattern marker: a tag where a node's pattern starts (beside that sync).
+    Marker,
     /// Anything else.
     Other,
 }

@@ -16,6 +16,7 @@ pub mod cobs;
 pub mod epc;
 pub mod frame;
 pub mod message;
+pub mod tag_stream;
 
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
 pub use message::{

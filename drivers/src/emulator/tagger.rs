@@ -39,7 +39,7 @@ impl EmulatedTagger {
                 (n.tagger.channel_count(), n.tagger.resolution_ps(), has_sync)
             })
         };
-        let channels = (0..count)
+        let mut channels: Vec<TaggerChannel> = (0..count)
             .map(|i| TaggerChannel {
                 index: i as u8,
                 role: match i {
@@ -49,6 +49,13 @@ impl EmulatedTagger {
                 },
             })
             .collect();
+        if has_sync {
+            // The marker is a digital input beside the sync, with no settings of its own.
+            channels.push(TaggerChannel {
+                index: qkd_firmware_sim::world::MARKER_CHANNEL,
+                role: ChannelRole::Marker,
+            });
+        }
         EmulatedTagger {
             shared,
             node,

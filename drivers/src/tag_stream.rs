@@ -1,0 +1,257 @@
+//! Time taggers over the network: a reader of the tag stream ([`qkd_protocol::tag_stream`]) that
+//! is a [`TimeTagger`] like any other, and a server that streams any tagger's batches to one
+//! reader at a time (how `qkd sim serve` hands a node its emulated receiver's tags).
+
+use std::time::Duration;
+
+use qkd_protocol::tag_stream::{
+    FLAG_OVERFLOW, FRAME_HEADER_BYTES, FrameHeader, HELLO_BYTES, Hello, ROLE_DETECTOR,
+    ROLE_MARKER, ROLE_OTHER, ROLE_SYNC, StreamError, check_role,
+};
+use qkd_units::{Picoseconds, Volts};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::DeviceIdentity;
+use crate::error::{TaggerError, TransportError};
+use crate::tagger::{ChannelRole, TagBatch, TaggerChannel, TimeTagger};
+
+/// How long a reader waits for the next frame: streams send one per batch, even empty.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn role_byte(role: ChannelRole) -> u8 {
+    match role {
+        ChannelRole::Sync => ROLE_SYNC,
+        ChannelRole::Detector(n) if n < 4 => ROLE_DETECTOR + n,
+        ChannelRole::Marker => ROLE_MARKER,
+        ChannelRole::Detector(_) | ChannelRole::Other => ROLE_OTHER,
+    }
+}
+
+fn role_of(byte: u8) -> ChannelRole {
+    match byte {
+        ROLE_SYNC => ChannelRole::Sync,
+        ROLE_MARKER => ChannelRole::Marker,
+        b if (ROLE_DETECTOR..ROLE_DETECTOR + 4).contains(&b) => ChannelRole::Detector(b - ROLE_DETECTOR),
+        _ => ChannelRole::Other,
+    }
+}
+
+fn malformed(error: StreamError) -> TaggerError {
+    TransportError::Malformed(error.to_string()).into()
+}
+
+fn gone(address: &str, error: &std::io::Error) -> TaggerError {
+    TransportError::Disconnected(format!("tag stream {address}: {error}")).into()
+}
+
+/// A tagger read over a tag stream.
+#[derive(Debug)]
+pub struct StreamTagger {
+    stream: TcpStream,
+    address: String,
+    identity: DeviceIdentity,
+    channels: Vec<TaggerChannel>,
+    resolution: Picoseconds,
+    /// Scratch for a frame's body.
+    body: Vec<u8>,
+}
+
+impl StreamTagger {
+    /// Connects to the stream at `address` (host:port) and reads its hello.
+    pub async fn connect(address: &str) -> Result<Self, TaggerError> {
+        let mut stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| gone(address, &e))?;
+        let _ = stream.set_nodelay(true);
+        let mut hello = [0u8; HELLO_BYTES];
+        read_within(&mut stream, &mut hello, address).await?;
+        let hello = Hello::decode(&hello).map_err(malformed)?;
+        let mut roles = vec![0u8; usize::from(hello.channels)];
+        read_within(&mut stream, &mut roles, address).await?;
+        let channels = roles
+            .iter()
+            .enumerate()
+            .map(|(i, &role)| {
+                check_role(i as u8, role).map_err(malformed)?;
+                Ok(TaggerChannel {
+                    index: i as u8,
+                    role: role_of(role),
+                })
+            })
+            .collect::<Result<Vec<_>, TaggerError>>()?;
+        Ok(StreamTagger {
+            stream,
+            identity: DeviceIdentity {
+                vendor: "qkd-node".into(),
+                model: "tag stream".into(),
+                serial: address.to_owned(),
+                firmware: "QKDTAGS1".into(),
+            },
+            address: address.to_owned(),
+            channels,
+            resolution: Picoseconds(i64::from(hello.resolution_ps)),
+            body: Vec::new(),
+        })
+    }
+}
+
+/// Fills `buffer` from `stream`, within [`FRAME_TIMEOUT`].
+async fn read_within(
+    stream: &mut TcpStream,
+    buffer: &mut [u8],
+    address: &str,
+) -> Result<(), TaggerError> {
+    match tokio::time::timeout(FRAME_TIMEOUT, stream.read_exact(buffer)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(gone(address, &e)),
+        Err(_) => Err(TransportError::Timeout(FRAME_TIMEOUT).into()),
+    }
+}
+
+impl TimeTagger for StreamTagger {
+    fn identity(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+
+    fn channels(&self) -> &[TaggerChannel] {
+        &self.channels
+    }
+
+    fn resolution(&self) -> Picoseconds {
+        self.resolution
+    }
+
+    async fn set_delay(&mut self, _: u8, _: Picoseconds) -> Result<(), TaggerError> {
+        Err(TaggerError::Unsupported("settings over a tag stream (it is read-only)"))
+    }
+
+    async fn set_trigger_level(&mut self, _: u8, _: Volts) -> Result<(), TaggerError> {
+        Err(TaggerError::Unsupported("settings over a tag stream (it is read-only)"))
+    }
+
+    /// The stream runs whether read or not.
+    async fn start(&mut self) -> Result<(), TaggerError> {
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), TaggerError> {
+        Ok(())
+    }
+
+    async fn read(&mut self, batch: &mut TagBatch) -> Result<(), TaggerError> {
+        batch.clear();
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        read_within(&mut self.stream, &mut header, &self.address).await?;
+        let header = FrameHeader::decode(&header).map_err(malformed)?;
+        self.body.resize(header.body_bytes(), 0);
+        read_within(&mut self.stream, &mut self.body, &self.address).await?;
+        let n = header.tags as usize;
+        let (times, channels) = self.body.split_at(8 * n);
+        batch.time_ps.extend(times.chunks_exact(8).map(|b| {
+            i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        }));
+        let count = self.channels.len();
+        if let Some(&bad) = channels.iter().find(|&&c| usize::from(c) >= count) {
+            return Err(TaggerError::NoSuchChannel {
+                channel: usize::from(bad),
+                count,
+            });
+        }
+        batch.channel.extend_from_slice(channels);
+        if !batch.time_ps.is_sorted() {
+            return Err(TransportError::Malformed("tags out of time order".into()).into());
+        }
+        batch.missed_events = u64::from(header.missed);
+        batch.overflow = header.flags & FLAG_OVERFLOW != 0;
+        Ok(())
+    }
+}
+
+/// Frames queued for a reader before it counts as falling behind.
+const QUEUED_FRAMES: usize = 64;
+
+/// A batch as a frame.
+fn frame(batch: &TagBatch, covered_to_ps: i64, missed: u64) -> Vec<u8> {
+    let header = FrameHeader {
+        tags: batch.len() as u32,
+        covered_to_ps,
+        missed: u32::try_from(missed).unwrap_or(u32::MAX),
+        flags: if batch.overflow || missed > 0 {
+            FLAG_OVERFLOW
+        } else {
+            0
+        },
+    };
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + header.body_bytes());
+    frame.extend_from_slice(&header.encode());
+    for t in &batch.time_ps {
+        frame.extend_from_slice(&t.to_le_bytes());
+    }
+    frame.extend_from_slice(&batch.channel);
+    frame
+}
+
+/// Writes queued frames to one reader until it goes away.
+fn writer(mut stream: TcpStream, hello: Vec<u8>) -> tokio::sync::mpsc::Sender<Vec<u8>> {
+    let (frames, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_FRAMES);
+    tokio::spawn(async move {
+        let _ = stream.set_nodelay(true);
+        if stream.write_all(&hello).await.is_err() {
+            return;
+        }
+        while let Some(frame) = queue.recv().await {
+            if stream.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    frames
+}
+
+/// Streams `tagger`'s batches to one reader at a time on `listener` (a new one replaces the
+/// last): each gets the hello, then every batch read while it is connected. The tagger is read
+/// continuously, connected or not, so a paced emulation runs on; a reader that falls behind
+/// loses batches (counted as missed, with the overflow flag) rather than slowing it. Returns when
+/// the tagger fails.
+pub async fn serve(listener: TcpListener, mut tagger: impl TimeTagger) -> Result<(), TaggerError> {
+    let mut hello = Hello {
+        resolution_ps: u32::try_from(tagger.resolution().get()).unwrap_or(u32::MAX),
+        channels: tagger.channels().len().min(usize::from(u8::MAX)) as u8,
+    }
+    .encode()
+    .to_vec();
+    hello.extend(tagger.channels().iter().map(|c| role_byte(c.role)));
+    let (readers, mut arrived) = tokio::sync::mpsc::channel::<TcpStream>(4);
+    let acceptor = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            if readers.send(stream).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut reader: Option<tokio::sync::mpsc::Sender<Vec<u8>>> = None;
+    let mut batch = TagBatch::default();
+    let (mut covered, mut lost) = (0i64, 0u64);
+    let result = loop {
+        while let Ok(stream) = arrived.try_recv() {
+            reader = Some(writer(stream, hello.clone()));
+            lost = 0;
+        }
+        if let Err(e) = tagger.read(&mut batch).await {
+            break Err(e);
+        }
+        covered = batch.time_ps.last().map_or(covered, |&t| t.max(covered));
+        let Some(frames) = &reader else {
+            continue;
+        };
+        let missed = batch.missed_events + lost;
+        match frames.try_send(frame(&batch, covered, missed)) {
+            Ok(()) => lost = 0,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => lost += batch.len() as u64,
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => reader = None,
+        }
+    };
+    acceptor.abort();
+    result
+}
