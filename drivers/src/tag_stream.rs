@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use qkd_protocol::tag_stream::{
-    FLAG_OVERFLOW, FRAME_HEADER_BYTES, FrameHeader, HELLO_BYTES, Hello, ROLE_DETECTOR,
-    ROLE_MARKER, ROLE_OTHER, ROLE_SYNC, StreamError, check_role,
+    FLAG_OVERFLOW, FRAME_HEADER_BYTES, FrameHeader, HELLO_BYTES, Hello, ROLE_DETECTOR, ROLE_MARKER,
+    ROLE_OTHER, ROLE_SYNC, StreamError, check_role,
 };
 use qkd_units::{Picoseconds, Volts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,7 +32,9 @@ fn role_of(byte: u8) -> ChannelRole {
     match byte {
         ROLE_SYNC => ChannelRole::Sync,
         ROLE_MARKER => ChannelRole::Marker,
-        b if (ROLE_DETECTOR..ROLE_DETECTOR + 4).contains(&b) => ChannelRole::Detector(b - ROLE_DETECTOR),
+        b if (ROLE_DETECTOR..ROLE_DETECTOR + 4).contains(&b) => {
+            ChannelRole::Detector(b - ROLE_DETECTOR)
+        }
         _ => ChannelRole::Other,
     }
 }
@@ -123,11 +125,15 @@ impl TimeTagger for StreamTagger {
     }
 
     async fn set_delay(&mut self, _: u8, _: Picoseconds) -> Result<(), TaggerError> {
-        Err(TaggerError::Unsupported("settings over a tag stream (it is read-only)"))
+        Err(TaggerError::Unsupported(
+            "settings over a tag stream (it is read-only)",
+        ))
     }
 
     async fn set_trigger_level(&mut self, _: u8, _: Volts) -> Result<(), TaggerError> {
-        Err(TaggerError::Unsupported("settings over a tag stream (it is read-only)"))
+        Err(TaggerError::Unsupported(
+            "settings over a tag stream (it is read-only)",
+        ))
     }
 
     /// The stream runs whether read or not.
@@ -148,9 +154,11 @@ impl TimeTagger for StreamTagger {
         read_within(&mut self.stream, &mut self.body, &self.address).await?;
         let n = header.tags as usize;
         let (times, channels) = self.body.split_at(8 * n);
-        batch.time_ps.extend(times.chunks_exact(8).map(|b| {
-            i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-        }));
+        batch.time_ps.extend(
+            times
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
+        );
         let count = self.channels.len();
         if let Some(&bad) = channels.iter().find(|&&c| usize::from(c) >= count) {
             return Err(TaggerError::NoSuchChannel {

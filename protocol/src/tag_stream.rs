@@ -59,7 +59,9 @@ impl core::fmt::Display for StreamError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             StreamError::NotATagStream => f.write_str("not a tag stream (no QKDTAGS1 hello)"),
-            StreamError::Channels(n) => write!(f, "a hello with {n} channels (1 to {MAX_CHANNELS})"),
+            StreamError::Channels(n) => {
+                write!(f, "a hello with {n} channels (1 to {MAX_CHANNELS})")
+            }
             StreamError::Role { channel, role } => {
                 write!(f, "channel {channel} has the unknown role {role}")
             }
@@ -143,7 +145,8 @@ impl FrameHeader {
 
     /// Reads a header, refusing what a reader must not act on.
     pub fn decode(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<Self, StreamError> {
-        let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let word =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let tags = word(0);
         if tags > MAX_FRAME_TAGS {
             return Err(StreamError::TooManyTags(tags));
@@ -181,7 +184,9 @@ mod tests {
         };
         assert_eq!(
             hello.encode(),
-            [b'Q', b'K', b'D', b'T', b'A', b'G', b'S', b'1', 1, 0, 0, 0, 6]
+            [
+                b'Q', b'K', b'D', b'T', b'A', b'G', b'S', b'1', 1, 0, 0, 0, 6
+            ]
         );
         let header = FrameHeader {
             tags: 2,
@@ -191,7 +196,9 @@ mod tests {
         };
         assert_eq!(
             header.encode(),
-            [2, 0, 0, 0, 0x00, 0xE4, 0x0B, 0x54, 0x02, 0, 0, 0, 3, 0, 0, 0, 1]
+            [
+                2, 0, 0, 0, 0x00, 0xE4, 0x0B, 0x54, 0x02, 0, 0, 0, 3, 0, 0, 0, 1
+            ]
         );
         assert_eq!(FrameHeader::decode(&header.encode()), Ok(header));
         assert_eq!(Hello::decode(&hello.encode()), Ok(hello));

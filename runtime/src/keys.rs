@@ -17,18 +17,18 @@ pub trait KeySink: Send {
     /// The measurer holds block `block`'s amplified key, not yet usable; durable on return.
     fn hold(&mut self, block: BlockId, key: &Bits) -> Result<(), StoreError>;
     /// The blocks held and not yet settled (after a restart too), in order.
-    fn held(&self) -> Vec<BlockId>;
+    fn held(&self) -> Result<Vec<BlockId>, StoreError>;
     /// Block `block`'s held key.
-    fn held_key(&self, block: BlockId) -> Option<Bits>;
+    fn held_key(&self, block: BlockId) -> Result<Option<Bits>, StoreError>;
     /// The preparer did not keep block `block`: its held key is dropped.
     fn forget(&mut self, block: BlockId) -> Result<(), StoreError>;
     /// Block `block`'s key is usable; `auth` is the authentication state refilled from it,
     /// made durable in the same step (and any held key of the block settled).
     fn commit(&mut self, block: BlockId, key: &Bits, auth: &AuthState) -> Result<(), StoreError>;
     /// Which of `blocks` this node has committed.
-    fn committed_among(&self, blocks: &[BlockId]) -> Vec<BlockId>;
+    fn committed_among(&self, blocks: &[BlockId]) -> Result<Vec<BlockId>, StoreError>;
     /// The highest block number this node holds or committed a key for.
-    fn last_block(&self) -> Option<BlockId>;
+    fn last_block(&self) -> Result<Option<BlockId>, StoreError>;
 }
 
 /// Keys in memory (one-process runs, tests).
@@ -51,12 +51,12 @@ impl KeySink for MemorySink {
         Ok(())
     }
 
-    fn held(&self) -> Vec<BlockId> {
-        self.held.keys().copied().collect()
+    fn held(&self) -> Result<Vec<BlockId>, StoreError> {
+        Ok(self.held.keys().copied().collect())
     }
 
-    fn held_key(&self, block: BlockId) -> Option<Bits> {
-        self.held.get(&block).cloned()
+    fn held_key(&self, block: BlockId) -> Result<Option<Bits>, StoreError> {
+        Ok(self.held.get(&block).cloned())
     }
 
     fn forget(&mut self, block: BlockId) -> Result<(), StoreError> {
@@ -70,17 +70,17 @@ impl KeySink for MemorySink {
         Ok(())
     }
 
-    fn committed_among(&self, blocks: &[BlockId]) -> Vec<BlockId> {
-        blocks
+    fn committed_among(&self, blocks: &[BlockId]) -> Result<Vec<BlockId>, StoreError> {
+        Ok(blocks
             .iter()
             .copied()
             .filter(|b| self.committed.contains_key(b))
-            .collect()
+            .collect())
     }
 
-    fn last_block(&self) -> Option<BlockId> {
+    fn last_block(&self) -> Result<Option<BlockId>, StoreError> {
         let held = self.held.keys().next_back();
         let committed = self.committed.keys().next_back();
-        held.max(committed).copied()
+        Ok(held.max(committed).copied())
     }
 }

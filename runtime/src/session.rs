@@ -200,7 +200,7 @@ impl Measurer {
             }
             self.blocks(peer, sink).await?;
         }
-        if !sink.held().is_empty() {
+        if !sink.held()?.is_empty() {
             self.resume(peer, sink).await?;
         }
         peer.send(&Message::Finish).await?;
@@ -368,9 +368,9 @@ impl Measurer {
         peer: &mut Peer<T, Message>,
         sink: &mut impl KeySink,
     ) -> Result<(), SessionError> {
-        let held = sink.held();
+        let held = sink.held()?;
         let ours = latest(
-            sink.last_block(),
+            sink.last_block()?,
             self.next_block.and_then(|b| b.checked_sub(1)),
         );
         peer.send(&Message::Resume {
@@ -397,7 +397,7 @@ impl Measurer {
                 ..BlockReport::default()
             });
             if committed.contains(&id) {
-                let key = sink.held_key(id).ok_or(Violation::NotHeld(id))?;
+                let key = sink.held_key(id)?.ok_or(Violation::NotHeld(id))?;
                 report.secret_bits = commit(peer, sink, id, &key)?;
                 self.progress.secret_bits += report.secret_bits;
             } else {
@@ -484,8 +484,8 @@ impl Preparer {
     ) -> Result<Step, SessionError> {
         match message {
             Message::Resume { held, last_block } => {
-                let committed = sink.committed_among(&held);
-                let ours = latest(self.last_block, sink.last_block());
+                let committed = sink.committed_among(&held)?;
+                let ours = latest(self.last_block, sink.last_block()?);
                 self.last_block = latest(ours, last_block);
                 peer.send(&Message::Resumed {
                     committed,
@@ -506,7 +506,7 @@ impl Preparer {
                 peer.send(&Message::Sift(reply)).await?;
             }
             Message::OpenBlock { block, test_bits } => {
-                if let Some(last) = latest(self.last_block, sink.last_block())
+                if let Some(last) = latest(self.last_block, sink.last_block()?)
                     && block <= last
                 {
                     return Err(Violation::BlockNumber { got: block, last }.into());

@@ -40,10 +40,19 @@ async fn a_streamed_tagger_delivers_what_the_emulated_one_does() {
     let mut batch = TagBatch::default();
     while streamed.len() < 20_000 {
         remote.read(&mut batch).await.unwrap();
-        streamed.extend(batch.time_ps.iter().copied().zip(batch.channel.iter().copied()));
+        streamed.extend(
+            batch
+                .time_ps
+                .iter()
+                .copied()
+                .zip(batch.channel.iter().copied()),
+        );
     }
     let first = streamed[0].0;
-    while direct.last().is_none_or(|&(t, _)| t < streamed.last().unwrap().0) {
+    while direct
+        .last()
+        .is_none_or(|&(t, _)| t < streamed.last().unwrap().0)
+    {
         reference.read(&mut batch).await.unwrap();
         direct.extend(
             batch
@@ -64,7 +73,12 @@ async fn a_stream_that_breaks_its_layout_is_refused() {
         (b"NOTTAGS!\x01\0\0\0\x06".to_vec(), "not a tag stream"),
         (
             // A valid hello with one sync channel, then a frame of 2^23 tags.
-            [&b"QKDTAGS1\x01\0\0\0\x01\0"[..], &[0, 0, 0x80, 0][..], &[0u8; 13][..]].concat(),
+            [
+                &b"QKDTAGS1\x01\0\0\0\x01\0"[..],
+                &[0, 0, 0x80, 0][..],
+                &[0u8; 13][..],
+            ]
+            .concat(),
             "a frame of 8388608 tags",
         ),
     ] {
