@@ -6,7 +6,13 @@ use qkd_units::RangeError;
 
 /// Accepts `value` for `--flag` when it is a number in `[min, max]`.
 pub fn in_range(flag: &str, value: f64, min: f64, max: f64, unit: &'static str) -> Result<f64> {
-    RangeError::check(value, min, max, unit).map_err(|e| anyhow!("--{flag}: {e}"))
+    key_in_range(&format!("--{flag}"), value, min, max, unit)
+}
+
+/// `value` if within `[min, max]`, else an error naming the configuration key (or flag) and
+/// the allowed range.
+pub fn key_in_range(key: &str, value: f64, min: f64, max: f64, unit: &'static str) -> Result<f64> {
+    RangeError::check(value, min, max, unit).map_err(|e| anyhow!("{key}: {e}"))
 }
 
 /// The flags that choose an emulated bench, shared by every command that emulates one.

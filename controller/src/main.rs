@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use qkd_controller::{bench, calibrate, devices, emulate, link, plan, sim, tags};
+use qkd_controller::{bench, calibrate, devices, emulate, link, node, plan, sim, tags};
 
 /// Controller of one node of a quantum key distribution link.
 #[derive(Debug, Parser)]
@@ -35,6 +35,14 @@ enum Command {
     /// Measure throughput (JSON with --json).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run one node of a link (`--config FILE`) until SIGINT/SIGTERM, or ask one for its status.
+    Node(node::NodeArgs),
+    /// The keys in a node's store.
+    #[command(subcommand)]
+    Keys(node::KeysCommand),
+    /// Provision the secrets two nodes authenticate with.
+    #[command(subcommand)]
+    Auth(node::AuthCommand),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +56,9 @@ fn main() -> ExitCode {
         Command::Tags(command) => tags::run(&command),
         Command::Sim(command) => sim::run(&command),
         Command::Devices(command) => devices::run(&command),
+        Command::Node(args) => node::run(&args),
+        Command::Keys(command) => node::keys(&command),
+        Command::Auth(command) => node::auth(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

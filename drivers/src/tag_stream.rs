@@ -220,8 +220,8 @@ fn writer(mut stream: TcpStream, hello: Vec<u8>) -> tokio::sync::mpsc::Sender<Ve
 /// Streams `tagger`'s batches to one reader at a time on `listener` (a new one replaces the
 /// last): each gets the hello, then every batch read while it is connected. The tagger is read
 /// continuously, connected or not, so a paced emulation runs on; a reader that falls behind
-/// loses batches (counted as missed, with the overflow flag) rather than slowing it. Returns when
-/// the tagger fails.
+/// slows it (streaming is pull-based, like the tagger trait: an emulated world simply runs
+/// slower than real time then). Returns when the tagger fails.
 pub async fn serve(listener: TcpListener, mut tagger: impl TimeTagger) -> Result<(), TaggerError> {
     let mut hello = Hello {
         resolution_ps: u32::try_from(tagger.resolution().get()).unwrap_or(u32::MAX),
@@ -240,24 +240,27 @@ pub async fn serve(listener: TcpListener, mut tagger: impl TimeTagger) -> Result
     });
     let mut reader: Option<tokio::sync::mpsc::Sender<Vec<u8>>> = None;
     let mut batch = TagBatch::default();
-    let (mut covered, mut lost) = (0i64, 0u64);
+    let mut covered = 0i64;
     let result = loop {
         while let Ok(stream) = arrived.try_recv() {
             reader = Some(writer(stream, hello.clone()));
-            lost = 0;
         }
         if let Err(e) = tagger.read(&mut batch).await {
             break Err(e);
         }
+        // An emulation behind real time never waits inside `read`: let the acceptor and the
+        // writer run.
+        tokio::task::yield_now().await;
         covered = batch.time_ps.last().map_or(covered, |&t| t.max(covered));
         let Some(frames) = &reader else {
             continue;
         };
-        let missed = batch.missed_events + lost;
-        match frames.try_send(frame(&batch, covered, missed)) {
-            Ok(()) => lost = 0,
-            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => lost += batch.len() as u64,
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => reader = None,
+        if frames
+            .send(frame(&batch, covered, batch.missed_events))
+            .await
+            .is_err()
+        {
+            reader = None;
         }
     };
     acceptor.abort();

@@ -455,6 +455,11 @@ impl Preparer {
         std::mem::take(&mut self.reports.0)
     }
 
+    /// The source follows a new pattern (a new connection): slots count from zero again.
+    pub fn new_pattern(&mut self) {
+        self.last_slot = None;
+    }
+
     /// Answers until the measurer finishes.
     pub async fn run<T: Transport>(
         &mut self,

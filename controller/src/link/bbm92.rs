@@ -3,7 +3,9 @@
 
 use anyhow::{Context, Result};
 use qkd_drivers::emulator::{EmulatedBench, World};
-use qkd_firmware_sim::world::{EntangledLinkSpec, FiberSpec, ReceiverSpec, SpdcSourceSpec};
+use qkd_firmware_sim::world::{
+    EntangledLinkSpec, FiberSpec, LinkPreset, ReceiverSpec, SpdcSourceSpec,
+};
 use qkd_runtime::sources::bbm92::{NodeA, NodeB};
 
 use super::report::LinkReport;
@@ -17,10 +19,12 @@ const COUPLING: f64 = 0.6;
 const B_CLOCK_OFFSET_PS: i64 = 400_000_000;
 const B_CLOCK_DRIFT_PPM: f64 = 3.0;
 
-fn spec(run: &Run) -> EntangledLinkSpec {
-    let detector_link = run.bench.preset.spec(run.bench.distance_km / 2.0);
+/// The entangled link of `preset`'s detectors over `distance_km` in all, the pair source in the
+/// middle, node B's clock offset and drifting.
+pub(crate) fn spec(preset: LinkPreset, distance_km: f64) -> EntangledLinkSpec {
+    let detector_link = preset.spec(distance_km / 2.0);
     let arm = FiberSpec {
-        length_km: run.bench.distance_km / 2.0,
+        length_km: distance_km / 2.0,
         ..detector_link.fiber.clone()
     };
     let receiver = ReceiverSpec {
@@ -40,8 +44,8 @@ fn spec(run: &Run) -> EntangledLinkSpec {
     spec
 }
 
-pub async fn run(run: &Run) -> Result<LinkReport> {
-    let bench = EmulatedBench::entangled(&spec(run), run.seed)
+pub(super) async fn run(run: &Run) -> Result<LinkReport> {
+    let bench = EmulatedBench::entangled(&spec(run.bench.preset, run.bench.distance_km), run.seed)
         .context("the entangled bench cannot be built")?;
     let mut node_a = NodeA::new(
         bench.tagger(0, BATCH).context("node A has no tagger")?,

@@ -3,7 +3,7 @@
 //! channel, emulating the link as fast as the machine allows.
 
 mod bb84;
-mod bbm92;
+pub(crate) mod bbm92;
 mod report;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,419 @@
+//! `qkd node`: one node of a link, running until it is told to stop.
+//!
+//! Alice listens and answers; Bob connects and drives. Both keep their state in the store of
+//! their state directory, so a node restarted after a crash goes on where its journal says: no
+//! pad twice, no key lost, held keys settled on reconnection. A peer that goes away is waited for
+//! (Bob reconnects with backoff, Alice accepts again); every connection starts a fresh pattern
+//! (BB84), which Bob's slot recovery finds by its marker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use qkd_drivers::serial::{DetectorNominals, DeviceConfig, DeviceKind};
+use qkd_drivers::tag_stream::StreamTagger;
+use qkd_drivers::{
+    ChannelRole, IntensityClass, SinglePhotonDetectors, TaggerChannel, TimeTagger, WcpSettings,
+    WcpSource,
+};
+use qkd_postprocess::auth::{AuthState, Role};
+use qkd_postprocess::hybrid::HybridSigner;
+use qkd_postprocess::slots::{SlotConfig, SlotRecovery};
+use qkd_runtime::channel::tcp::TcpTransport;
+use qkd_runtime::channel::{Deadlines, Peer};
+use qkd_runtime::error::{ErrorKind, SessionError};
+use qkd_runtime::events::Events;
+use qkd_runtime::messages::Message;
+use qkd_runtime::randomness::ProtocolRng;
+use qkd_runtime::session::{Measurer, Preparer};
+use qkd_runtime::sources::BatchBudget;
+use qkd_runtime::sources::bb84::{PatternRecords, TaggedDetections};
+use qkd_runtime::sources::bbm92::{NodeA, NodeB};
+use qkd_store::Store;
+use qkd_units::{MeanPhotonNumber, Probability};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::config::{Devices, Endpoint, NodeConfig, NodeProtocol, NodeRole, SourceSettings};
+use super::secrets;
+use super::status::{CONTROL_SOCKET, NodeState, StatusBoard, serve_control};
+use crate::sim::BenchDescription;
+
+/// First wait before trying the peer again; doubled up to the configured most.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a stopping node gives the session in progress to end cleanly.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Where a node's devices are, resolved.
+#[derive(Debug, Clone)]
+struct DeviceSet {
+    source: Option<DeviceConfig>,
+    detectors: Option<DeviceConfig>,
+    tag_stream: Option<String>,
+    rate: Option<(f64, u64)>,
+}
+
+fn device_set(config: &NodeConfig) -> Result<DeviceSet> {
+    Ok(match &config.devices {
+        Devices::Emulated(dir) => {
+            let bench = BenchDescription::read(dir)?;
+            if bench.protocol != config.protocol {
+                bail!(
+                    "devices.emulated: the bench runs {:?}, the node {:?}",
+                    bench.protocol,
+                    config.protocol
+                );
+            }
+            let source = bench.source.map(|port| {
+                let mut source = DeviceConfig::new(DeviceKind::SourceBoard, port);
+                source.repetition_rate_hz = bench.repetition_rate_hz;
+                source
+            });
+            DeviceSet {
+                source,
+                detectors: bench
+                    .detectors
+                    .map(|port| DeviceConfig::new(DeviceKind::DetectorBoard, port)),
+                tag_stream: bench.tag_streams.get(config.role.name()).cloned(),
+                rate: bench.repetition_rate_hz.zip(bench.sync_divider),
+            }
+        }
+        Devices::Listed {
+            source,
+            detectors,
+            tag_stream,
+        } => DeviceSet {
+            detectors: detectors.clone(),
+            rate: source
+                .as_ref()
+                .and_then(|s| s.repetition_rate_hz)
+                .map(|r| (r, 1000)),
+            source: source.clone(),
+            tag_stream: tag_stream.clone(),
+        },
+    })
+}
+
+/// The source's settings in the drivers' terms.
+fn wcp_settings(source: &SourceSettings) -> Result<WcpSettings> {
+    let intensities = source
+        .classes
+        .iter()
+        .map(|&(mu, p)| {
+            Ok(IntensityClass {
+                mean_photon_number: MeanPhotonNumber::new(mu)?,
+                probability: Probability::new(p)?,
+            })
+        })
+        .collect::<Result<Vec<_>, qkd_units::RangeError>>()
+        .map_err(|e| anyhow::anyhow!("source.intensities: {e}"))?;
+    Ok(WcpSettings {
+        intensities,
+        basis_z_probability: Probability::new(source.basis_z_probability)
+            .map_err(|e| anyhow::anyhow!("source.basis_z_probability: {e}"))?,
+        reference_share: Probability::new(source.reference_share)
+            .map_err(|e| anyhow::anyhow!("source.reference_share: {e}"))?,
+    })
+}
+
+/// Slot recovery for a tagger whose channels say where the sync, detectors and marker are.
+fn slot_recovery(channels: &[TaggerChannel], rate: (f64, u64)) -> Result<SlotRecovery> {
+    let mut config = SlotConfig::standard(rate.0, rate.1);
+    for channel in channels {
+        match channel.role {
+            ChannelRole::Sync => config.sync_channel = channel.index,
+            ChannelRole::Detector(d) if d < 4 => {
+                config.detector_channels[usize::from(d)] = channel.index;
+            }
+            ChannelRole::Marker => config.marker_channel = Some(channel.index),
+            ChannelRole::Detector(_) | ChannelRole::Other => {}
+        }
+    }
+    if config.marker_channel.is_none() {
+        bail!(
+            "devices.tagger: no marker input, so slots cannot be numbered as the source's pattern"
+        );
+    }
+    Ok(SlotRecovery::new(config)?)
+}
+
+/// The running node's shared parts.
+struct Node {
+    config: NodeConfig,
+    store: Store,
+    events: Events,
+    board: StatusBoard,
+    stop: watch::Receiver<bool>,
+}
+
+impl Node {
+    /// A peer over `transport`, from the journalled authentication state.
+    fn peer(&self, transport: TcpTransport) -> Result<Peer<TcpTransport, Message>> {
+        let role = auth_role(self.config.role);
+        let state = self
+            .store
+            .auth_state()?
+            .context("the store has no authentication state")?;
+        let mut peer = Peer::with_state(
+            transport.with_latency(self.config.one_way_delay),
+            state,
+            role,
+        )
+        .with_journal(self.store.journal())
+        .with_deadlines(Deadlines {
+            receive: self.config.receive_timeout,
+            send: self.config.receive_timeout,
+        });
+        if let Some((identity, peer_key)) = &self.config.hybrid {
+            let own = secrets::identity(identity)?;
+            let public = std::fs::read(peer_key)
+                .with_context(|| format!("reading {}", peer_key.display()))?;
+            peer = peer.with_hybrid(HybridSigner::new(own, &public, role)?);
+        }
+        Ok(peer)
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Waits until told to stop.
+    async fn stopped(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// Bob connects (the channel's initiator); Alice accepts.
+fn auth_role(role: NodeRole) -> Role {
+    match role {
+        NodeRole::Alice => Role::Responder,
+        NodeRole::Bob => Role::Initiator,
+    }
+}
+
+/// What to do after a session ended with `result`.
+fn after_session(result: Result<(), SessionError>) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) => match e.kind() {
+            ErrorKind::Reconnect | ErrorKind::Device | ErrorKind::Block => {
+                eprintln!("node: session ended: {e}; trying again");
+                Ok(false)
+            }
+            ErrorKind::Stop => Err(anyhow::Error::from(e).context("the node cannot go on")),
+        },
+    }
+}
+
+/// Runs the node of `config` until `stop` says so.
+pub async fn run(config: NodeConfig, stop: watch::Receiver<bool>) -> Result<()> {
+    let store = Store::open(&config.state_dir)?;
+    check_identity(&config, &store)?;
+    if store.auth_state()?.is_none() {
+        let secret = secrets::read_secret(&config.secret, 64, true)?;
+        store.init_auth(&AuthState::from_secret(&secret, auth_role(config.role))?)?;
+    }
+    let events = Events::default();
+    let board = StatusBoard::new(config.role, &config.node_id);
+    tokio::spawn(board.clone().follow(events.subscribe()));
+    let control = config.state_dir.join(CONTROL_SOCKET);
+    let control_task = {
+        let (board, store, control) = (board.clone(), store.clone(), control.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_control(&control, board, store).await {
+                eprintln!("node: control socket: {e:#}");
+            }
+        })
+    };
+    let node = Node {
+        config,
+        store,
+        events,
+        board,
+        stop,
+    };
+    let result = match node.config.role {
+        NodeRole::Alice => run_alice(&node).await,
+        NodeRole::Bob => run_bob(&node).await,
+    };
+    node.board.set(NodeState::Stopped, false);
+    control_task.abort();
+    let _ = std::fs::remove_file(&control);
+    result
+}
+
+/// A store belongs to one node: refuse to run another role or protocol on it.
+fn check_identity(config: &NodeConfig, store: &Store) -> Result<()> {
+    for (name, value) in [
+        ("role", config.role.name()),
+        (
+            "protocol",
+            match config.protocol {
+                NodeProtocol::Bb84 => "bb84",
+                NodeProtocol::Bbm92 => "bbm92",
+            },
+        ),
+    ] {
+        match store.meta(name)? {
+            Some(stored) if stored != value => bail!(
+                "{}: this state belongs to a node with {name} {stored}, not {value}",
+                config.state_dir.display()
+            ),
+            Some(_) => {}
+            None => store.set_meta(name, value)?,
+        }
+    }
+    store.set_meta("node_id", &config.node_id)?;
+    Ok(())
+}
+
+async fn run_alice(node: &Node) -> Result<()> {
+    let Endpoint::Listen(address) = &node.config.endpoint else {
+        bail!("network.listen: Alice listens");
+    };
+    let devices = device_set(&node.config)?;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("network.listen: {address}"))?;
+    let mut preparer = Preparer::new(node.config.blocks.clone(), node.events.clone())?;
+    // BB84: Alice's source, configured once; BBM92: her tagger (node B of the pair link).
+    let mut source = match node.config.protocol {
+        NodeProtocol::Bb84 => {
+            let config = devices
+                .source
+                .as_ref()
+                .context("devices: Alice needs a source")?;
+            let mut source = config.open_source().await.context("opening the source")?;
+            let settings = node
+                .config
+                .source
+                .as_ref()
+                .context("source: settings needed")?;
+            source.configure(&wcp_settings(settings)?).await?;
+            source.set_enabled(true).await?;
+            Some(source)
+        }
+        NodeProtocol::Bbm92 => None,
+    };
+    let mut sink = node.store.clone();
+    loop {
+        node.board.set(NodeState::Connecting, false);
+        let stream = tokio::select! {
+            accepted = listener.accept() => accepted?.0,
+            () = node.stopped() => return Ok(()),
+        };
+        let mut peer = node.peer(TcpTransport::new(stream))?;
+        node.board.set(NodeState::Generating, true);
+        let session = async {
+            preparer.new_pattern();
+            if let Some(source) = &mut source {
+                // A fresh pattern for every connection: Bob numbers slots from its marker.
+                let rate = devices.rate.map_or(1e8, |r| r.0);
+                let mut records = PatternRecords::start(source).await?.paced(rate);
+                Ok::<_, anyhow::Error>(preparer.run(&mut peer, &mut records, &mut sink).await)
+            } else {
+                let address = devices
+                    .tag_stream
+                    .as_deref()
+                    .context("devices: Alice's tagger")?;
+                let mut node_b = NodeB::new(StreamTagger::connect(address).await?);
+                Ok(preparer.run(&mut peer, &mut node_b, &mut sink).await)
+            }
+        };
+        let ended = tokio::select! {
+            ended = session => ended?,
+            () = node.stopped() => return Ok(()),
+        };
+        after_session(ended)?;
+    }
+}
+
+async fn run_bob(node: &Node) -> Result<()> {
+    let Endpoint::Connect(address) = &node.config.endpoint else {
+        bail!("network.peer: Bob connects");
+    };
+    let devices = device_set(&node.config)?;
+    if let Some(config) = &devices.detectors {
+        // Detector boards keep their detectors disarmed from power-on.
+        let mut detectors = config
+            .open_detectors(DetectorNominals::default())
+            .await
+            .context("opening the detectors")?;
+        for channel in 0..detectors.channels().len() {
+            detectors.set_enabled(channel, true).await?;
+        }
+    }
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let mut measurer = Measurer::new(node.config.blocks.clone(), node.events.clone());
+    let mut sink = node.store.clone();
+    let mut backoff = FIRST_BACKOFF;
+    while !node.stopping() {
+        node.board.set(NodeState::Connecting, false);
+        // The tagger first: the marker of the pattern Alice starts on connection must not pass
+        // before Bob reads.
+        let attempt = async {
+            let tag_stream = devices
+                .tag_stream
+                .as_deref()
+                .context("devices: Bob's tagger")?;
+            let tagger = StreamTagger::connect(tag_stream).await?;
+            let stream = TcpStream::connect(address)
+                .await
+                .with_context(|| format!("connecting to the peer at {address}"))?;
+            anyhow::Ok((tagger, stream))
+        };
+        let (tagger, stream) = match attempt.await {
+            Ok(connected) => connected,
+            Err(e) => {
+                eprintln!("node: {e:#}; retrying in {backoff:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = node.stopped() => break,
+                }
+                backoff = (backoff * 2).min(node.config.reconnect_max);
+                continue;
+            }
+        };
+        backoff = FIRST_BACKOFF;
+        let mut peer = node.peer(TcpTransport::new(stream))?;
+        node.board.set(NodeState::Generating, true);
+        let budget = BatchBudget::until(Arc::clone(&stop_flag));
+        let session = async {
+            match node.config.protocol {
+                NodeProtocol::Bb84 => {
+                    let rate = devices
+                        .rate
+                        .context("devices: the source's rate is unknown")?;
+                    let slots = slot_recovery(tagger.channels(), rate)?;
+                    let mut detections =
+                        TaggedDetections::new(tagger, slots, budget, ProtocolRng::from_os()?);
+                    Ok::<_, anyhow::Error>(
+                        measurer.run(&mut peer, &mut detections, &mut sink).await,
+                    )
+                }
+                NodeProtocol::Bbm92 => {
+                    let mut node_a = NodeA::new(tagger, budget);
+                    Ok(measurer.run(&mut peer, &mut node_a, &mut sink).await)
+                }
+            }
+        };
+        tokio::pin!(session);
+        let ended = tokio::select! {
+            ended = &mut session => ended?,
+            () = node.stopped() => {
+                // Finish the batch (and any block it completes), tell Alice, then stop.
+                stop_flag.store(true, Ordering::SeqCst);
+                match tokio::time::timeout(STOP_GRACE, &mut session).await {
+                    Ok(ended) => ended?,
+                    Err(_) => return Ok(()),
+                }
+            }
+        };
+        if after_session(ended)? {
+            break;
+        }
+    }
+    Ok(())
+}
