@@ -144,6 +144,9 @@ struct RawSource {
     basis_z_probability: f64,
     #[serde(default)]
     reference_share: f64,
+    /// Pulse rate and slots per sync, for devices given one by one (a bench says them itself).
+    repetition_rate_hz: Option<f64>,
+    sync_divider: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +175,8 @@ pub struct SourceSettings {
     pub basis_z_probability: f64,
     /// Share of reference slots.
     pub reference_share: f64,
+    /// Pulse rate (Hz) and slots per sync pulse, when the configuration gives them.
+    pub clock: Option<(f64, u64)>,
 }
 
 /// Where a node's devices are.
@@ -180,14 +185,18 @@ pub enum Devices {
     /// A `qkd sim serve` bench's devices, described by its `bench.json`.
     Emulated(PathBuf),
     /// Given one by one.
-    Listed {
-        /// Alice's source board.
-        source: Option<DeviceConfig>,
-        /// Bob's detector board, armed at start.
-        detectors: Option<DeviceConfig>,
-        /// Bob's tag stream address.
-        tag_stream: Option<String>,
-    },
+    Listed(Box<ListedDevices>),
+}
+
+/// Devices given one by one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedDevices {
+    /// Alice's source board.
+    pub source: Option<DeviceConfig>,
+    /// Bob's detector board, armed at start.
+    pub detectors: Option<DeviceConfig>,
+    /// Bob's tag stream address.
+    pub tag_stream: Option<String>,
 }
 
 /// How to reach the peer.
@@ -304,27 +313,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<NodeConfig> {
         (NodeProtocol::Bbm92, Some(_)) => bail!("source: BBM92 has no weak-coherent source"),
         (NodeProtocol::Bbm92, None) => None,
     };
-    let devices = match raw.devices {
-        RawDevices {
-            emulated: Some(dir),
-            source: None,
-            detectors: None,
-            tagger: None,
-        } => Devices::Emulated(resolve(&dir)),
-        RawDevices {
-            emulated: Some(_), ..
-        } => bail!("devices: give devices.emulated or the devices one by one, not both"),
-        RawDevices {
-            emulated: None,
-            source,
-            detectors,
-            tagger,
-        } => Devices::Listed {
-            source,
-            detectors,
-            tag_stream: tagger.map(|RawTagger::TagStream { address }| address),
-        },
-    };
+    let devices = devices(raw.devices, &resolve)?;
     Ok(NodeConfig {
         file: file.to_owned(),
         role: raw.role,
@@ -346,6 +335,30 @@ fn validate(raw: RawConfig, file: &Path) -> Result<NodeConfig> {
         },
         source,
         devices,
+    })
+}
+
+fn devices(raw: RawDevices, resolve: &impl Fn(&Path) -> PathBuf) -> Result<Devices> {
+    Ok(match raw {
+        RawDevices {
+            emulated: Some(dir),
+            source: None,
+            detectors: None,
+            tagger: None,
+        } => Devices::Emulated(resolve(&dir)),
+        RawDevices {
+            emulated: Some(_), ..
+        } => bail!("devices: give devices.emulated or the devices one by one, not both"),
+        RawDevices {
+            emulated: None,
+            source,
+            detectors,
+            tagger,
+        } => Devices::Listed(Box::new(ListedDevices {
+            source,
+            detectors,
+            tag_stream: tagger.map(|RawTagger::TagStream { address }| address),
+        })),
     })
 }
 
@@ -385,6 +398,14 @@ fn source_settings(raw: &RawSource) -> Result<SourceSettings> {
             "",
         )?,
         reference_share: in_range("source.reference_share", raw.reference_share, 0.0, 0.5, "")?,
+        clock: match (raw.repetition_rate_hz, raw.sync_divider) {
+            (Some(rate), Some(divider)) if (1..=1 << 30).contains(&divider) => Some((
+                in_range("source.repetition_rate_hz", rate, 1.0, 1e11, "Hz")?,
+                divider,
+            )),
+            (None, None) => None,
+            _ => bail!("source: give repetition_rate_hz and sync_divider (1 to 2^30) together"),
+        },
     })
 }
 

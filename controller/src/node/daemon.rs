@@ -79,18 +79,11 @@ fn device_set(config: &NodeConfig) -> Result<DeviceSet> {
                 rate: bench.repetition_rate_hz.zip(bench.sync_divider),
             }
         }
-        Devices::Listed {
-            source,
-            detectors,
-            tag_stream,
-        } => DeviceSet {
-            detectors: detectors.clone(),
-            rate: source
-                .as_ref()
-                .and_then(|s| s.repetition_rate_hz)
-                .map(|r| (r, 1000)),
-            source: source.clone(),
-            tag_stream: tag_stream.clone(),
+        Devices::Listed(listed) => DeviceSet {
+            detectors: listed.detectors.clone(),
+            rate: config.source.as_ref().and_then(|s| s.clock),
+            source: listed.source.clone(),
+            tag_stream: listed.tag_stream.clone(),
         },
     })
 }
