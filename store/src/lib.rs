@@ -157,7 +157,19 @@ impl Store {
         if !path.exists() {
             return Err(StoreFailure::Missing(dir.to_owned()));
         }
-        Self::connect(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let store = Self::connect(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        // A node that is just starting may have made the file but not its tables yet.
+        let tables: i64 = store.run(|db| {
+            db.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('keys', 'auth', 'meta')",
+                [],
+                |r| r.get(0),
+            )
+        })?;
+        if tables < 3 {
+            return Err(StoreFailure::Missing(dir.to_owned()));
+        }
+        Ok(store)
     }
 
     fn connect(path: &Path, flags: OpenFlags) -> Result<Self, StoreFailure> {

@@ -23,7 +23,7 @@ use qkd_postprocess::slots::{SlotConfig, SlotRecovery};
 use qkd_runtime::channel::tcp::TcpTransport;
 use qkd_runtime::channel::{Deadlines, Peer};
 use qkd_runtime::error::{ErrorKind, SessionError};
-use qkd_runtime::events::Events;
+use qkd_runtime::events::{Events, NodeEvent};
 use qkd_runtime::messages::Message;
 use qkd_runtime::randomness::ProtocolRng;
 use qkd_runtime::session::{Measurer, Preparer};
@@ -211,6 +211,7 @@ pub async fn run(config: NodeConfig, stop: watch::Receiver<bool>) -> Result<()> 
     let events = Events::default();
     let board = StatusBoard::new(config.role, &config.node_id);
     tokio::spawn(board.clone().follow(events.subscribe()));
+    tokio::spawn(log_events(events.subscribe()));
     let control = config.state_dir.join(CONTROL_SOCKET);
     let control_task = {
         let (board, store, control) = (board.clone(), store.clone(), control.clone());
@@ -235,6 +236,33 @@ pub async fn run(config: NodeConfig, stop: watch::Receiver<bool>) -> Result<()> 
     control_task.abort();
     let _ = std::fs::remove_file(&control);
     result
+}
+
+/// One line on stderr per block and per resynchronisation, for the operator's log.
+async fn log_events(mut events: tokio::sync::broadcast::Receiver<NodeEvent>) {
+    loop {
+        match events.recv().await {
+            Ok(NodeEvent::Block { id, report }) => match &report.aborted {
+                None => eprintln!(
+                    "node: block {} committed: {} secret bits ({} key bits, {} disclosed)",
+                    id.unwrap_or_default(),
+                    report.secret_bits,
+                    report.key_bits,
+                    report.disclosed_bits
+                ),
+                Some(reason) => eprintln!(
+                    "node: block {} gave no key: {reason}",
+                    id.unwrap_or_default()
+                ),
+            },
+            Ok(NodeEvent::Resynchronised { reason }) => {
+                eprintln!("node: channel resynchronised after: {reason}");
+            }
+            Ok(NodeEvent::Alarm(alarm)) => eprintln!("node: ALARM {alarm:?}"),
+            Ok(NodeEvent::Batch { .. }) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// A store belongs to one node: refuse to run another role or protocol on it.

@@ -1,0 +1,458 @@
+//! Two real node processes and a bench process on loopback, as `examples/two-node` runs them:
+//! keys that match by ID and hash in both stores; `kill -9` of either node at any moment and a
+//! restart leave both stores equal and never move a pad back; a tampered, dropped or replayed
+//! message on the wire costs at most a block; the same bench seed gives other hash seeds.
+//!
+//! The tests share the machine's two cores with three processes each, so they run one at a time
+//! and wait on what the nodes report (with bounds far beyond what a loaded machine needs), never
+//! on fixed sleeps.
+// Test helpers outside #[test] functions may unwrap: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use qkd_postprocess::bits::Bits;
+use qkd_postprocess::sift::Basis;
+use qkd_runtime::channel::{WireBody, decode_frame, encode_frame};
+use qkd_runtime::messages::Message;
+
+/// One link at a time on this machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Longest wait for anything the nodes should do in seconds.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+fn qkd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qkd"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A copy of `examples/two-node` with its own ports and a bench at 50 km (fewer detections than
+/// the example's 25 km, so three processes keep up with real time on two cores).
+struct Link {
+    dir: PathBuf,
+    peer_port: u16,
+    processes: BTreeMap<&'static str, Child>,
+}
+
+impl Link {
+    fn new(name: &str, seed: u64) -> Link {
+        let dir = std::env::temp_dir().join(format!("qkd-node-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-node");
+        let (peer, tags) = (free_port(), free_port());
+        for file in ["bench.toml", "alice.toml", "bob.toml"] {
+            let text = std::fs::read_to_string(example.join(file))
+                .unwrap()
+                .replace("127.0.0.1:7301", &format!("127.0.0.1:{peer}"))
+                .replace("127.0.0.1:7401", &format!("127.0.0.1:{tags}"))
+                .replace("distance_km = 25.0", "distance_km = 50.0")
+                .replace("seed = 1", &format!("seed = {seed}"));
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        let init = qkd()
+            .args(["auth", "init", "--dir", "secrets"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+        let mut link = Link {
+            dir,
+            peer_port: peer,
+            processes: BTreeMap::new(),
+        };
+        link.spawn("bench", &["sim", "serve", "--config", "bench.toml"]);
+        link.wait_until("the bench", || link.dir.join("bench/bench.json").exists());
+        link
+    }
+
+    fn spawn(&mut self, name: &'static str, args: &[&str]) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = qkd()
+            .args(args)
+            .current_dir(&self.dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.processes.insert(name, child);
+    }
+
+    /// Starts a node from `<role>.toml`.
+    fn start(&mut self, role: &'static str) {
+        let config = format!("{role}.toml");
+        self.spawn(role, &["node", "--config", &config]);
+    }
+
+    /// Points Bob at `port` instead of Alice (a proxy in between).
+    fn route_bob_through(&self, port: u16) {
+        let file = self.dir.join("bob.toml");
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace(&format!("127.0.0.1:{}", self.peer_port), &format!("127.0.0.1:{port}"));
+        std::fs::write(file, text).unwrap();
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            if started.elapsed() >= PATIENCE {
+                let status = |role: &str| {
+                    qkd()
+                        .args(["node", "status", "--config", &format!("{role}.toml"), "--json"])
+                        .current_dir(&self.dir)
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default()
+                };
+                panic!(
+                    "waited {PATIENCE:?} for {what}\nbench: {}\nalice: {}{}\nbob: {}{}",
+                    self.log("bench"),
+                    self.log("alice"),
+                    status("alice"),
+                    self.log("bob"),
+                    status("bob")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = qkd().args(args).current_dir(&self.dir).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn status(&self, role: &str) -> serde_json::Value {
+        self.json(&["node", "status", "--config", &format!("{role}.toml"), "--json"])
+    }
+
+    /// The committed keys of a node's store: (key ID, bits, SHA-256).
+    fn keys(&self, role: &str) -> Vec<(String, u64, String)> {
+        let listed = self.json(&["keys", "list", "--config", &format!("{role}.toml"), "--json"]);
+        listed["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["key_id"].as_str().unwrap().to_owned(),
+                    k["bits"].as_u64().unwrap(),
+                    k["sha256"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn pad_bits_used(&self, role: &str) -> u64 {
+        self.status(role)["auth"]["pad_bits_used"].as_u64().unwrap()
+    }
+
+    /// Keys a node has stored; 0 while it has not made its store yet.
+    fn keys_stored(&self, role: &str) -> u64 {
+        let out = qkd()
+            .args(["node", "status", "--config", &format!("{role}.toml"), "--json"])
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return 0;
+        }
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        status["keys_stored"].as_u64().unwrap()
+    }
+
+    /// Waits until `role` has stored `n` keys in all.
+    fn wait_for_keys(&self, role: &str, n: u64) {
+        self.wait_until(&format!("{role} to store {n} keys"), || self.keys_stored(role) >= n);
+    }
+
+    fn signal(&mut self, name: &str, signal: &str) {
+        let child = self.processes.get_mut(name).unwrap();
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// `kill -9`: the process ends at whatever it was doing.
+    fn kill(&mut self, name: &'static str) {
+        self.signal(name, "-KILL");
+        self.processes.remove(name).unwrap().wait().unwrap();
+    }
+
+    /// SIGTERM, and the exit it leads to (which must be clean).
+    fn stop(&mut self, name: &'static str) {
+        self.signal(name, "-TERM");
+        let mut child = self.processes.remove(name).unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(started.elapsed() < PATIENCE, "{name} did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{name} stopped with {status}: {}", self.log(name));
+    }
+
+    /// Stops both nodes cleanly (Bob first: he settles what he holds) and returns their keys.
+    fn finish(&mut self) -> (Vec<(String, u64, String)>, Vec<(String, u64, String)>) {
+        self.stop("bob");
+        self.stop("alice");
+        (self.keys("alice"), self.keys("bob"))
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for child in self.processes.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[test]
+fn two_nodes_keep_the_same_keys_by_id_and_hash() {
+    let _one = serial();
+    let mut link = Link::new("keys", 1);
+    link.start("alice");
+    link.start("bob");
+    link.wait_for_keys("bob", 4);
+    let status = link.status("bob");
+    assert_eq!(status["role"], "bob");
+    assert_eq!(status["state"], "generating");
+    assert_eq!(status["peer_connected"], true);
+    let qber = status["qber_z"].as_f64().unwrap();
+    assert!((qber - 0.01).abs() < 0.003, "QBER {qber}");
+    for field in ["blocks", "aborted_blocks", "secret_bits", "qber_x", "secret_key_rate_bps"] {
+        assert!(status.get(field).is_some(), "status lacks {field}");
+    }
+    let (alice, bob) = link.finish();
+    assert!(bob.len() >= 4, "{bob:?}");
+    assert_eq!(alice, bob, "the stores differ");
+    // Stopped nodes still answer from their stores.
+    let stopped = link.status("alice");
+    assert_eq!(stopped["state"], "stopped");
+    assert_eq!(stopped["keys_stored"].as_u64().unwrap(), alice.len() as u64);
+}
+
+#[test]
+fn kill_9_of_either_node_at_any_moment_leaves_both_stores_equal_and_no_pad_reused() {
+    let _one = serial();
+    let mut link = Link::new("kill", 2);
+    link.start("alice");
+    link.start("bob");
+    let mut used: BTreeMap<&str, u64> = BTreeMap::new();
+    // Kill each node in turn while it is working (blocks take most of the time, so most kills
+    // land mid-block), restart it, and check that its pads only ever moved forward.
+    for (round, victim) in ["bob", "alice", "bob", "alice", "bob"].into_iter().enumerate() {
+        let target = link.keys_stored("bob") + 2;
+        link.wait_for_keys("bob", target);
+        // A moment into the next block, different every round.
+        std::thread::sleep(Duration::from_millis(37 * (round as u64 + 1)));
+        for role in ["alice", "bob"] {
+            let now = link.pad_bits_used(role);
+            assert!(now >= used.get(role).copied().unwrap_or(0), "{role}'s pads moved back");
+            used.insert(role, now);
+        }
+        link.kill(victim);
+        let after_crash = link.pad_bits_used(victim);
+        assert!(
+            after_crash >= used[victim],
+            "{victim}'s journal lost pad uses in the crash"
+        );
+        link.start(victim);
+    }
+    let target = link.keys_stored("bob") + 2;
+    link.wait_for_keys("bob", target);
+    let (alice, bob) = link.finish();
+    assert_eq!(alice, bob, "the stores differ after the crashes");
+    let ids: Vec<&String> = bob.iter().map(|k| &k.0).collect();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids, unique, "a key ID given twice");
+    for role in ["alice", "bob"] {
+        assert!(link.pad_bits_used(role) >= used[role]);
+    }
+}
+
+/// A proxy between Bob and Alice that forwards whole frames, lets `attack` change Bob's n-th
+/// frame (returning the frames to send instead), and records Alice's `Amplify` seeds.
+struct Proxy {
+    port: u16,
+    seeds: Arc<Mutex<Vec<Bits>>>,
+}
+
+type Attack = fn(u64, Vec<u8>) -> Vec<Vec<u8>>;
+
+impl Proxy {
+    fn start(alice_port: u16, attack: Attack) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seeds = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&seeds);
+        std::thread::spawn(move || {
+            // Bob counts frames across his connections: the attack hits each index once.
+            let sent = Arc::new(Mutex::new(0u64));
+            for bob in listener.incoming() {
+                let Ok(bob) = bob else { return };
+                let Ok(alice) = std::net::TcpStream::connect(("127.0.0.1", alice_port)) else {
+                    continue;
+                };
+                let (bob_in, alice_out) = (bob.try_clone().unwrap(), alice.try_clone().unwrap());
+                let sent = Arc::clone(&sent);
+                std::thread::spawn(move || {
+                    relay(bob_in, alice_out, |frame| {
+                        let mut n = sent.lock().unwrap();
+                        *n += 1;
+                        attack(*n - 1, frame)
+                    });
+                });
+                let recorded = Arc::clone(&recorded);
+                std::thread::spawn(move || {
+                    relay(alice, bob, |frame| {
+                        if let Ok(WireBody::Message(Message::Amplify { seed, .. })) =
+                            decode_frame::<Message>(&frame).map(|f| f.body)
+                        {
+                            recorded.lock().unwrap().extend(seed.to_bits());
+                        }
+                        vec![frame]
+                    });
+                });
+            }
+        });
+        Proxy { port, seeds }
+    }
+}
+
+/// Copies length-prefixed frames from `from` to `to` through `edit` until either side closes.
+fn relay(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    mut edit: impl FnMut(Vec<u8>) -> Vec<Vec<u8>>,
+) {
+    use std::io::{Read, Write};
+    loop {
+        let mut len = [0u8; 4];
+        if from.read_exact(&mut len).is_err() {
+            break;
+        }
+        let mut frame = vec![0u8; u32::from_le_bytes(len) as usize];
+        if from.read_exact(&mut frame).is_err() {
+            break;
+        }
+        for out in edit(frame) {
+            let sent = to
+                .write_all(&(out.len() as u32).to_le_bytes())
+                .and_then(|()| to.write_all(&out));
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// Bob's frames 300, 700 and 1100 altered, dropped and replayed (the sift and block traffic of
+/// different blocks).
+fn three_attacks(n: u64, frame: Vec<u8>) -> Vec<Vec<u8>> {
+    match n {
+        300 => {
+            let mut decoded = decode_frame::<Message>(&frame).unwrap();
+            if let WireBody::Message(Message::Announce(a)) = &mut decoded.body {
+                for b in a.basis.iter_mut().take(50) {
+                    *b = match b {
+                        Basis::Z => Basis::X,
+                        Basis::X => Basis::Z,
+                    };
+                }
+                return vec![encode_frame(&decoded).unwrap()];
+            }
+            let mut frame = frame;
+            let middle = frame.len() / 2;
+            frame[middle] ^= 1;
+            vec![frame]
+        }
+        700 => vec![],
+        1100 => vec![frame.clone(), frame],
+        _ => vec![frame],
+    }
+}
+
+#[test]
+fn tampered_dropped_or_replayed_messages_cost_at_most_a_block_each() {
+    let _one = serial();
+    let mut link = Link::new("tamper", 3);
+    let proxy = Proxy::start(link.peer_port, three_attacks);
+    link.route_bob_through(proxy.port);
+    link.start("alice");
+    link.start("bob");
+    // Well past the attacks: a block of this link takes some 800 of Bob's frames.
+    link.wait_for_keys("bob", 6);
+    let status = link.status("bob");
+    let aborted = status["aborted_blocks"].as_u64().unwrap();
+    let resyncs = status["resyncs"].as_u64().unwrap();
+    assert!(resyncs >= 3, "the attacks went unnoticed: {status}");
+    assert!(aborted <= 3, "three attacks cost {aborted} blocks: {status}");
+    let (alice, bob) = link.finish();
+    assert_eq!(alice, bob);
+}
+
+#[test]
+fn the_same_bench_seed_gives_other_hash_seeds_and_keys() {
+    let _one = serial();
+    let mut runs = Vec::new();
+    for run in 0..2 {
+        let mut link = Link::new(&format!("seeds-{run}"), 9);
+        let proxy = Proxy::start(link.peer_port, |_, frame| vec![frame]);
+        link.route_bob_through(proxy.port);
+        link.start("alice");
+        link.start("bob");
+        link.wait_for_keys("bob", 2);
+        let (_, keys) = link.finish();
+        let seeds = proxy.seeds.lock().unwrap().clone();
+        assert!(!seeds.is_empty());
+        runs.push((keys, seeds));
+    }
+    let (first, second) = (&runs[0], &runs[1]);
+    assert_ne!(first.0[0].2, second.0[0].2, "the same key from the same seed");
+    let (a, b) = (&first.1[0], &second.1[0]);
+    // Independent uniform seeds differ in half their bits, within 5 σ of a binomial.
+    let n = a.len().min(b.len());
+    let differ = a.range(0, n).hamming_distance(&b.range(0, n));
+    let sigma = (n as f64 / 4.0).sqrt();
+    assert!(
+        (differ as f64 - n as f64 / 2.0).abs() < 5.0 * sigma,
+        "{differ} of {n} seed bits differ"
+    );
+}
