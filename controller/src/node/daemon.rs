@@ -259,7 +259,8 @@ async fn log_events(mut events: tokio::sync::broadcast::Receiver<NodeEvent>) {
                 eprintln!("node: channel resynchronised after: {reason}");
             }
             Ok(NodeEvent::Alarm(alarm)) => eprintln!("node: ALARM {alarm:?}"),
-            Ok(NodeEvent::Batch { .. }) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Ok(NodeEvent::Batch { .. })
+            | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
