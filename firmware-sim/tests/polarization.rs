@@ -130,6 +130,43 @@ fn pair_coincidences_follow_the_two_arm_transmissions() {
 }
 
 #[test]
+fn an_eavesdropper_on_bs_photons_costs_a_quarter_of_the_matched_pairs() {
+    // Eve measures B's photon in a random basis: in the measured basis (half the time) both
+    // photons carry her outcome and agree; in the other, the two outcomes are independent
+    // coins. So the basis-matched error rate is f/4 on perfectly aligned fibers, and the pair
+    // count is unchanged (she resends what she found).
+    let seconds = 0.2;
+    let honest = pair_statistics(
+        &entangled(InitialRotation::Identity, InitialRotation::Identity),
+        seconds,
+    );
+    for fraction in [1.0, 0.5] {
+        let mut spec = entangled(InitialRotation::Identity, InitialRotation::Identity);
+        spec.eve.intercept_fraction = fraction;
+        let (coincidences, matched, errors) = pair_statistics(&spec, seconds);
+        for basis in 0..2 {
+            let n = matched[basis] as f64;
+            let expected = fraction / 4.0;
+            let sigma = (expected * (1.0 - expected) / n).sqrt();
+            assert_within_5_sigma(
+                &format!("f={fraction} basis {basis}"),
+                errors[basis] as f64 / n,
+                expected,
+                sigma,
+            );
+        }
+        // She resends every photon, so the pair count keeps its expectation; both counts are
+        // Poisson around it, their difference within sqrt(2N).
+        assert_within_5_sigma(
+            &format!("f={fraction} coincidences"),
+            coincidences as f64,
+            honest.0 as f64,
+            (2.0 * honest.0 as f64).sqrt(),
+        );
+    }
+}
+
+#[test]
 fn entangled_correlations_follow_the_conjugate_rule() {
     // With the same rotation R in both arms, |Φ+⟩ sees R·M·Rᵀ·M (M flips S3): rotations about S3
     // cancel, rotations about S2 double. A rotation in one arm only acts once.

@@ -45,8 +45,10 @@ pub(crate) fn spec(preset: LinkPreset, distance_km: f64) -> EntangledLinkSpec {
 }
 
 pub(super) async fn run(run: &Run) -> Result<LinkReport> {
-    let bench = EmulatedBench::entangled(&spec(run.bench.preset, run.bench.distance_km), run.seed)
-        .context("the entangled bench cannot be built")?;
+    let mut spec = spec(run.bench.preset, run.bench.distance_km);
+    spec.eve.intercept_fraction = run.bench.eve_fraction;
+    let bench =
+        EmulatedBench::entangled(&spec, run.seed).context("the entangled bench cannot be built")?;
     let mut node_a = NodeA::new(
         bench.tagger(0, BATCH).context("node A has no tagger")?,
         run.budget(),

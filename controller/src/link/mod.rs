@@ -132,9 +132,6 @@ fn validate(args: &LinkArgs) -> Result<Run> {
         if args.bench.mu.is_some() {
             bail!("--mu: BBM92 has no weak-coherent source (the pair rate is fixed)");
         }
-        if bench.eve_fraction > 0.0 {
-            bail!("--eve-fraction: the entangled bench has no eavesdropper model");
-        }
     }
     let seconds = in_range("seconds", args.seconds, 1e-3, 1e5, "s")?;
     let eps_sec = in_range("eps-sec", args.eps_sec, 1e-30, 0.1, "")?;

@@ -6,7 +6,9 @@
 //! that a detector could count are simulated. Whichever photon arrives first is measured first: its
 //! outcome is unbiased, and it collapses its partner to the conjugate state (`S3 → -S3`) of what
 //! was found, shrunk by the first side's visibility; the partner is then measured in its own
-//! node's frame. Dark counts, dead time and afterpulses are each node's own.
+//! node's frame. Dark counts, dead time and afterpulses are each node's own. An eavesdropper at
+//! the source's output towards B measures B's photon before either node does: both photons then
+//! leave in the states her outcome fixes.
 
 use std::collections::VecDeque;
 
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::{Gates, SlotClock};
 use super::controller_optics::ActuatorError;
 use super::detector::NEVER;
+use super::eve::{Eve, EveSpec};
 use super::fiber::{Fiber, FiberSpec};
 use super::node::{NodeOutput, ReceiverNode};
 use super::param::{ConfigError, Section};
@@ -45,6 +48,9 @@ pub struct EntangledLinkSpec {
     /// Node B's tagger.
     #[serde(default)]
     pub tagger_b: TaggerSpec,
+    /// An intercept-resend eavesdropper on B's photons.
+    #[serde(default)]
+    pub eve: EveSpec,
 }
 
 impl EntangledLinkSpec {
@@ -59,6 +65,7 @@ impl EntangledLinkSpec {
             receiver_b: receiver,
             tagger_a: TaggerSpec::default(),
             tagger_b: TaggerSpec::default(),
+            eve: EveSpec::default(),
         }
     }
 }
@@ -100,7 +107,31 @@ pub struct EntangledWorld {
     pairs: u64,
     queues: [VecDeque<Arrival>; 2],
     rng: SimRng,
+    eve: Eve,
     now_ps: i64,
+}
+
+/// Node B's index.
+const NODE_B: usize = 1;
+
+/// The state a photon is left in when its partner was found in `found` (both in the source's
+/// frame, shrunk by `visibility`): the same linear polarization, the opposite circular one.
+fn partner_of(found: Stokes, visibility: f64) -> Stokes {
+    [
+        visibility * found[0],
+        visibility * found[1],
+        -visibility * found[2],
+    ]
+}
+
+/// Queues `arrival` in time order: photons projected at the source can overtake those still
+/// waiting for their partner's measurement.
+fn enqueue(queue: &mut VecDeque<Arrival>, arrival: Arrival) {
+    let at = queue
+        .iter()
+        .rposition(|a| a.t_ps <= arrival.t_ps)
+        .map_or(0, |i| i + 1);
+    queue.insert(at, arrival);
 }
 
 fn node(
@@ -193,6 +224,7 @@ impl EntangledWorld {
             pairs: 0,
             queues: [VecDeque::new(), VecDeque::new()],
             rng: SimRng::new(seed, stream::PAIRS),
+            eve: Eve::new(&spec.eve, Section("eve"), SimRng::new(seed, stream::EVE))?,
             now_ps: 0,
         };
         world.next_emission_ps = world.emission_after(0);
@@ -274,6 +306,24 @@ impl EntangledWorld {
         } else {
             (false, true)
         };
+        let candidate = |node: usize| if node == self.first { first } else { second };
+        if candidate(NODE_B)
+            && let Some(found) = self.eve.intercept_unpolarized()
+        {
+            self.emit_intercepted(t, DETECTOR_AXES[found], [first, second]);
+        } else {
+            self.emit_entangled(t, first, second);
+        }
+        self.pairs += 1;
+        self.next_emission_ps = if self.source_enabled {
+            self.emission_after(t)
+        } else {
+            NEVER
+        };
+    }
+
+    /// A pair whose photons wait for the first of them to be measured.
+    fn emit_entangled(&mut self, t: i64, first: bool, second: bool) {
         self.queues[self.first].push_back(Arrival {
             t_ps: t + self.nodes[self.first].fiber.delay_ps(),
             pair: self.pairs,
@@ -285,12 +335,36 @@ impl EntangledWorld {
             partner: second,
             emitted_ps: t,
         });
-        self.pairs += 1;
-        self.next_emission_ps = if self.source_enabled {
-            self.emission_after(t)
-        } else {
-            NEVER
-        };
+    }
+
+    /// A pair whose B photon Eve found in `found` and resent: A's photon is projected onto the
+    /// partner state, B receives Eve's. `candidates` are the first and second node's.
+    fn emit_intercepted(&mut self, t: i64, found: Stokes, candidates: [bool; 2]) {
+        for (order, candidate) in candidates.into_iter().enumerate() {
+            if !candidate {
+                continue;
+            }
+            let node = if order == 0 {
+                self.first
+            } else {
+                1 - self.first
+            };
+            let photon = Photon::Conditioned(if node == NODE_B {
+                found
+            } else {
+                partner_of(found, 1.0)
+            });
+            enqueue(
+                &mut self.queues[node],
+                Arrival {
+                    t_ps: t + self.nodes[node].fiber.delay_ps(),
+                    pair: self.pairs,
+                    photon,
+                    partner: false,
+                    emitted_ps: t,
+                },
+            );
+        }
     }
 
     /// Measures the photon of `arrival` at node `index`; returns the detector that counted it.
@@ -327,17 +401,19 @@ impl EntangledWorld {
                     .rotation()
                     .after(&node.fiber.rotation());
                 let at_source = to_lab.inverse().apply(DETECTOR_AXES[detector]);
-                let v = node.fiber.visibility();
-                Photon::Conditioned([v * at_source[0], v * at_source[1], -v * at_source[2]])
+                Photon::Conditioned(partner_of(at_source, node.fiber.visibility()))
             }
         };
         let second = 1 - self.first;
-        self.queues[second].push_back(Arrival {
-            t_ps: arrival.emitted_ps + self.nodes[second].fiber.delay_ps(),
-            photon,
-            partner: false,
-            ..arrival
-        });
+        enqueue(
+            &mut self.queues[second],
+            Arrival {
+                t_ps: arrival.emitted_ps + self.nodes[second].fiber.delay_ps(),
+                photon,
+                partner: false,
+                ..arrival
+            },
+        );
     }
 
     /// Emulates the link up to world time `t_end_ps`, appending what each node produced.
