@@ -45,8 +45,12 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A stored key as `keys list` shows it: ID, block and SHA-256.
+type StoredKey = (String, u64, String);
+
 /// A copy of `examples/two-node` with its own ports and a bench at 50 km (fewer detections than
 /// the example's 25 km, so three processes keep up with real time on two cores).
+
 struct Link {
     dir: PathBuf,
     peer_port: u16,
@@ -175,7 +179,7 @@ impl Link {
     }
 
     /// The committed keys of a node's store: (key ID, bits, SHA-256).
-    fn keys(&self, role: &str) -> Vec<(String, u64, String)> {
+    fn keys(&self, role: &str) -> Vec<StoredKey> {
         let listed = self.json(&[
             "keys",
             "list",
@@ -263,7 +267,7 @@ impl Link {
     }
 
     /// Stops both nodes cleanly (Bob first: he settles what he holds) and returns their keys.
-    fn finish(&mut self) -> (Vec<(String, u64, String)>, Vec<(String, u64, String)>) {
+    fn finish(&mut self) -> (Vec<StoredKey>, Vec<StoredKey>) {
         self.stop("bob");
         self.stop("alice");
         (self.keys("alice"), self.keys("bob"))
