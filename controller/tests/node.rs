@@ -50,7 +50,6 @@ type StoredKey = (String, u64, String);
 
 /// A copy of `examples/two-node` with its own ports and a bench at 50 km (fewer detections than
 /// the example's 25 km, so three processes keep up with real time on two cores).
-
 struct Link {
     dir: PathBuf,
     peer_port: u16,
