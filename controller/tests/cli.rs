@@ -654,7 +654,7 @@ fn bench_ec_and_pa_report_the_contracted_fields() {
 
 #[test]
 fn bbm92_refuses_flags_its_bench_cannot_honour() {
-    for (flag, value) in [("--mu", "0.5")] {
+    for (flag, value) in [("--mu", "0.5"), ("--drift-rate", "1")] {
         let out = qkd(&[
             "link",
             "--protocol",
