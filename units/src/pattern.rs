@@ -84,9 +84,10 @@ pub struct PatternShares {
     intensity_count: usize,
 }
 
-/// Converts a probability to a threshold on 32 uniform bits.
+/// Converts a probability to a threshold on 32 uniform bits, rounded to the nearest (adding one
+/// half and truncating, since `f64::round` needs `std` and this crate builds for firmware).
 fn threshold(p: f64) -> u64 {
-    (p * 4_294_967_296.0).round() as u64
+    (p * 4_294_967_296.0 + 0.5) as u64
 }
 
 impl PatternShares {
