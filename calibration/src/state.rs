@@ -135,13 +135,16 @@ impl PolarizationCalibration {
             path: path.to_owned(),
             source,
         };
-        let text = serde_json::to_string_pretty(self).map_err(|e| StateError::Malformed {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let text = self.to_json();
         let temporary = path.with_extension("tmp");
         std::fs::write(&temporary, text).map_err(io)?;
         std::fs::rename(&temporary, path).map_err(io)
+    }
+
+    /// The calibration as the file holds it (a node's store keeps the same text).
+    pub fn to_json(&self) -> String {
+        // Plain numbers, strings and options: serialising cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
     /// Reads the file and checks it belongs to `controller` and has one value per actuator.
@@ -150,16 +153,28 @@ impl PolarizationCalibration {
         controller: &DeviceIdentity,
         actuators: usize,
     ) -> Result<Self, StateError> {
-        let malformed = |reason: String| StateError::Malformed {
-            path: path.to_owned(),
-            reason,
-        };
         let text = std::fs::read_to_string(path).map_err(|source| StateError::Io {
             path: path.to_owned(),
             source,
         })?;
+        Self::parse(&text, path, controller, actuators)
+    }
+
+    /// Reads calibration `text` from `origin` (named in errors), with the checks of
+    /// [`Self::load`].
+    pub fn parse(
+        text: &str,
+        origin: &Path,
+        controller: &DeviceIdentity,
+        actuators: usize,
+    ) -> Result<Self, StateError> {
+        let path = origin;
+        let malformed = |reason: String| StateError::Malformed {
+            path: path.to_owned(),
+            reason,
+        };
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
         let found = value.get("version").and_then(serde_json::Value::as_u64);
         match found {
             Some(v) if v == u64::from(FORMAT_VERSION) => {}

@@ -11,8 +11,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use qkd_drivers::TimeTagger;
 use qkd_drivers::emulator::{EmulatedBench, Pacing};
+use qkd_drivers::serial::DeviceKind;
+use qkd_drivers::tag_stream;
 use qkd_firmware_sim::host::{Host, LightPath, SharedBench};
-use qkd_firmware_sim::world::LinkPreset;
+use qkd_firmware_sim::world::{InitialRotation, LinkPreset};
 use serde::{Deserialize, Serialize};
 
 use crate::flags::{BenchFlags, in_range, key_in_range};
@@ -51,6 +53,25 @@ impl LightPathArg {
             LightPathArg::Mpc320 => LightPath::Mpc320,
         }
     }
+
+    /// The served device: its kind and the name of its pseudo-terminal.
+    fn device(self) -> (DeviceKind, &'static str) {
+        match self {
+            LightPathArg::Epc => (DeviceKind::PolarizationBoard, "epc"),
+            LightPathArg::OzEpc => (DeviceKind::OzEpc, "oz-epc"),
+            LightPathArg::Mpc320 => (DeviceKind::Mpc320, "mpc320"),
+        }
+    }
+}
+
+/// A served serial device, as `bench.json` names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchDevice {
+    /// What it is.
+    pub kind: DeviceKind,
+    /// Its pseudo-terminal.
+    pub port: PathBuf,
 }
 
 /// Flags of `qkd sim serve`.
@@ -145,7 +166,8 @@ struct RawBench {
     #[serde(default)]
     drift_rate: f64,
     /// The polarization controller in Bob's light path (BB84): `epc`, `oz-epc`, `mpc320`, or
-    /// none (the default: the served controllers move nothing optical).
+    /// none (the default: the served controllers move nothing optical). With one, the fiber
+    /// starts at a random rotation for Bob to align.
     #[serde(default)]
     light_path: Option<LightPathArg>,
 }
@@ -174,6 +196,9 @@ pub struct BenchDescription {
     pub detectors: Option<PathBuf>,
     /// Tag stream address of each receiving node.
     pub tag_streams: BTreeMap<String, String>,
+    /// The polarization controller in Bob's light path (BB84, when the bench has one).
+    #[serde(default)]
+    pub polarization_controller: Option<BenchDevice>,
 }
 
 impl BenchDescription {
@@ -215,7 +240,9 @@ fn build_bench(
                 .light_path
                 .map_or(LightPath::Epc, LightPathArg::light_path);
             if raw.light_path.is_some() {
+                // A controller in the light path has a fiber of unknown rotation to undo.
                 spec.receiver.controller = light_path.controller();
+                spec.fiber.initial_rotation = InitialRotation::Random;
             }
             let bench = EmulatedBench::prepare_measure(&spec, raw.seed)?;
             let world = bench
@@ -291,7 +318,7 @@ fn serve_bench(file: &Path, stop_after: Option<f64>) -> Result<()> {
                 .tagger(node, STREAM_BATCH)
                 .with_context(|| format!("the bench has no tagger for {name}"))?;
             println!("tag stream {name:<6} {address} ({} channels)", tagger.channels().len());
-            servers.push(tokio::spawn(qkd_drivers::tag_stream::serve(listener, tagger)));
+            servers.push(tokio::spawn(tag_stream::serve(listener, tagger)));
         }
         if let Some(host) = &host {
             for device in host.devices() {
@@ -305,6 +332,13 @@ fn serve_bench(file: &Path, stop_after: Option<f64>) -> Result<()> {
             source: host.as_ref().map(|_| dir.join("ptys").join("source")),
             detectors: host.as_ref().map(|_| dir.join("ptys").join("detectors")),
             tag_streams: raw.tag_streams.clone(),
+            polarization_controller: raw.light_path.filter(|_| host.is_some()).map(|path| {
+                let (kind, name) = path.device();
+                BenchDevice {
+                    kind,
+                    port: dir.join("ptys").join(name),
+                }
+            }),
         };
         let bench_file = dir.join(BENCH_FILE);
         std::fs::write(&bench_file, serde_json::to_string_pretty(&description)?)

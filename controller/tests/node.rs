@@ -58,6 +58,11 @@ struct Link {
 
 impl Link {
     fn new(name: &str, seed: u64) -> Link {
+        Link::with(name, seed, |_, text| text)
+    }
+
+    /// A link whose files `edit` changes (given each file's name and text) before it starts.
+    fn with(name: &str, seed: u64, edit: fn(&str, String) -> String) -> Link {
         let dir = std::env::temp_dir().join(format!("qkd-node-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -72,7 +77,7 @@ impl Link {
                 .replace("seed = 1", &format!("seed = {seed}"))
                 // A dropped frame costs one timeout.
                 .replace("[network]\n", "[network]\nreceive_timeout_s = 5.0\n");
-            std::fs::write(dir.join(file), text).unwrap();
+            std::fs::write(dir.join(file), edit(file, text)).unwrap();
         }
         let init = qkd()
             .args(["auth", "init", "--dir", "secrets"])
@@ -204,8 +209,8 @@ impl Link {
         self.status(role)["auth"]["pad_bits_used"].as_u64().unwrap()
     }
 
-    /// Keys a node has stored; 0 while it has not made its store yet.
-    fn keys_stored(&self, role: &str) -> u64 {
+    /// A node's status; `None` while it has not made its store yet.
+    fn try_status(&self, role: &str) -> Option<serde_json::Value> {
         let out = qkd()
             .args([
                 "node",
@@ -217,11 +222,15 @@ impl Link {
             .current_dir(&self.dir)
             .output()
             .unwrap();
-        if !out.status.success() {
-            return 0;
-        }
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        status["keys_stored"].as_u64().unwrap()
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Keys a node has stored; 0 while it has not made its store yet.
+    fn keys_stored(&self, role: &str) -> u64 {
+        self.try_status(role)
+            .map_or(0, |status| status["keys_stored"].as_u64().unwrap())
     }
 
     /// Waits until `role` has stored `n` keys in all.
@@ -279,7 +288,7 @@ impl Drop for Link {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && std::env::var_os("QKD_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -521,4 +530,73 @@ fn the_same_bench_seed_gives_other_hash_seeds_and_keys() {
         (differ as f64 - n as f64 / 2.0).abs() < 5.0 * sigma,
         "{differ} of {n} seed bits differ"
     );
+}
+
+/// The bench with Bob's polarization board in the light path (the fiber at a random rotation,
+/// drifting) and both nodes on a source with reference slots; Bob tracks.
+fn tracked(file: &str, text: String) -> String {
+    let references = |text: String| {
+        text.replace(
+            "basis_z_probability",
+            "reference_share = 0.1\nbasis_z_probability",
+        )
+    };
+    match file {
+        "bench.toml" => text.replace(
+            "[tag_streams]",
+            "light_path = \"epc\"\ndrift_rate = 0.05\n\n[tag_streams]",
+        ),
+        "bob.toml" => references(text) + "\n[tracking]\nenabled = true\n",
+        _ => references(text),
+    }
+}
+
+/// Bob aligns the fiber's random rotation (holding his batches meanwhile), saves the
+/// calibration in his store as it changes, and after a restart starts by checking the saved
+/// one. How good the alignment is on this bench is not asserted (see the README's tracking
+/// section): the mechanics of the node are.
+#[test]
+fn bob_aligns_saves_his_calibration_and_checks_it_after_a_restart() {
+    let _one = serial();
+    let mut link = Link::with("tracking", 7, tracked);
+    link.start("alice");
+    link.start("bob");
+    let mut states = Vec::new();
+    link.wait_until("Bob to align", || {
+        if let Some(status) = link.try_status("bob") {
+            let state = status["state"].as_str().unwrap().to_owned();
+            if states.last() != Some(&state) {
+                states.push(state);
+            }
+        }
+        link.log("bob").contains("polarization tracking: Tracking")
+    });
+    assert!(states.iter().any(|s| s == "aligning"), "{states:?}");
+    let log = link.log("bob");
+    assert!(log.contains("polarization tracking: Aligning"), "{log}");
+    // Alignment is held: not one key before it ends.
+    let aligned_at = log.find("polarization tracking: Tracking").unwrap();
+    assert!(!log[..aligned_at].contains("committed"), "{log}");
+    link.stop("bob");
+    let polarization = link.status("bob")["polarization"].clone();
+    let setting = polarization["setting"].as_array().expect("a saved setting");
+    assert_eq!(setting.len(), 4, "{polarization}");
+    assert!(
+        setting.iter().all(serde_json::Value::is_f64),
+        "{polarization}"
+    );
+    // Restarted, Bob checks the saved setting before anything else.
+    link.start("bob");
+    link.wait_until("Bob to check his saved calibration", || {
+        link.log("bob")
+            .contains("polarization tracking: Calibrating")
+    });
+    let log = link.log("bob");
+    let first = log.find("polarization tracking:").unwrap();
+    assert!(
+        log[first..].starts_with("polarization tracking: Calibrating"),
+        "{log}"
+    );
+    let (alice, bob) = link.finish();
+    assert_eq!(alice, bob);
 }

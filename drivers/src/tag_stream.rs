@@ -10,7 +10,7 @@ use qkd_protocol::tag_stream::{
 };
 use qkd_units::{Picoseconds, Volts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::DeviceIdentity;
 use crate::error::{TaggerError, TransportError};
@@ -62,7 +62,7 @@ pub struct StreamTagger {
 impl StreamTagger {
     /// Connects to the stream at `address` (host:port) and reads its hello.
     pub async fn connect(address: &str) -> Result<Self, TaggerError> {
-        let mut stream = TcpStream::connect(address)
+        let mut stream = connect_bounded(address)
             .await
             .map_err(|e| gone(address, &e))?;
         let _ = stream.set_nodelay(true);
@@ -176,8 +176,35 @@ impl TimeTagger for StreamTagger {
     }
 }
 
-/// Frames queued for a reader before it counts as falling behind.
-const QUEUED_FRAMES: usize = 64;
+/// Frames queued for a reader before the stream waits for it.
+const QUEUED_FRAMES: usize = 1;
+/// Socket buffer of each end: the kernel's least, so that a frame (one batch of the bench's
+/// sync tags alone is kilobytes) barely fits.
+const SOCKET_BUFFER_BYTES: usize = 4096;
+/// Most frames a reader can receive that were cut before a given moment: the one being cut,
+/// the queued one, the one being written, and what the two sockets hold. A tracker acting on a
+/// served world skips this many batches after each move (their light may predate it).
+pub const FRAMES_IN_FLIGHT: u32 = 5;
+
+/// Connects to `address` with a receive buffer of [`SOCKET_BUFFER_BYTES`], set before the
+/// connection opens (a window shrunk later stalls the stream).
+async fn connect_bounded(address: &str) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for peer in tokio::net::lookup_host(address).await? {
+        let socket = if peer.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // Only a bound on latency: a kernel that refuses keeps its own size.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES as u32);
+        match socket.connect(peer).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the address resolves to nothing")))
+}
 
 /// A batch as a frame.
 fn frame(batch: &TagBatch, covered_to_ps: i64, missed: u64) -> Vec<u8> {
@@ -205,6 +232,8 @@ fn writer(mut stream: TcpStream, hello: Vec<u8>) -> tokio::sync::mpsc::Sender<Ve
     let (frames, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_FRAMES);
     tokio::spawn(async move {
         let _ = stream.set_nodelay(true);
+        // The send side may shrink at any time (see [`SOCKET_BUFFER_BYTES`]).
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_BUFFER_BYTES);
         if stream.write_all(&hello).await.is_err() {
             return;
         }
@@ -221,7 +250,8 @@ fn writer(mut stream: TcpStream, hello: Vec<u8>) -> tokio::sync::mpsc::Sender<Ve
 /// last): each gets the hello, then every batch read while it is connected. The tagger is read
 /// continuously, connected or not, so a paced emulation runs on; a reader that falls behind
 /// slows it (streaming is pull-based, like the tagger trait: an emulated world simply runs
-/// slower than real time then). Returns when the tagger fails.
+/// slower than real time then, at most [`FRAMES_IN_FLIGHT`] ahead of its reader). Returns when
+/// the tagger fails.
 pub async fn serve(listener: TcpListener, mut tagger: impl TimeTagger) -> Result<(), TaggerError> {
     let mut hello = Hello {
         resolution_ps: u32::try_from(tagger.resolution().get()).unwrap_or(u32::MAX),

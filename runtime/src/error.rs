@@ -10,6 +10,7 @@ use crate::StoreError;
 use crate::channel::ChannelError;
 use crate::messages::{BlockId, Message};
 use crate::reconcile::ReconcileError;
+use crate::tracking::TrackingFailure;
 
 /// What a node must do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +164,9 @@ pub enum SessionError {
     /// A key or the authentication state could not be made durable.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Polarization tracking stopped: later batches could only be held.
+    #[error("polarization tracking: {0}")]
+    Tracking(#[from] TrackingFailure),
 }
 
 impl SessionError {
@@ -171,7 +175,7 @@ impl SessionError {
         match self {
             SessionError::Channel(e) => e.kind(),
             SessionError::Violation(_) => ErrorKind::Block,
-            SessionError::Data(_) => ErrorKind::Device,
+            SessionError::Data(_) | SessionError::Tracking(_) => ErrorKind::Device,
             SessionError::Store(_) => ErrorKind::Stop,
         }
     }

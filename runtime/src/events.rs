@@ -34,8 +34,23 @@ pub enum NodeEvent {
         /// What went wrong.
         reason: String,
     },
+    /// Polarization tracking changed what it is doing (measurer).
+    Tracking(TrackingState),
     /// Something an operator must look at.
     Alarm(Alarm),
+}
+
+/// What polarization tracking is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackingState {
+    /// Checking a saved calibration against the link.
+    Calibrating,
+    /// Aligning from scratch (no saved calibration, or it no longer held).
+    Aligning,
+    /// Following the drift at its floor: key generation on.
+    Tracking,
+    /// Far from the floor: key generation paused, batches held.
+    Paused,
 }
 
 /// Alarms a node raises.

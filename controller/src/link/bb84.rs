@@ -9,7 +9,7 @@ use qkd_firmware_sim::world::MARKER_CHANNEL;
 use qkd_postprocess::slots::{SlotConfig, SlotRecovery};
 use qkd_runtime::randomness::ProtocolRng;
 use qkd_runtime::sources::bb84::{PatternRecords, TaggedDetections};
-use qkd_runtime::tracking::LinkTracking;
+use qkd_runtime::tracking::{LinkTracking, TrackingStart};
 
 use super::report::LinkReport;
 use super::{BATCH, Run, decoy_settings, run_sessions};
@@ -41,7 +41,7 @@ pub async fn run(run: &Run) -> Result<LinkReport> {
         let controller = bench
             .polarization_controller(0)
             .context("the bench has no polarization controller at Bob")?;
-        results = results.with_tracking(LinkTracking::start(controller, BATCH));
+        results = results.with_tracking(LinkTracking::start(controller, TrackingStart::default()));
     }
 
     let sessions = run_sessions(records, &mut results, &settings, run, ["Alice", "Bob"]).await?;

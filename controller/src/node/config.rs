@@ -61,6 +61,16 @@ struct RawConfig {
     source: Option<RawSource>,
     #[serde(default)]
     devices: RawDevices,
+    #[serde(default)]
+    tracking: RawTracking,
+}
+
+/// Polarization tracking (Bob, BB84).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTracking {
+    #[serde(default)]
+    enabled: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +167,7 @@ struct RawDevices {
     source: Option<DeviceConfig>,
     detectors: Option<DeviceConfig>,
     tagger: Option<RawTagger>,
+    polarization_controller: Option<DeviceConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +208,8 @@ pub struct ListedDevices {
     pub detectors: Option<DeviceConfig>,
     /// Bob's tag stream address.
     pub tag_stream: Option<String>,
+    /// Bob's polarization controller (tracking).
+    pub polarization_controller: Option<DeviceConfig>,
 }
 
 /// How to reach the peer.
@@ -239,6 +252,8 @@ pub struct NodeConfig {
     pub source: Option<SourceSettings>,
     /// The devices.
     pub devices: Devices,
+    /// Bob tracks the polarization with the controller in his light path.
+    pub tracking: bool,
 }
 
 impl NodeConfig {
@@ -314,6 +329,19 @@ fn validate(raw: RawConfig, file: &Path) -> Result<NodeConfig> {
         (NodeProtocol::Bbm92, None) => None,
     };
     let devices = devices(raw.devices, &resolve)?;
+    if raw.tracking.enabled {
+        if raw.role != NodeRole::Bob || raw.protocol != NodeProtocol::Bb84 {
+            bail!("tracking.enabled: Bob tracks the polarization, on the BB84 link");
+        }
+        if source.as_ref().is_none_or(|s| s.reference_share <= 0.0) {
+            bail!("tracking.enabled: tracking follows reference slots: set source.reference_share");
+        }
+        if let Devices::Listed(listed) = &devices
+            && listed.polarization_controller.is_none()
+        {
+            bail!("tracking.enabled: give devices.polarization_controller");
+        }
+    }
     Ok(NodeConfig {
         file: file.to_owned(),
         role: raw.role,
@@ -335,6 +363,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<NodeConfig> {
         },
         source,
         devices,
+        tracking: raw.tracking.enabled,
     })
 }
 
@@ -345,6 +374,7 @@ fn devices(raw: RawDevices, resolve: &impl Fn(&Path) -> PathBuf) -> Result<Devic
             source: None,
             detectors: None,
             tagger: None,
+            polarization_controller: None,
         } => Devices::Emulated(resolve(&dir)),
         RawDevices {
             emulated: Some(_), ..
@@ -354,10 +384,12 @@ fn devices(raw: RawDevices, resolve: &impl Fn(&Path) -> PathBuf) -> Result<Devic
             source,
             detectors,
             tagger,
+            polarization_controller,
         } => Devices::Listed(Box::new(ListedDevices {
             source,
             detectors,
             tag_stream: tagger.map(|RawTagger::TagStream { address }| address),
+            polarization_controller,
         })),
     })
 }

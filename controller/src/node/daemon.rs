@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use qkd_calibration::state::PolarizationCalibration;
 use qkd_drivers::serial::{DetectorNominals, DeviceConfig, DeviceKind};
 use qkd_drivers::tag_stream::StreamTagger;
 use qkd_drivers::{
-    ChannelRole, IntensityClass, SinglePhotonDetectors, TaggerChannel, TimeTagger, WcpSettings,
-    WcpSource,
+    ChannelRole, IntensityClass, PolarizationController, SinglePhotonDetectors, TaggerChannel,
+    TimeTagger, WcpSettings, WcpSource,
 };
 use qkd_postprocess::auth::{AuthState, Role};
 use qkd_postprocess::hybrid::HybridSigner;
@@ -30,6 +31,7 @@ use qkd_runtime::session::{Measurer, Preparer};
 use qkd_runtime::sources::BatchBudget;
 use qkd_runtime::sources::bb84::{PatternRecords, TaggedDetections};
 use qkd_runtime::sources::bbm92::{NodeA, NodeB};
+use qkd_runtime::tracking::{LinkTracking, TrackingStart};
 use qkd_store::Store;
 use qkd_units::{MeanPhotonNumber, Probability};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,7 +39,7 @@ use tokio::sync::watch;
 
 use super::config::{Devices, Endpoint, NodeConfig, NodeProtocol, NodeRole, SourceSettings};
 use super::secrets;
-use super::status::{CONTROL_SOCKET, NodeState, StatusBoard, serve_control};
+use super::status::{CALIBRATION_KEY, CONTROL_SOCKET, NodeState, StatusBoard, serve_control};
 use crate::sim::BenchDescription;
 
 /// First wait before trying the peer again; doubled up to the configured most.
@@ -52,6 +54,7 @@ struct DeviceSet {
     detectors: Option<DeviceConfig>,
     tag_stream: Option<String>,
     rate: Option<(f64, u64)>,
+    polarization_controller: Option<DeviceConfig>,
 }
 
 fn device_set(config: &NodeConfig) -> Result<DeviceSet> {
@@ -77,6 +80,9 @@ fn device_set(config: &NodeConfig) -> Result<DeviceSet> {
                     .map(|port| DeviceConfig::new(DeviceKind::DetectorBoard, port)),
                 tag_stream: bench.tag_streams.get(config.role.name()).cloned(),
                 rate: bench.repetition_rate_hz.zip(bench.sync_divider),
+                polarization_controller: bench
+                    .polarization_controller
+                    .map(|device| DeviceConfig::new(device.kind, device.port)),
             }
         }
         Devices::Listed(listed) => DeviceSet {
@@ -84,6 +90,7 @@ fn device_set(config: &NodeConfig) -> Result<DeviceSet> {
             rate: config.source.as_ref().and_then(|s| s.clock),
             source: listed.source.clone(),
             tag_stream: listed.tag_stream.clone(),
+            polarization_controller: listed.polarization_controller.clone(),
         },
     })
 }
@@ -259,10 +266,110 @@ async fn log_events(mut events: tokio::sync::broadcast::Receiver<NodeEvent>) {
                 eprintln!("node: channel resynchronised after: {reason}");
             }
             Ok(NodeEvent::Alarm(alarm)) => eprintln!("node: ALARM {alarm:?}"),
+            Ok(NodeEvent::Tracking(state)) => eprintln!("node: polarization tracking: {state:?}"),
             Ok(NodeEvent::Batch { .. })
             | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// Least wall time between two saves of the calibration.
+const CALIBRATION_SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs `prepare` until it succeeds, waiting longer after each failure: a device or peer that
+/// is not up yet, or busy, comes back, and the operator reads why meanwhile. `None` once the
+/// node is told to stop.
+async fn until_ready<T, F: Future<Output = Result<T>>>(
+    node: &Node,
+    what: &str,
+    mut prepare: impl FnMut() -> F,
+) -> Option<T> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match prepare().await {
+            Ok(ready) => return Some(ready),
+            Err(e) => eprintln!("node: {what}: {e:#}; retrying in {backoff:?}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = node.stopped() => return None,
+        }
+        backoff = (backoff * 2).min(node.config.reconnect_max);
+    }
+}
+
+/// Opens Bob's detectors and arms every channel (detector boards keep them disarmed from
+/// power-on).
+async fn arm_detectors(config: &DeviceConfig) -> Result<()> {
+    let mut detectors = config
+        .open_detectors(DetectorNominals::default())
+        .await
+        .context("opening the detectors")?;
+    for channel in 0..detectors.channels().len() {
+        detectors
+            .set_enabled(channel, true)
+            .await
+            .with_context(|| format!("arming detector channel {channel}"))?;
+    }
+    Ok(())
+}
+
+/// Bob's polarization tracking of the controller in his light path, starting from the
+/// calibration the store holds for it; the calibration is saved as it changes.
+async fn start_tracking(node: &Node, device: &DeviceConfig) -> Result<LinkTracking> {
+    let controller = device
+        .open_polarization()
+        .await
+        .context("opening the polarization controller")?;
+    let origin = node.config.state_dir.join(CALIBRATION_KEY);
+    let saved = match node.store.meta(CALIBRATION_KEY)? {
+        Some(text) => match PolarizationCalibration::parse(
+            &text,
+            &origin,
+            controller.identity(),
+            controller.actuators().len(),
+        ) {
+            Ok(saved) => Some(saved),
+            Err(e) => {
+                eprintln!("node: {e}; aligning from scratch");
+                None
+            }
+        },
+        None => None,
+    };
+    let tracking = LinkTracking::start(
+        controller,
+        TrackingStart {
+            saved,
+            events: node.events.clone(),
+            // Bob's tagger is a tag stream.
+            in_flight: qkd_drivers::tag_stream::FRAMES_IN_FLIGHT,
+        },
+    );
+    let mut calibration = tracking.calibration();
+    let store = node.store.clone();
+    tokio::spawn(async move {
+        while calibration.changed().await.is_ok() {
+            save_calibration(&store, &mut calibration);
+            tokio::time::sleep(CALIBRATION_SAVE_EVERY).await;
+        }
+        // The tracker has stopped: what it published last.
+        save_calibration(&store, &mut calibration);
+    });
+    Ok(tracking)
+}
+
+/// Saves the latest calibration `published`, if any.
+fn save_calibration(
+    store: &Store,
+    published: &mut watch::Receiver<Option<PolarizationCalibration>>,
+) {
+    let text = published.borrow_and_update().as_ref().map(PolarizationCalibration::to_json);
+    if let Some(text) = text
+        && let Err(e) = store.set_meta(CALIBRATION_KEY, &text)
+    {
+        eprintln!("node: saving the polarization calibration: {e:#}");
     }
 }
 
@@ -307,14 +414,27 @@ async fn run_alice(node: &Node) -> Result<()> {
                 .source
                 .as_ref()
                 .context("devices: Alice needs a source")?;
-            let mut source = config.open_source().await.context("opening the source")?;
-            let settings = node
-                .config
-                .source
-                .as_ref()
-                .context("source: settings needed")?;
-            source.configure(&wcp_settings(settings)?).await?;
-            source.set_enabled(true).await?;
+            let settings = wcp_settings(
+                node.config
+                    .source
+                    .as_ref()
+                    .context("source: settings needed")?,
+            )?;
+            let prepared = until_ready(node, "preparing the source", || async {
+                let mut source = config.open_source().await.context("opening the source")?;
+                source
+                    .configure(&settings)
+                    .await
+                    .context("configuring the source")?;
+                source
+                    .set_enabled(true)
+                    .await
+                    .context("enabling the source")?;
+                Ok(source)
+            });
+            let Some(source) = prepared.await else {
+                return Ok(());
+            };
             Some(source)
         }
         NodeProtocol::Bbm92 => None,
@@ -357,48 +477,53 @@ async fn run_bob(node: &Node) -> Result<()> {
         bail!("network.peer: Bob connects");
     };
     let devices = device_set(&node.config)?;
-    if let Some(config) = &devices.detectors {
-        // Detector boards keep their detectors disarmed from power-on.
-        let mut detectors = config
-            .open_detectors(DetectorNominals::default())
+    let tag_stream = devices
+        .tag_stream
+        .as_deref()
+        .context("devices: Bob's tagger")?;
+    let tracked = if node.config.tracking {
+        Some(devices.polarization_controller.as_ref().context(
+            "tracking.enabled: the bench has no polarization controller in the light path \
+             (light_path)",
+        )?)
+    } else {
+        None
+    };
+    if let Some(config) = &devices.detectors
+        && until_ready(node, "arming the detectors", || arm_detectors(config))
             .await
-            .context("opening the detectors")?;
-        for channel in 0..detectors.channels().len() {
-            detectors.set_enabled(channel, true).await?;
-        }
+            .is_none()
+    {
+        return Ok(());
     }
+    let mut tracking = None;
     let stop_flag = Arc::new(AtomicBool::new(false));
     let mut measurer = Measurer::new(node.config.blocks.clone(), node.events.clone());
     let mut sink = node.store.clone();
-    let mut backoff = FIRST_BACKOFF;
     while !node.stopping() {
         node.board.set(NodeState::Connecting, false);
+        if let Some(controller) = tracked
+            && tracking.is_none()
+        {
+            // At start, and after tracking failed: from the calibration saved last.
+            let started = until_ready(node, "starting polarization tracking", || {
+                start_tracking(node, controller)
+            });
+            let Some(started) = started.await else { break };
+            tracking = Some(started);
+        }
         // The tagger first: the marker of the pattern Alice starts on connection must not pass
         // before Bob reads.
-        let attempt = async {
-            let tag_stream = devices
-                .tag_stream
-                .as_deref()
-                .context("devices: Bob's tagger")?;
+        let connected = until_ready(node, "connecting", || async {
             let tagger = StreamTagger::connect(tag_stream).await?;
             let stream = TcpStream::connect(address)
                 .await
                 .with_context(|| format!("connecting to the peer at {address}"))?;
             anyhow::Ok((tagger, stream))
+        });
+        let Some((tagger, stream)) = connected.await else {
+            break;
         };
-        let (tagger, stream) = match attempt.await {
-            Ok(connected) => connected,
-            Err(e) => {
-                eprintln!("node: {e:#}; retrying in {backoff:?}");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = node.stopped() => break,
-                }
-                backoff = (backoff * 2).min(node.config.reconnect_max);
-                continue;
-            }
-        };
-        backoff = FIRST_BACKOFF;
         let mut peer = node.peer(TcpTransport::new(stream))?;
         node.board.set(NodeState::Generating, true);
         let budget = BatchBudget::until(Arc::clone(&stop_flag));
@@ -411,9 +536,13 @@ async fn run_bob(node: &Node) -> Result<()> {
                     let slots = slot_recovery(tagger.channels(), rate)?;
                     let mut detections =
                         TaggedDetections::new(tagger, slots, budget, ProtocolRng::from_os()?);
-                    Ok::<_, anyhow::Error>(
-                        measurer.run(&mut peer, &mut detections, &mut sink).await,
-                    )
+                    if let Some(tracking) = tracking.take() {
+                        detections = detections.with_tracking(tracking);
+                    }
+                    let ended = measurer.run(&mut peer, &mut detections, &mut sink).await;
+                    // The tracker stays aligned across connections.
+                    tracking = detections.take_tracking();
+                    Ok::<_, anyhow::Error>(ended)
                 }
                 NodeProtocol::Bbm92 => {
                     let mut node_a = NodeA::new(tagger, budget);
@@ -436,6 +565,10 @@ async fn run_bob(node: &Node) -> Result<()> {
         if after_session(ended)? {
             break;
         }
+    }
+    if let Some(tracking) = &tracking {
+        // The periodic save may be a few seconds behind.
+        save_calibration(&node.store, &mut tracking.calibration());
     }
     Ok(())
 }

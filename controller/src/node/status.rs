@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use qkd_calibration::state::PolarizationCalibration;
 use qkd_postprocess::auth::AuthState;
-use qkd_runtime::events::NodeEvent;
+use qkd_runtime::events::{NodeEvent, TrackingState};
 use qkd_store::Store;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -19,6 +20,8 @@ use super::config::NodeRole;
 
 /// File name of the control socket in the state directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
+/// Store key of Bob's polarization calibration.
+pub const CALIBRATION_KEY: &str = "polarization_calibration";
 
 /// What the node is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,6 +29,10 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 pub enum NodeState {
     /// Waiting for the peer (or the devices).
     Connecting,
+    /// Checking a saved polarization calibration against the link.
+    Calibrating,
+    /// Aligning the polarization from scratch; batches held.
+    Aligning,
     /// Making keys.
     Generating,
     /// Key generation paused (tracking far from its floor).
@@ -51,6 +58,17 @@ impl AuthFigures {
             pad_bits_left: state.pad_bits_left(),
         }
     }
+}
+
+/// Bob's saved polarization calibration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolarizationFigures {
+    /// The aligned controller setting, device units.
+    pub setting: Vec<f64>,
+    /// The tracker's cost floor at the last save.
+    pub floor: Option<f64>,
+    /// When it was saved, seconds since the Unix epoch.
+    pub saved_unix_s: u64,
 }
 
 /// The status `qkd node status --json` prints.
@@ -88,6 +106,8 @@ pub struct NodeStatus {
     pub batches: u64,
     /// Detections announced since start (the measurer's).
     pub detections: u64,
+    /// The polarization calibration Bob saved last (tracking), from the store.
+    pub polarization: Option<PolarizationFigures>,
     /// Key-basis bits sifted into the pool since start (the measurer's).
     pub sifted_key_bits: u64,
     /// Seconds since start.
@@ -97,7 +117,11 @@ pub struct NodeStatus {
 /// Running counts, fed by the node's events.
 #[derive(Debug)]
 struct Counts {
+    /// Connecting, generating (connected) or stopped; tracking refines generating.
     state: NodeState,
+    tracking: Option<TrackingState>,
+    /// The last batch was held (tracking had paused key generation).
+    held: bool,
     peer_connected: bool,
     blocks: u64,
     aborted: u64,
@@ -108,6 +132,20 @@ struct Counts {
     batches: u64,
     detections: u64,
     sifted_key_bits: u64,
+}
+
+impl Counts {
+    fn state(&self) -> NodeState {
+        if self.state != NodeState::Generating {
+            return self.state;
+        }
+        match self.tracking {
+            Some(TrackingState::Calibrating) => NodeState::Calibrating,
+            Some(TrackingState::Aligning) => NodeState::Aligning,
+            _ if self.held => NodeState::Paused,
+            _ => NodeState::Generating,
+        }
+    }
 }
 
 /// The live status of a node.
@@ -128,6 +166,8 @@ impl StatusBoard {
             started: Instant::now(),
             counts: Arc::new(Mutex::new(Counts {
                 state: NodeState::Connecting,
+                tracking: None,
+                held: false,
                 peer_connected: false,
                 blocks: 0,
                 aborted: 0,
@@ -189,12 +229,9 @@ impl StatusBoard {
                 c.batches += 1;
                 c.detections += detections;
                 c.sifted_key_bits += sifted_key_bits;
-                c.state = if *held {
-                    NodeState::Paused
-                } else {
-                    NodeState::Generating
-                };
+                c.held = *held;
             }
+            NodeEvent::Tracking(state) => c.tracking = Some(*state),
             NodeEvent::Alarm(_) => {}
         });
     }
@@ -205,7 +242,7 @@ impl StatusBoard {
         let uptime = self.started.elapsed().as_secs_f64();
         self.with(|c| {
             let rate = |(errors, bits): (u64, u64)| (bits > 0).then(|| errors as f64 / bits as f64);
-            status.state = c.state;
+            status.state = c.state();
             status.peer_connected = c.peer_connected;
             status.blocks = c.blocks;
             status.aborted_blocks = c.aborted;
@@ -247,12 +284,26 @@ pub fn offline(role: NodeRole, node_id: &str, store: &Store) -> Result<NodeStatu
         keys_stored: keys.iter().filter(|k| k.committed).count() as u64,
         keys_held: keys.iter().filter(|k| !k.committed).count() as u64,
         auth,
+        polarization: saved_polarization(store)?,
         resyncs: 0,
         batches: 0,
         detections: 0,
         sifted_key_bits: 0,
         uptime_s: 0.0,
     })
+}
+
+fn saved_polarization(store: &Store) -> Result<Option<PolarizationFigures>> {
+    let Some(text) = store.meta(CALIBRATION_KEY)? else {
+        return Ok(None);
+    };
+    let saved: PolarizationCalibration =
+        serde_json::from_str(&text).context("the store's polarization calibration")?;
+    Ok(Some(PolarizationFigures {
+        setting: saved.setting,
+        floor: saved.floor,
+        saved_unix_s: saved.saved_unix_s,
+    }))
 }
 
 /// Answers `status` requests on the control socket at `path` until the task is dropped.

@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::exchange::RetryPolicy;
 use super::link::PortSettings;
 
 /// The kinds of serial device the controller drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceKind {
     /// Our source board.
@@ -160,9 +160,9 @@ mod tests {
     /// The names `DeviceKind::name` gives are the names a configuration file uses.
     #[test]
     fn kind_names_are_the_configuration_names() {
-        use serde::Deserialize;
         use serde::de::IntoDeserializer;
         use serde::de::value::{Error, StrDeserializer};
+        use serde::Deserialize;
         for kind in [
             DeviceKind::SourceBoard,
             DeviceKind::DetectorBoard,

@@ -2,7 +2,7 @@
 //! for a source that draws its own choices, from its records); Bob's tagger batches go through
 //! slot recovery, and his double clicks are squashed.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use qkd_drivers::{EmissionRecords, SourceError, TagBatch, TimeTagger, WcpSource};
 use qkd_postprocess::sift::{Announcement, Measurements, Preparations, SiftReply, squash};
@@ -18,7 +18,7 @@ use crate::error::{DataError, SessionError};
 use crate::messages::Message;
 use crate::randomness::ProtocolRng;
 use crate::session::{MeasurementSource, PreparationSource};
-use crate::tracking::LinkTracking;
+use crate::tracking::{LinkTracking, TrackingFailure};
 
 /// Alice's choices from a pattern key she drew and handed to her source: she evaluates the same
 /// function the source follows, for the announced slots only.
@@ -153,6 +153,9 @@ pub struct TaggedDetections<T> {
     tracking: Option<LinkTracking>,
     /// The last batch was read while tracking had paused key generation.
     held: bool,
+    /// The latest tag time read, and the link time the last batch covered (from the tags).
+    last_tag_ps: Option<i64>,
+    covered: Duration,
 }
 
 impl<T: TimeTagger> TaggedDetections<T> {
@@ -168,6 +171,8 @@ impl<T: TimeTagger> TaggedDetections<T> {
             coin,
             tracking: None,
             held: false,
+            last_tag_ps: None,
+            covered: Duration::ZERO,
         }
     }
 
@@ -186,6 +191,18 @@ impl<T: TimeTagger> TaggedDetections<T> {
     /// Takes the tracking back (to finish it) once the session is over.
     pub fn take_tracking(&mut self) -> Option<LinkTracking> {
         self.tracking.take()
+    }
+
+    /// Tagger time from the previous batch's last tag to this one's (from its first tag, for
+    /// the first batch).
+    fn covered_by_batch(&mut self) -> Duration {
+        let (Some(&first), Some(&last)) = (self.batch.time_ps.first(), self.batch.time_ps.last())
+        else {
+            return Duration::ZERO;
+        };
+        let from = self.last_tag_ps.unwrap_or(first);
+        self.last_tag_ps = Some(last);
+        Duration::from_nanos(u64::try_from(last.saturating_sub(from) / 1000).unwrap_or(0))
     }
 
     fn squash(&mut self) -> Measurements {
@@ -210,13 +227,22 @@ impl<T: TimeTagger> MeasurementSource for TaggedDetections<T> {
             Turn::Read => {}
         }
         if let Some(tracking) = self.tracking.as_mut() {
-            // A tracker that has stopped holds every later batch; `finish` says why it stopped.
-            self.held = !tracking.ready().await || tracking.paused();
+            if !tracking.ready().await {
+                // Without a tracker every later batch would be held: end the session with why
+                // it stopped, for the node to start tracking again.
+                let failure = match self.tracking.take() {
+                    Some(stopped) => stopped.finish().await.err(),
+                    None => None,
+                };
+                return Err(failure.unwrap_or(TrackingFailure::Stopped).into());
+            }
+            self.held = tracking.paused();
         }
         self.tagger
             .read(&mut self.batch)
             .await
             .map_err(DataError::from)?;
+        self.covered = self.covered_by_batch();
         self.slots.process(
             &self.batch.time_ps,
             &self.batch.channel,
@@ -231,7 +257,7 @@ impl<T: TimeTagger> MeasurementSource for TaggedDetections<T> {
 
     async fn sifted(&mut self, measured: &Measurements, reply: Option<&SiftReply>) {
         if let Some(tracking) = self.tracking.as_mut() {
-            tracking.feed(measured, reply).await;
+            tracking.feed(measured, reply, self.covered).await;
         }
     }
 }
