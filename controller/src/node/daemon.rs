@@ -365,7 +365,10 @@ fn save_calibration(
     store: &Store,
     published: &mut watch::Receiver<Option<PolarizationCalibration>>,
 ) {
-    let text = published.borrow_and_update().as_ref().map(PolarizationCalibration::to_json);
+    let text = published
+        .borrow_and_update()
+        .as_ref()
+        .map(PolarizationCalibration::to_json);
     if let Some(text) = text
         && let Err(e) = store.set_meta(CALIBRATION_KEY, &text)
     {

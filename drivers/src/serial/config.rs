@@ -160,9 +160,9 @@ mod tests {
     /// The names `DeviceKind::name` gives are the names a configuration file uses.
     #[test]
     fn kind_names_are_the_configuration_names() {
+        use serde::Deserialize;
         use serde::de::IntoDeserializer;
         use serde::de::value::{Error, StrDeserializer};
-        use serde::Deserialize;
         for kind in [
             DeviceKind::SourceBoard,
             DeviceKind::DetectorBoard,
