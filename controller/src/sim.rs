@@ -12,7 +12,7 @@ use clap::{Subcommand, ValueEnum};
 use qkd_drivers::TimeTagger;
 use qkd_drivers::emulator::{EmulatedBench, Pacing};
 use qkd_drivers::serial::DeviceKind;
-use qkd_drivers::tag_stream;
+use qkd_drivers::tag_stream::{self, StreamDepth};
 use qkd_firmware_sim::host::{Host, LightPath, SharedBench};
 use qkd_firmware_sim::world::{InitialRotation, LinkPreset};
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,9 @@ pub struct BenchDescription {
     pub detectors: Option<PathBuf>,
     /// Tag stream address of each receiving node.
     pub tag_streams: BTreeMap<String, String>,
+    /// Most frames the streams hold in flight (null: deep streams, no useful bound).
+    #[serde(default)]
+    pub frames_in_flight: Option<u32>,
     /// The polarization controller in Bob's light path (BB84, when the bench has one).
     #[serde(default)]
     pub polarization_controller: Option<BenchDevice>,
@@ -268,6 +271,34 @@ fn build_bench(
 }
 
 /// Serves one bench for two node processes until stopped.
+/// What `bench.json` tells the nodes of the bench served from `dir` (with its devices on
+/// pseudo-terminals when `devices`).
+fn describe(
+    raw: &RawBench,
+    dir: &Path,
+    devices: bool,
+    rate: Option<(f64, u64)>,
+    depth: StreamDepth,
+) -> BenchDescription {
+    let pty = |name: &str| dir.join("ptys").join(name);
+    BenchDescription {
+        protocol: raw.protocol,
+        repetition_rate_hz: rate.map(|r| r.0),
+        sync_divider: rate.map(|r| r.1),
+        source: devices.then(|| pty("source")),
+        detectors: devices.then(|| pty("detectors")),
+        tag_streams: raw.tag_streams.clone(),
+        frames_in_flight: depth.frames_in_flight(),
+        polarization_controller: raw.light_path.filter(|_| devices).map(|path| {
+            let (kind, name) = path.device();
+            BenchDevice {
+                kind,
+                port: pty(name),
+            }
+        }),
+    }
+}
+
 fn serve_bench(file: &Path, stop_after: Option<f64>) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -308,6 +339,13 @@ fn serve_bench(file: &Path, stop_after: Option<f64>) -> Result<()> {
     runtime.block_on(async {
         let (bench, host, taggers, rate) = build_bench(&raw, preset, distance_km, drift, &dir)?;
         bench.set_pacing(Pacing::RealTime);
+        // A controller in the light path is tracked from the stream: keep what is in flight
+        // short. Without one, let the world run ahead while a node reconciles.
+        let depth = if raw.light_path.is_some() {
+            StreamDepth::Shallow
+        } else {
+            StreamDepth::Deep
+        };
         let mut servers = Vec::new();
         for (name, node) in taggers {
             let address = &raw.tag_streams[name];
@@ -318,28 +356,14 @@ fn serve_bench(file: &Path, stop_after: Option<f64>) -> Result<()> {
                 .tagger(node, STREAM_BATCH)
                 .with_context(|| format!("the bench has no tagger for {name}"))?;
             println!("tag stream {name:<6} {address} ({} channels)", tagger.channels().len());
-            servers.push(tokio::spawn(tag_stream::serve(listener, tagger)));
+            servers.push(tokio::spawn(tag_stream::serve(listener, tagger, depth)));
         }
         if let Some(host) = &host {
             for device in host.devices() {
                 println!("{:<10} {}", device.name(), device.link().display());
             }
         }
-        let description = BenchDescription {
-            protocol: raw.protocol,
-            repetition_rate_hz: rate.map(|r| r.0),
-            sync_divider: rate.map(|r| r.1),
-            source: host.as_ref().map(|_| dir.join("ptys").join("source")),
-            detectors: host.as_ref().map(|_| dir.join("ptys").join("detectors")),
-            tag_streams: raw.tag_streams.clone(),
-            polarization_controller: raw.light_path.filter(|_| host.is_some()).map(|path| {
-                let (kind, name) = path.device();
-                BenchDevice {
-                    kind,
-                    port: dir.join("ptys").join(name),
-                }
-            }),
-        };
+        let description = describe(&raw, &dir, host.is_some(), rate, depth);
         let bench_file = dir.join(BENCH_FILE);
         std::fs::write(&bench_file, serde_json::to_string_pretty(&description)?)
             .with_context(|| format!("writing {}", bench_file.display()))?;

@@ -176,15 +176,40 @@ impl TimeTagger for StreamTagger {
     }
 }
 
-/// Frames queued for a reader before the stream waits for it.
-const QUEUED_FRAMES: usize = 1;
-/// Socket buffer of each end: the kernel's least, so that a frame (one batch of the bench's
-/// sync tags alone is kilobytes) barely fits.
+/// A reader's socket receive buffer, and a shallow stream's send buffer: the kernel's least, so
+/// that a frame (one batch of the bench's sync tags alone is kilobytes) barely fits.
 const SOCKET_BUFFER_BYTES: usize = 4096;
-/// Most frames a reader can receive that were cut before a given moment: the one being cut,
-/// the queued one, the one being written, and what the two sockets hold. A tracker acting on a
-/// served world skips this many batches after each move (their light may predate it).
-pub const FRAMES_IN_FLIGHT: u32 = 5;
+
+/// How far a stream may run ahead of a reader that falls behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamDepth {
+    /// Many frames queued and the kernel's own send buffer: the tagger keeps running while its
+    /// reader is busy elsewhere (reconciling a block), for throughput.
+    Deep,
+    /// One frame queued and the least send buffer: few frames in flight, for a reader whose
+    /// actions change what is measured (a tracker moving a controller).
+    Shallow,
+}
+
+impl StreamDepth {
+    fn queued_frames(self) -> usize {
+        match self {
+            StreamDepth::Deep => 64,
+            StreamDepth::Shallow => 1,
+        }
+    }
+
+    /// Most frames a reader can receive that were cut before a given moment: for a shallow
+    /// stream the one being cut, the queued one, the one being written, and what the two
+    /// sockets hold; a deep stream gives no useful bound. A tracker skips this many batches
+    /// after each move (their light may predate it).
+    pub fn frames_in_flight(self) -> Option<u32> {
+        match self {
+            StreamDepth::Deep => None,
+            StreamDepth::Shallow => Some(5),
+        }
+    }
+}
 
 /// Connects to `address` with a receive buffer of [`SOCKET_BUFFER_BYTES`], set before the
 /// connection opens (a window shrunk later stalls the stream).
@@ -228,12 +253,18 @@ fn frame(batch: &TagBatch, covered_to_ps: i64, missed: u64) -> Vec<u8> {
 }
 
 /// Writes queued frames to one reader until it goes away.
-fn writer(mut stream: TcpStream, hello: Vec<u8>) -> tokio::sync::mpsc::Sender<Vec<u8>> {
-    let (frames, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_FRAMES);
+fn writer(
+    mut stream: TcpStream,
+    hello: Vec<u8>,
+    depth: StreamDepth,
+) -> tokio::sync::mpsc::Sender<Vec<u8>> {
+    let (frames, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(depth.queued_frames());
     tokio::spawn(async move {
         let _ = stream.set_nodelay(true);
-        // The send side may shrink at any time (see [`SOCKET_BUFFER_BYTES`]).
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        if depth == StreamDepth::Shallow {
+            // A send buffer may shrink at any time, unlike a receive window.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        }
         if stream.write_all(&hello).await.is_err() {
             return;
         }
@@ -250,9 +281,13 @@ fn writer(mut stream: TcpStream, hello: Vec<u8>) -> tokio::sync::mpsc::Sender<Ve
 /// last): each gets the hello, then every batch read while it is connected. The tagger is read
 /// continuously, connected or not, so a paced emulation runs on; a reader that falls behind
 /// slows it (streaming is pull-based, like the tagger trait: an emulated world simply runs
-/// slower than real time then, at most [`FRAMES_IN_FLIGHT`] ahead of its reader). Returns when
-/// the tagger fails.
-pub async fn serve(listener: TcpListener, mut tagger: impl TimeTagger) -> Result<(), TaggerError> {
+/// slower than real time then, as far ahead of its reader as `depth` allows). Returns when the
+/// tagger fails.
+pub async fn serve(
+    listener: TcpListener,
+    mut tagger: impl TimeTagger,
+    depth: StreamDepth,
+) -> Result<(), TaggerError> {
     let mut hello = Hello {
         resolution_ps: u32::try_from(tagger.resolution().get()).unwrap_or(u32::MAX),
         channels: tagger.channels().len().min(usize::from(u8::MAX)) as u8,
@@ -273,7 +308,7 @@ pub async fn serve(listener: TcpListener, mut tagger: impl TimeTagger) -> Result
     let mut covered = 0i64;
     let result = loop {
         while let Ok(stream) = arrived.try_recv() {
-            reader = Some(writer(stream, hello.clone()));
+            reader = Some(writer(stream, hello.clone(), depth));
         }
         if let Err(e) = tagger.read(&mut batch).await {
             break Err(e);

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use qkd_drivers::emulator::{EmulatedBench, Pacing};
-use qkd_drivers::tag_stream::{StreamTagger, serve};
+use qkd_drivers::tag_stream::{StreamDepth, StreamTagger, serve};
 use qkd_drivers::{ChannelRole, TagBatch, TaggerError, TimeTagger};
 use qkd_firmware_sim::world::LinkPreset;
 use tokio::io::AsyncWriteExt;
@@ -26,7 +26,11 @@ async fn a_streamed_tagger_delivers_what_the_emulated_one_does() {
         let address = address.clone();
         tokio::spawn(async move { StreamTagger::connect(&address).await })
     };
-    let accepted = tokio::spawn(serve(listener, served.tagger(0, BATCH).unwrap()));
+    let accepted = tokio::spawn(serve(
+        listener,
+        served.tagger(0, BATCH).unwrap(),
+        StreamDepth::Deep,
+    ));
     let mut remote = (&mut reader_task).await.unwrap().unwrap();
     let roles: Vec<ChannelRole> = remote.channels().iter().map(|c| c.role).collect();
     assert_eq!(roles[0], ChannelRole::Sync);

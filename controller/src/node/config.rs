@@ -173,8 +173,12 @@ struct RawDevices {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
 enum RawTagger {
-    /// A tag stream (`host:port`).
-    TagStream { address: String },
+    /// A tag stream (`host:port`), and the most frames it holds in flight, if it is shallow
+    /// (what tracking needs to know).
+    TagStream {
+        address: String,
+        frames_in_flight: Option<u32>,
+    },
 }
 
 /// The source's classes and shares, validated.
@@ -208,6 +212,8 @@ pub struct ListedDevices {
     pub detectors: Option<DeviceConfig>,
     /// Bob's tag stream address.
     pub tag_stream: Option<String>,
+    /// The most frames it holds in flight, when it says.
+    pub frames_in_flight: Option<u32>,
     /// Bob's polarization controller (tracking).
     pub polarization_controller: Option<DeviceConfig>,
 }
@@ -385,12 +391,22 @@ fn devices(raw: RawDevices, resolve: &impl Fn(&Path) -> PathBuf) -> Result<Devic
             detectors,
             tagger,
             polarization_controller,
-        } => Devices::Listed(Box::new(ListedDevices {
-            source,
-            detectors,
-            tag_stream: tagger.map(|RawTagger::TagStream { address }| address),
-            polarization_controller,
-        })),
+        } => {
+            let (tag_stream, frames_in_flight) = match tagger {
+                Some(RawTagger::TagStream {
+                    address,
+                    frames_in_flight,
+                }) => (Some(address), frames_in_flight),
+                None => (None, None),
+            };
+            Devices::Listed(Box::new(ListedDevices {
+                source,
+                detectors,
+                tag_stream,
+                frames_in_flight,
+                polarization_controller,
+            }))
+        }
     })
 }
 

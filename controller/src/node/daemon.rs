@@ -53,6 +53,8 @@ struct DeviceSet {
     source: Option<DeviceConfig>,
     detectors: Option<DeviceConfig>,
     tag_stream: Option<String>,
+    /// The most frames Bob's tag stream holds in flight, when it says.
+    frames_in_flight: Option<u32>,
     rate: Option<(f64, u64)>,
     polarization_controller: Option<DeviceConfig>,
 }
@@ -79,6 +81,7 @@ fn device_set(config: &NodeConfig) -> Result<DeviceSet> {
                     .detectors
                     .map(|port| DeviceConfig::new(DeviceKind::DetectorBoard, port)),
                 tag_stream: bench.tag_streams.get(config.role.name()).cloned(),
+                frames_in_flight: bench.frames_in_flight,
                 rate: bench.repetition_rate_hz.zip(bench.sync_divider),
                 polarization_controller: bench
                     .polarization_controller
@@ -90,6 +93,7 @@ fn device_set(config: &NodeConfig) -> Result<DeviceSet> {
             rate: config.source.as_ref().and_then(|s| s.clock),
             source: listed.source.clone(),
             tag_stream: listed.tag_stream.clone(),
+            frames_in_flight: listed.frames_in_flight,
             polarization_controller: listed.polarization_controller.clone(),
         },
     })
@@ -317,7 +321,11 @@ async fn arm_detectors(config: &DeviceConfig) -> Result<()> {
 
 /// Bob's polarization tracking of the controller in his light path, starting from the
 /// calibration the store holds for it; the calibration is saved as it changes.
-async fn start_tracking(node: &Node, device: &DeviceConfig) -> Result<LinkTracking> {
+async fn start_tracking(
+    node: &Node,
+    device: &DeviceConfig,
+    in_flight: u32,
+) -> Result<LinkTracking> {
     let controller = device
         .open_polarization()
         .await
@@ -343,8 +351,7 @@ async fn start_tracking(node: &Node, device: &DeviceConfig) -> Result<LinkTracki
         TrackingStart {
             saved,
             events: node.events.clone(),
-            // Bob's tagger is a tag stream.
-            in_flight: qkd_drivers::tag_stream::FRAMES_IN_FLIGHT,
+            in_flight,
         },
     );
     let mut calibration = tracking.calibration();
@@ -485,10 +492,15 @@ async fn run_bob(node: &Node) -> Result<()> {
         .as_deref()
         .context("devices: Bob's tagger")?;
     let tracked = if node.config.tracking {
-        Some(devices.polarization_controller.as_ref().context(
+        let controller = devices.polarization_controller.as_ref().context(
             "tracking.enabled: the bench has no polarization controller in the light path \
              (light_path)",
-        )?)
+        )?;
+        let in_flight = devices.frames_in_flight.context(
+            "tracking.enabled: Bob's tag stream does not bound the frames in flight \
+             (devices.tagger.frames_in_flight)",
+        )?;
+        Some((controller, in_flight))
     } else {
         None
     };
@@ -505,12 +517,12 @@ async fn run_bob(node: &Node) -> Result<()> {
     let mut sink = node.store.clone();
     while !node.stopping() {
         node.board.set(NodeState::Connecting, false);
-        if let Some(controller) = tracked
+        if let Some((controller, in_flight)) = tracked
             && tracking.is_none()
         {
             // At start, and after tracking failed: from the calibration saved last.
             let started = until_ready(node, "starting polarization tracking", || {
-                start_tracking(node, controller)
+                start_tracking(node, controller, in_flight)
             });
             let Some(started) = started.await else { break };
             tracking = Some(started);
