@@ -136,18 +136,7 @@ impl Link {
         while !done() {
             if started.elapsed() >= PATIENCE {
                 let status = |role: &str| {
-                    qkd()
-                        .args([
-                            "node",
-                            "status",
-                            "--config",
-                            &format!("{role}.toml"),
-                            "--json",
-                        ])
-                        .current_dir(&self.dir)
-                        .output()
-                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                        .unwrap_or_default()
+                    String::from_utf8_lossy(&self.status_output(role).stdout).into_owned()
                 };
                 panic!(
                     "waited {PATIENCE:?} for {what}\nbench: {}\nalice: {}{}\nbob: {}{}",
@@ -172,14 +161,29 @@ impl Link {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `qkd node status --json` of `role`, as it ran.
+    fn status_output(&self, role: &str) -> std::process::Output {
+        qkd()
+            .args([
+                "node",
+                "status",
+                "--config",
+                &format!("{role}.toml"),
+                "--json",
+            ])
+            .current_dir(&self.dir)
+            .output()
+            .unwrap()
+    }
+
     fn status(&self, role: &str) -> serde_json::Value {
-        self.json(&[
-            "node",
-            "status",
-            "--config",
-            &format!("{role}.toml"),
-            "--json",
-        ])
+        let out = self.status_output(role);
+        assert!(
+            out.status.success(),
+            "{role} status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// The committed keys of a node's store: (key ID, bits, SHA-256).
@@ -211,17 +215,7 @@ impl Link {
 
     /// A node's status; `None` while it has not made its store yet.
     fn try_status(&self, role: &str) -> Option<serde_json::Value> {
-        let out = qkd()
-            .args([
-                "node",
-                "status",
-                "--config",
-                &format!("{role}.toml"),
-                "--json",
-            ])
-            .current_dir(&self.dir)
-            .output()
-            .unwrap();
+        let out = self.status_output(role);
         out.status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).unwrap())
