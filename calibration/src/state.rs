@@ -160,15 +160,14 @@ impl PolarizationCalibration {
         Self::parse(&text, path, controller, actuators)
     }
 
-    /// Reads calibration `text` from `origin` (named in errors), with the checks of
+    /// Reads calibration `text` from `path` (named in errors), with the checks of
     /// [`Self::load`].
     pub fn parse(
         text: &str,
-        origin: &Path,
+        path: &Path,
         controller: &DeviceIdentity,
         actuators: usize,
     ) -> Result<Self, StateError> {
-        let path = origin;
         let malformed = |reason: String| StateError::Malformed {
             path: path.to_owned(),
             reason,

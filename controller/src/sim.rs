@@ -270,7 +270,6 @@ fn build_bench(
     })
 }
 
-/// Serves one bench for two node processes until stopped.
 /// What `bench.json` tells the nodes of the bench served from `dir` (with its devices on
 /// pseudo-terminals when `devices`).
 fn describe(
@@ -299,6 +298,7 @@ fn describe(
     }
 }
 
+/// Serves one bench for two node processes until stopped.
 fn serve_bench(file: &Path, stop_after: Option<f64>) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;

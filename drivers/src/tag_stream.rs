@@ -232,7 +232,8 @@ async fn connect_bounded(address: &str) -> std::io::Result<TcpStream> {
 }
 
 /// A batch as a frame.
-fn frame(batch: &TagBatch, covered_to_ps: i64, missed: u64) -> Vec<u8> {
+fn frame(batch: &TagBatch, covered_to_ps: i64) -> Vec<u8> {
+    let missed = batch.missed_events;
     let header = FrameHeader {
         tags: batch.len() as u32,
         covered_to_ps,
@@ -320,11 +321,7 @@ pub async fn serve(
         let Some(frames) = &reader else {
             continue;
         };
-        if frames
-            .send(frame(&batch, covered, batch.missed_events))
-            .await
-            .is_err()
-        {
+        if frames.send(frame(&batch, covered)).await.is_err() {
             reader = None;
         }
     };

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 /// The system could not give randomness.
 #[derive(Debug, thiserror::Error)]
 #[error("no randomness from the operating system: {0}")]
-pub struct RandomnessError(#[source] rand::rngs::SysError);
+pub struct RandomnessError(#[source] pub(crate) rand::rngs::SysError);
 
 /// Protocol randomness of one node, seeded from the operating system.
 pub struct ProtocolRng {

@@ -36,7 +36,8 @@ use crate::progress::Progress;
 pub use report::LinkReport;
 use report::RunFigures;
 
-/// Bytes of pre-shared authentication secret both nodes start with.
+/// Bytes of pre-shared authentication secret both nodes start with: two hash keys and 254 pads
+/// of 128 bits, enough for some 60 blocks before the first key refills them.
 pub const PRE_SHARED_SECRET_BYTES: usize = 4096;
 /// Emulated time per tagger batch.
 pub const BATCH: Duration = Duration::from_millis(10);
@@ -51,7 +52,8 @@ pub enum Protocol {
 }
 
 /// Flags of `qkd link`. With `--protocol bbm92` the preset gives the detectors, the distance is
-/// the total with the pair source in the middle, and there is no `--mu` or eavesdropper.
+/// the total with the pair source in the middle, there is no `--mu`, and an eavesdropper
+/// (`--eve-fraction`) measures and resends B's photons.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LinkArgs {
     #[command(flatten)]
@@ -183,7 +185,7 @@ pub(crate) fn decoy_settings(
 }
 
 /// Fills `secret` from the operating system (never from the run's seed).
-fn fill_from_system(secret: &mut [u8], what: &str) -> Result<()> {
+pub(crate) fn fill_from_system(secret: &mut [u8], what: &str) -> Result<()> {
     rand::rngs::SysRng
         .try_fill_bytes(secret)
         .map_err(|e| anyhow::anyhow!("no system randomness for the {what}: {e}"))

@@ -5,15 +5,11 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::link::{PRE_SHARED_SECRET_BYTES, fill_from_system};
 use anyhow::{Context, Result, bail};
 use qkd_postprocess::hybrid::{SEED_BYTES, SigningIdentity};
-use rand::TryRng;
-use rand::rngs::SysRng;
 use zeroize::Zeroize;
 
-/// Bytes of the shared authentication secret: two hash keys and 254 pads of 128 bits, enough
-/// for some 60 blocks before the first key refills them.
-pub const SECRET_BYTES: usize = 4096;
 /// File of the shared secret.
 pub const SECRET_FILE: &str = "shared-secret";
 
@@ -40,13 +36,6 @@ fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Fills `bytes` from the operating system.
-fn system_random(bytes: &mut [u8]) -> Result<()> {
-    SysRng
-        .try_fill_bytes(bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))
-}
-
 /// Writes a fresh shared secret and both nodes' identities into `dir`; refuses to overwrite any.
 /// Returns the files written.
 pub fn init(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -63,14 +52,14 @@ pub fn init(dir: &Path) -> Result<Vec<PathBuf>> {
             existing.display()
         );
     }
-    let mut secret = vec![0u8; SECRET_BYTES];
-    system_random(&mut secret)?;
+    let mut secret = vec![0u8; PRE_SHARED_SECRET_BYTES];
+    fill_from_system(&mut secret, "shared secret")?;
     let written = write_new(&files[0], &secret, true);
     secret.zeroize();
     written?;
     for (role, pair) in ["alice", "bob"].iter().zip(files[1..].chunks(2)) {
         let mut seed = [0u8; SEED_BYTES];
-        system_random(&mut seed)?;
+        fill_from_system(&mut seed, "ML-DSA seed")?;
         let public = SigningIdentity::from_seed(&seed).public_key();
         let written = write_new(&pair[0], &seed, true);
         seed.zeroize();

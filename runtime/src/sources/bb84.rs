@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use qkd_drivers::{EmissionRecords, SourceError, TagBatch, TimeTagger, WcpSource};
 use qkd_postprocess::sift::{Announcement, Measurements, Preparations, SiftReply, squash};
 use qkd_postprocess::slots::{Detections, SlotRecovery, SlotStats};
+use qkd_units::Picoseconds;
 use qkd_units::pattern::{KEY_BYTES, PatternKey, SlotPattern};
 use rand::TryRng;
 use rand::rngs::SysRng;
@@ -16,7 +17,7 @@ use super::{BatchBudget, Turn};
 use crate::channel::{Peer, Transport};
 use crate::error::{DataError, SessionError};
 use crate::messages::Message;
-use crate::randomness::ProtocolRng;
+use crate::randomness::{ProtocolRng, RandomnessError};
 use crate::session::{MeasurementSource, PreparationSource};
 use crate::tracking::{LinkTracking, TrackingFailure};
 
@@ -34,9 +35,7 @@ impl PatternRecords {
     /// Draws a key from the operating system, hands it to `source` and answers from it.
     pub async fn start(source: &mut impl WcpSource) -> Result<Self, PatternError> {
         let mut bytes = [0u8; KEY_BYTES];
-        SysRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(PatternError::Randomness)?;
+        SysRng.try_fill_bytes(&mut bytes).map_err(RandomnessError)?;
         let key = PatternKey::from_bytes(bytes);
         bytes.zeroize();
         source.start_pattern(&key).await?;
@@ -58,9 +57,9 @@ impl PatternRecords {
 /// Why a pattern could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum PatternError {
-    /// No randomness from the operating system.
-    #[error("no randomness from the operating system for the pattern key: {0}")]
-    Randomness(#[source] rand::rngs::SysError),
+    /// No randomness from the operating system for the pattern key.
+    #[error("the pattern key: {0}")]
+    Randomness(#[from] RandomnessError),
     /// The source refused.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -202,7 +201,7 @@ impl<T: TimeTagger> TaggedDetections<T> {
         };
         let from = self.last_tag_ps.unwrap_or(first);
         self.last_tag_ps = Some(last);
-        Duration::from_nanos(u64::try_from(last.saturating_sub(from) / 1000).unwrap_or(0))
+        Picoseconds(last.saturating_sub(from)).to_duration()
     }
 
     fn squash(&mut self) -> Measurements {
