@@ -346,7 +346,7 @@ fn serve_bench(file: &Path, stop_after: Option<f64>) -> Result<()> {
         } else {
             StreamDepth::Deep
         };
-        let mut servers = Vec::new();
+        let mut servers = tokio::task::JoinSet::new();
         for (name, node) in taggers {
             let address = &raw.tag_streams[name];
             let listener = tokio::net::TcpListener::bind(address)
@@ -355,8 +355,11 @@ fn serve_bench(file: &Path, stop_after: Option<f64>) -> Result<()> {
             let tagger = bench
                 .tagger(node, STREAM_BATCH)
                 .with_context(|| format!("the bench has no tagger for {name}"))?;
-            println!("tag stream {name:<6} {address} ({} channels)", tagger.channels().len());
-            servers.push(tokio::spawn(tag_stream::serve(listener, tagger, depth)));
+            println!(
+                "tag stream {name:<6} {address} ({} channels)",
+                tagger.channels().len()
+            );
+            servers.spawn(tag_stream::serve(listener, tagger, depth));
         }
         if let Some(host) = &host {
             for device in host.devices() {
@@ -375,16 +378,12 @@ fn serve_bench(file: &Path, stop_after: Option<f64>) -> Result<()> {
         );
         let stopped = tokio::select! {
             stopped = until_stopped(stop_after) => stopped,
-            failed = async {
-                for server in &mut servers {
-                    match server.await {
-                        Ok(Err(e)) => return Err(anyhow::Error::from(e).context("a tag stream failed")),
-                        Err(e) => return Err(anyhow::Error::from(e)),
-                        Ok(Ok(())) => {}
-                    }
-                }
-                Ok(())
-            } => failed,
+            // A stream serves until its tagger fails: whichever ends first ends the bench.
+            Some(ended) = servers.join_next() => match ended {
+                Ok(Err(e)) => Err(anyhow::Error::from(e).context("a tag stream failed")),
+                Err(e) => Err(anyhow::Error::from(e)),
+                Ok(Ok(())) => Err(anyhow::anyhow!("a tag stream ended")),
+            },
         };
         let _ = std::fs::remove_file(&bench_file);
         drop(host);
