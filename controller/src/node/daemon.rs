@@ -462,7 +462,7 @@ async fn run_alice(node: &Node) -> Result<()> {
             preparer.new_pattern();
             if let Some(source) = &mut source {
                 // A fresh pattern for every connection: Bob numbers slots from its marker.
-                let rate = devices.rate.map_or(1e8, |r| r.0);
+                let rate = source.repetition_rate().get();
                 let mut records = PatternRecords::start(source).await?.paced(rate);
                 Ok::<_, anyhow::Error>(preparer.run(&mut peer, &mut records, &mut sink).await)
             } else {
