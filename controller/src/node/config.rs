@@ -230,8 +230,6 @@ pub enum Endpoint {
 /// A validated node configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// The file it came from.
-    pub file: PathBuf,
     /// Alice or Bob.
     pub role: NodeRole,
     /// The node's name.
@@ -349,7 +347,6 @@ fn validate(raw: RawConfig, file: &Path) -> Result<NodeConfig> {
         }
     }
     Ok(NodeConfig {
-        file: file.to_owned(),
         role: raw.role,
         node_id: raw.node_id,
         state_dir: resolve(&raw.state_dir),
