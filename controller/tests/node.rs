@@ -299,8 +299,42 @@ fn two_nodes_keep_the_same_keys_by_id_and_hash() {
     assert_eq!(status["role"], "bob");
     assert_eq!(status["state"], "generating");
     assert_eq!(status["peer_connected"], true);
+    // The same emulated link in one process: both QBERs are corrected errors over reconciled
+    // bits, so they agree within the binomial spread of the two counts.
     let qber = status["qber_z"].as_f64().unwrap();
-    assert!((qber - 0.01).abs() < 0.003, "QBER {qber}");
+    let node_bits = status["blocks"].as_f64().unwrap() * 1e6; // block_bits of the example
+    let one = qkd()
+        .args([
+            "link",
+            "--preset",
+            "snspd",
+            "--distance-km",
+            "50",
+            "--seconds",
+            "2",
+        ])
+        .args(["--block-bits", "1000000", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let one: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    let link_qber = one["qber_z"].as_f64().unwrap();
+    let link_bits: f64 = one["block_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["disclosed_bits"].as_u64() > Some(0))
+        .map(|b| b["key_bits"].as_f64().unwrap())
+        .sum();
+    let sigma = (link_qber * (1.0 - link_qber) * (1.0 / node_bits + 1.0 / link_bits)).sqrt();
+    assert!(
+        (qber - link_qber).abs() < 5.0 * sigma,
+        "QBER {qber} in two processes, {link_qber} in one (σ {sigma})"
+    );
     for field in [
         "blocks",
         "aborted_blocks",
@@ -323,9 +357,13 @@ fn two_nodes_keep_the_same_keys_by_id_and_hash() {
 fn kill_9_of_either_node_at_any_moment_leaves_both_stores_equal_and_no_pad_reused() {
     let _one = serial();
     let mut link = Link::new("kill", 2);
+    // The proxy only watches: every seal either node sends, to find a pad used twice.
+    let proxy = Proxy::start(link.peer_port, |_, frame| vec![frame]);
+    link.route_bob_through(proxy.port);
     link.start("alice");
     link.start("bob");
     let mut used: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut committed = std::collections::BTreeSet::new();
     // Kill each node in turn while it is working (blocks take most of the time, so most kills
     // land mid-block), restart it, and check that its pads only ever moved forward.
     for (round, victim) in ["bob", "alice", "bob", "alice", "bob"]
@@ -344,6 +382,7 @@ fn kill_9_of_either_node_at_any_moment_leaves_both_stores_equal_and_no_pad_reuse
             );
             used.insert(role, now);
         }
+        committed.extend(link.keys("bob"));
         link.kill(victim);
         let after_crash = link.pad_bits_used(victim);
         assert!(
@@ -356,20 +395,50 @@ fn kill_9_of_either_node_at_any_moment_leaves_both_stores_equal_and_no_pad_reuse
     link.wait_for_keys("bob", target);
     let (alice, bob) = link.finish();
     assert_eq!(alice, bob, "the stores differ after the crashes");
-    let ids: Vec<&String> = bob.iter().map(|k| &k.0).collect();
-    let mut unique = ids.clone();
-    unique.dedup();
-    assert_eq!(ids, unique, "a key ID given twice");
+    // Every key committed before a crash is still there, unchanged.
+    for key in &committed {
+        assert!(bob.contains(key), "{key:?} lost or changed in a crash");
+    }
     for role in ["alice", "bob"] {
         assert!(link.pad_bits_used(role) >= used[role]);
     }
+    // On the wire: no pad of either node sealed two different transcripts.
+    let seals = proxy.seals.lock().unwrap();
+    let mut tags: BTreeMap<(bool, u64), &Vec<u8>> = BTreeMap::new();
+    for (from_bob, pad, tag) in seals.iter() {
+        if let Some(earlier) = tags.insert((*from_bob, *pad), tag) {
+            assert_eq!(earlier, tag, "pad {pad} (from Bob: {from_bob}) used twice");
+        }
+    }
+    // Both seal the messages of every committed key: the proxy saw them all.
+    assert!(
+        seals.len() >= 2 * bob.len(),
+        "{} seals for {} keys",
+        seals.len(),
+        bob.len()
+    );
 }
 
 /// A proxy between Bob and Alice that forwards whole frames, lets `attack` change Bob's n-th
-/// frame (returning the frames to send instead), and records Alice's `Amplify` seeds.
+/// frame (returning the frames to send instead), and records Alice's `Amplify` seeds and the
+/// seals both send.
 struct Proxy {
     port: u16,
     seeds: Arc<Mutex<Vec<Bits>>>,
+    seals: Arc<Mutex<Vec<SealSeen>>>,
+}
+
+/// A seal seen on the wire: sent by Bob (`true`) or Alice, its pad and its tag.
+type SealSeen = (bool, u64, Vec<u8>);
+
+/// Records `frame`'s seal, if it is one.
+fn record_seal(seals: &Mutex<Vec<SealSeen>>, from_bob: bool, frame: &[u8]) {
+    if let Ok(WireBody::Seal(seal)) = decode_frame::<Message>(frame).map(|f| f.body) {
+        seals
+            .lock()
+            .unwrap()
+            .push((from_bob, seal.pad, seal.tag.to_vec()));
+    }
 }
 
 type Attack = fn(u64, Vec<u8>) -> Vec<Vec<u8>>;
@@ -379,7 +448,8 @@ impl Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seeds = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&seeds);
+        let seals = Arc::new(Mutex::new(Vec::new()));
+        let (recorded, sealed) = (Arc::clone(&seeds), Arc::clone(&seals));
         std::thread::spawn(move || {
             // Bob counts frames across his connections: the attack hits each index once.
             let sent = Arc::new(Mutex::new(0u64));
@@ -395,16 +465,20 @@ impl Proxy {
                 }
                 let (bob_in, alice_out) = (bob.try_clone().unwrap(), alice.try_clone().unwrap());
                 let sent = Arc::clone(&sent);
+                let bob_seals = Arc::clone(&sealed);
                 std::thread::spawn(move || {
                     relay(bob_in, alice_out, |frame| {
+                        record_seal(&bob_seals, true, &frame);
                         let mut n = sent.lock().unwrap();
                         *n += 1;
                         attack(*n - 1, frame)
                     });
                 });
                 let recorded = Arc::clone(&recorded);
+                let alice_seals = Arc::clone(&sealed);
                 std::thread::spawn(move || {
                     relay(alice, bob, |frame| {
+                        record_seal(&alice_seals, false, &frame);
                         if let Ok(WireBody::Message(Message::Amplify { seed, .. })) =
                             decode_frame::<Message>(&frame).map(|f| f.body)
                         {
@@ -415,7 +489,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, seeds }
+        Proxy { port, seeds, seals }
     }
 }
 
