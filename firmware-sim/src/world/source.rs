@@ -224,18 +224,6 @@ mod tests {
         WcpSource::new(spec, Section("source"), 42)
     }
 
-    /// The choices of a source, as the pattern tests ask for them.
-    struct SourceChoices<'a>(&'a WcpSource);
-
-    impl SourceChoices<'_> {
-        fn choice(&self, slot: u64) -> SlotChoice {
-            self.0.choice(slot)
-        }
-        fn key_share(&self, class: usize) -> f64 {
-            self.0.key_share(class)
-        }
-    }
-
     #[test]
     fn pattern_frequencies_follow_configured_probabilities() {
         let mut spec = WcpSourceSpec::decoy_bb84(1_000_000, 0.5);
@@ -243,7 +231,6 @@ mod tests {
         spec.reference_share = 0.1;
         let src = source(&spec).unwrap();
         let n = 400_000u64;
-        let src = SourceChoices(&src);
         let mut z = 0u64;
         let mut ones = 0u64;
         let mut refs = 0u64;
