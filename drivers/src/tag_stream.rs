@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use qkd_protocol::tag_stream::{
-    FLAG_OVERFLOW, FRAME_HEADER_BYTES, FrameHeader, HELLO_BYTES, Hello, ROLE_DETECTOR, ROLE_MARKER,
-    ROLE_OTHER, ROLE_SYNC, StreamError, check_role,
+    FLAG_OVERFLOW, FRAME_HEADER_BYTES, FrameHeader, HELLO_BYTES, Hello, MAX_CHANNELS,
+    ROLE_DETECTOR, ROLE_MARKER, ROLE_OTHER, ROLE_SYNC, StreamError, check_role,
 };
 use qkd_units::{Picoseconds, Volts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -289,13 +289,28 @@ pub async fn serve(
     mut tagger: impl TimeTagger,
     depth: StreamDepth,
 ) -> Result<(), TaggerError> {
+    // Tags name their channel by its index, so the roles go by index too (an index the tagger
+    // does not list is `Other`), up to the channels a reader accepts.
+    let count = tagger
+        .channels()
+        .iter()
+        .map(|c| usize::from(c.index) + 1)
+        .max()
+        .unwrap_or(0)
+        .min(usize::from(MAX_CHANNELS));
+    let mut roles = vec![ROLE_OTHER; count];
+    for channel in tagger.channels() {
+        if let Some(role) = roles.get_mut(usize::from(channel.index)) {
+            *role = role_byte(channel.role);
+        }
+    }
     let mut hello = Hello {
         resolution_ps: u32::try_from(tagger.resolution().get()).unwrap_or(u32::MAX),
-        channels: tagger.channels().len().min(usize::from(u8::MAX)) as u8,
+        channels: count as u8,
     }
     .encode()
     .to_vec();
-    hello.extend(tagger.channels().iter().map(|c| role_byte(c.role)));
+    hello.extend(roles);
     let (readers, mut arrived) = tokio::sync::mpsc::channel::<TcpStream>(4);
     let acceptor = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

@@ -101,3 +101,86 @@ async fn a_stream_that_breaks_its_layout_is_refused() {
         assert!(error.to_string().contains(expected), "{error}");
     }
 }
+
+/// A tagger whose channels are numbered from 1, as a T3 recording's detectors are: every
+/// millisecond a batch with a tag on each.
+struct NumberedFromOne {
+    identity: qkd_drivers::DeviceIdentity,
+    channels: Vec<qkd_drivers::TaggerChannel>,
+    now_ps: i64,
+}
+
+impl TimeTagger for NumberedFromOne {
+    fn identity(&self) -> &qkd_drivers::DeviceIdentity {
+        &self.identity
+    }
+
+    fn channels(&self) -> &[qkd_drivers::TaggerChannel] {
+        &self.channels
+    }
+
+    fn resolution(&self) -> qkd_units::Picoseconds {
+        qkd_units::Picoseconds(1)
+    }
+
+    async fn set_delay(&mut self, _: u8, _: qkd_units::Picoseconds) -> Result<(), TaggerError> {
+        Err(TaggerError::Unsupported("delays"))
+    }
+
+    async fn set_trigger_level(&mut self, _: u8, _: qkd_units::Volts) -> Result<(), TaggerError> {
+        Err(TaggerError::Unsupported("levels"))
+    }
+
+    async fn start(&mut self) -> Result<(), TaggerError> {
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), TaggerError> {
+        Ok(())
+    }
+
+    async fn read(&mut self, batch: &mut TagBatch) -> Result<(), TaggerError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        batch.clear();
+        self.now_ps += 1_000_000_000;
+        batch.time_ps.extend([self.now_ps, self.now_ps + 1]);
+        batch.channel.extend([1, 2]);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_travel_by_channel_index_not_by_position() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let tagger = NumberedFromOne {
+        identity: qkd_drivers::DeviceIdentity {
+            vendor: "test".into(),
+            model: "numbered from one".into(),
+            serial: "1".into(),
+            firmware: "1".into(),
+        },
+        channels: (0..2)
+            .map(|d| qkd_drivers::TaggerChannel {
+                index: d + 1,
+                role: ChannelRole::Detector(d),
+            })
+            .collect(),
+        now_ps: 0,
+    };
+    let served = tokio::spawn(serve(listener, tagger, StreamDepth::Deep));
+    let mut remote = StreamTagger::connect(&address).await.unwrap();
+    let roles: Vec<ChannelRole> = remote.channels().iter().map(|c| c.role).collect();
+    assert_eq!(
+        roles,
+        [
+            ChannelRole::Other,
+            ChannelRole::Detector(0),
+            ChannelRole::Detector(1)
+        ]
+    );
+    let mut batch = TagBatch::default();
+    remote.read(&mut batch).await.unwrap();
+    assert_eq!(batch.channel, [1, 2]);
+    served.abort();
+}
