@@ -195,9 +195,10 @@ fn link(args: &[&str]) -> serde_json::Value {
 /// batch measured before it is aligned is flagged to Alice and held out of the blocks. The key
 /// that follows matches, and tracking adds less than the 1 % the recovery target counts as
 /// recovered to the static link's mean QBER over both bases, the cost the tracker minimises
-/// (both measured on millions of bits, so to better than 0.1 %); neither basis alone loses more
-/// than 2 %. Pattern and coins come from the OS, so runs differ: over 24 runs the mean added
-/// 0.15 to 0.7 %, one basis at most 1.04 %.
+/// (both measured on millions of bits, so to better than 0.1 %; no basis can be below the static
+/// floor by more than that, so the bound also keeps each basis under 2 %). Pattern and coins come
+/// from the OS, so runs differ: over 24 runs the mean added 0.15 to 0.7 %, one basis at most
+/// 1.04 %.
 #[test]
 fn the_link_holds_batches_until_tracking_has_aligned_then_makes_key() {
     let seconds = 6.0;
@@ -220,7 +221,7 @@ fn the_link_holds_batches_until_tracking_has_aligned_then_makes_key() {
     let aligned = link(&["--seconds", "2"]);
     let added = ["qber_z", "qber_x"].map(|basis| field(&report, basis) - field(&aligned, basis));
     assert!(
-        added.iter().all(|&a| a < 0.02) && 0.5 * (added[0] + added[1]) < 0.01,
+        0.5 * (added[0] + added[1]) < 0.01,
         "QBER added by tracking (Z, X): {added:?}; tracked {report}, static {aligned}"
     );
 }
