@@ -1,18 +1,17 @@
 //! `qkd emulate`: run the emulated bench for a stretch of emulated time and report counts,
 //! gain, error rates and how fast the emulation ran.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use qkd_drivers::ptu::{PtuWriter, RecordingInfo};
+use qkd_drivers::ptu::RecordingInfo;
 use qkd_firmware_sim::world::{Basis, LinkStats, NodeOutput, PrepareMeasureWorld};
 use serde::Serialize;
 
 use crate::flags::{Bench, BenchFlags, in_range};
 use crate::progress::Progress;
+use crate::recording::PtuRecording;
 
 /// Emulated time per step: keeps memory flat however long the run.
 const STEP_PS: i64 = 10_000_000_000;
@@ -111,9 +110,7 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
                     seed
                 ),
             };
-            let file =
-                File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            Some(PtuWriter::new(BufWriter::new(file), &info)?)
+            Some(PtuRecording::create(path, &info)?)
         }
         None => None,
     };

@@ -10,5 +10,6 @@ pub mod link;
 pub mod node;
 pub mod plan;
 pub mod progress;
+pub mod recording;
 pub mod sim;
 pub mod tags;

@@ -1,12 +1,18 @@
 //! `qkd tags …`: working with recorded time tags.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use qkd_drivers::ptu::{Discard, Mode, PtuReader};
+use qkd_drivers::ptu::{Discard, Mode, PtuReader, RecordingInfo};
+use qkd_drivers::tag_stream::StreamTagger;
+use qkd_drivers::{ChannelRole, TagBatch, TimeTagger};
 use serde::Serialize;
+
+use crate::flags::in_range;
+use crate::progress::Progress;
+use crate::recording::PtuRecording;
 
 /// Subcommands of `qkd tags`.
 #[derive(Debug, Subcommand)]
@@ -19,6 +25,36 @@ pub enum TagsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Record a tag stream (a `qkd sim serve` bench's, or any tagger served as one) to a PTU
+    /// (T2) file; Ctrl-C ends the recording early and keeps it.
+    Record {
+        /// The stream's address, host:port.
+        #[arg(long)]
+        stream: String,
+        /// The PTU file to write (written beside it as FILE.partial until complete).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Stream time to record, from its first tag, in seconds.
+        #[arg(long, allow_negative_numbers = true)]
+        seconds: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `qkd tags record --json` prints.
+#[derive(Debug, Serialize)]
+struct Recorded {
+    file: String,
+    /// Tags written.
+    tags: u64,
+    /// Stream time recorded, s.
+    seconds: f64,
+    /// The recording was ended early (Ctrl-C or SIGTERM).
+    interrupted: bool,
+    /// Events the stream reported lost while recording.
+    missed_events: u64,
 }
 
 /// What `qkd tags inspect --json` prints.
@@ -56,7 +92,114 @@ struct Summary {
 pub fn run(command: &TagsCommand) -> Result<()> {
     match command {
         TagsCommand::Inspect { file, json } => inspect(file, *json),
+        TagsCommand::Record {
+            stream,
+            out,
+            seconds,
+            json,
+        } => {
+            let seconds = in_range("seconds", *seconds, 1e-6, 1e7, "s")?;
+            let recorded = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(record(stream, out, seconds))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&recorded)?);
+            } else {
+                println!(
+                    "{}: {} tags over {:.3} s{}",
+                    recorded.file,
+                    recorded.tags,
+                    recorded.seconds,
+                    if recorded.interrupted {
+                        " (ended early)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
     }
+}
+
+/// Records `seconds` of the stream at `address` into `out`.
+async fn record(address: &str, out: &Path, seconds: f64) -> Result<Recorded> {
+    let mut tagger = StreamTagger::connect(address)
+        .await
+        .with_context(|| format!("connecting to the tag stream {address}"))?;
+    let info = RecordingInfo {
+        resolution_ps: u32::try_from(tagger.resolution().0)
+            .ok()
+            .filter(|&r| r > 0)
+            .with_context(|| {
+                format!(
+                    "the stream's resolution of {} ps cannot be recorded",
+                    tagger.resolution().0
+                )
+            })?,
+        input_channels: tagger
+            .channels()
+            .iter()
+            .filter(|c| matches!(c.role, ChannelRole::Detector(_)))
+            .count() as u32,
+        sync_rate_hz: 0,
+        hardware: tagger.identity().model.clone(),
+        comment: format!("qkd tags record --stream {address} --seconds {seconds}"),
+    };
+    let mut recording = PtuRecording::create(out, &info)?;
+    let span_ps = (seconds * 1e12).round() as i64;
+    let mut progress = Progress::new("recorded");
+    let (mut batch, mut tags, mut missed) = (TagBatch::default(), 0u64, 0u64);
+    let mut window: Option<(i64, i64)> = None;
+    let stop = crate::node::shutdown_signal();
+    tokio::pin!(stop);
+    // Ended early (a signal, or the stream failing: what came before is kept either way).
+    let (interrupted, failed) = loop {
+        tokio::select! {
+            read = tagger.read(&mut batch) => if let Err(e) = read {
+                break (true, Some(e));
+            },
+            stopped = &mut stop => {
+                stopped?;
+                break (true, None);
+            }
+        }
+        missed += batch.missed_events;
+        let Some(&first) = batch.time_ps.first() else {
+            continue;
+        };
+        let (start, _) = *window.get_or_insert((first, first));
+        let end = start.saturating_add(span_ps);
+        let cut = batch.time_ps.partition_point(|&t| t < end);
+        recording.write(&batch.time_ps[..cut], &batch.channel[..cut])?;
+        tags += cut as u64;
+        if let Some(&last) = batch.time_ps[..cut].last() {
+            window = Some((start, last));
+        }
+        progress.update(
+            (batch.time_ps[cut.max(1) - 1] - start) as f64 * 1e-12,
+            seconds,
+        );
+        if cut < batch.len() {
+            break (false, None);
+        }
+    };
+    progress.finish();
+    recording.finish()?;
+    if let Some(e) = failed {
+        bail!(
+            "reading the tag stream {address}: {e}; the {tags} tags recorded until then are in {}",
+            out.display()
+        );
+    }
+    Ok(Recorded {
+        file: out.display().to_string(),
+        tags,
+        seconds: window.map_or(0.0, |(first, last)| (last - first) as f64 * 1e-12),
+        interrupted,
+        missed_events: missed,
+    })
 }
 
 fn inspect(file: &PathBuf, json: bool) -> Result<()> {

@@ -894,3 +894,26 @@ fn devices_probe_reports_each_configured_device() {
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_failed_recording_leaves_no_file_behind() {
+    // At 0 km the detector jitter puts the first tags before time 0, which PTU cannot hold.
+    let dir = std::env::temp_dir().join(format!("qkd-failed-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("run.ptu");
+    let out = qkd(&[
+        "emulate",
+        "--distance-km",
+        "0",
+        "--seconds",
+        "0.01",
+        "--record",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("negative timestamp"), "{error}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -61,11 +61,17 @@ impl Link {
         Link::with(name, seed, |_, text| text)
     }
 
-    /// A link whose files `edit` changes (given each file's name and text) before it starts.
-    fn with(name: &str, seed: u64, edit: fn(&str, String) -> String) -> Link {
+    /// An empty directory for a link's files, processes and states.
+    fn directory(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("qkd-node-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A link whose files `edit` changes (given each file's name and text) before it starts.
+    fn with(name: &str, seed: u64, edit: fn(&str, String) -> String) -> Link {
+        let dir = Link::directory(name);
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-node");
         let (peer, tags) = (free_port(), free_port());
         for file in ["bench.toml", "alice.toml", "bob.toml"] {
@@ -79,6 +85,14 @@ impl Link {
                 .replace("[network]\n", "[network]\nreceive_timeout_s = 5.0\n");
             std::fs::write(dir.join(file), edit(file, text)).unwrap();
         }
+        let mut link = Link::provisioned(dir, peer);
+        link.spawn("bench", &["sim", "serve", "--config", "bench.toml"]);
+        link.wait_until("the bench", || link.dir.join("bench/bench.json").exists());
+        link
+    }
+
+    /// A link in `dir` with fresh secrets, nothing running yet.
+    fn provisioned(dir: PathBuf, peer_port: u16) -> Link {
         let init = qkd()
             .args(["auth", "init", "--dir", "secrets"])
             .current_dir(&dir)
@@ -89,14 +103,28 @@ impl Link {
             "{}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let mut link = Link {
+        Link {
             dir,
-            peer_port: peer,
+            peer_port,
             processes: BTreeMap::new(),
-        };
-        link.spawn("bench", &["sim", "serve", "--config", "bench.toml"]);
-        link.wait_until("the bench", || link.dir.join("bench/bench.json").exists());
-        link
+        }
+    }
+
+    /// Waits for `name` to exit by itself, and returns its exit status.
+    fn exited(&mut self, name: &'static str) -> std::process::ExitStatus {
+        let mut child = self.processes.remove(name).unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{name} did not end: {}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn spawn(&mut self, name: &'static str, args: &[&str]) {
@@ -667,4 +695,112 @@ fn bob_aligns_saves_his_calibration_and_checks_it_after_a_restart() {
     );
     let (alice, bob) = link.finish();
     assert_eq!(alice, bob);
+}
+
+/// Both ends of an entangled link at 25 km, each node replaying its own recording of one bench
+/// run (made with `qkd tags record`, the two started at different moments), as fast as the link
+/// goes.
+fn bbm92_recording_node(role: &str, peer_port: u16) -> String {
+    let network = match role {
+        "alice" => format!("listen = \"127.0.0.1:{peer_port}\""),
+        _ => format!("peer = \"127.0.0.1:{peer_port}\""),
+    };
+    format!(
+        "role = \"{role}\"\nnode_id = \"{role}\"\nstate_dir = \"state/{role}\"\n\
+         protocol = \"bbm92\"\n\n[network]\n{network}\n\n\
+         [auth]\nsecret = \"secrets/shared-secret\"\n\n[blocks]\nblock_bits = 100000\n\n\
+         [devices]\ntagger = {{ kind = \"ptu\", path = \"{role}.ptu\", \
+         pacing = \"as-fast-as-possible\" }}\n"
+    )
+}
+
+#[test]
+fn two_nodes_replay_recordings_of_both_ends_once_into_matching_keys() {
+    let _one = serial();
+    let (peer, alice_tags, bob_tags) = (free_port(), free_port(), free_port());
+    let mut link = Link::provisioned(Link::directory("recorded"), peer);
+    std::fs::write(
+        link.dir.join("bench.toml"),
+        format!(
+            "protocol = \"bbm92\"\npreset = \"snspd\"\ndistance_km = 25.0\nseed = 3\n\
+             dir = \"bench\"\n\n[tag_streams]\nalice = \"127.0.0.1:{alice_tags}\"\n\
+             bob = \"127.0.0.1:{bob_tags}\"\n"
+        ),
+    )
+    .unwrap();
+    link.spawn("bench", &["sim", "serve", "--config", "bench.toml"]);
+    link.wait_until("the bench", || link.dir.join("bench/bench.json").exists());
+    for (name, port) in [("record-alice", alice_tags), ("record-bob", bob_tags)] {
+        let (stream, out) = (format!("127.0.0.1:{port}"), format!("{}.ptu", &name[7..]));
+        link.spawn(
+            name,
+            &[
+                "tags",
+                "record",
+                "--stream",
+                &stream,
+                "--out",
+                &out,
+                "--seconds",
+                "1.5",
+                "--json",
+            ],
+        );
+    }
+    for name in ["record-alice", "record-bob"] {
+        let status = link.exited(name);
+        assert!(status.success(), "{name}: {}", link.log(name));
+        let recorded: serde_json::Value = serde_json::from_str(&link.log(name)).unwrap();
+        let file = recorded["file"].as_str().unwrap();
+        assert!((recorded["seconds"].as_f64().unwrap() - 1.5).abs() < 1e-3);
+        // What the recorder says it wrote is what a reader finds.
+        let inspected = link.json(&["tags", "inspect", file, "--json"]);
+        let photons: u64 = inspected["channels"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        let sync = inspected["sync_events"].as_u64().unwrap();
+        assert_eq!(Some(photons + sync), recorded["tags"].as_u64(), "{file}");
+        assert!(!link.dir.join(format!("{file}.partial")).exists());
+    }
+    link.stop("bench");
+    for role in ["alice", "bob"] {
+        std::fs::write(
+            link.dir.join(format!("{role}.toml")),
+            bbm92_recording_node(role, peer),
+        )
+        .unwrap();
+    }
+    link.start("alice");
+    link.start("bob");
+    // Both stop by themselves when the recordings end.
+    for role in ["bob", "alice"] {
+        let status = link.exited(role);
+        assert!(status.success(), "{role}: {}", link.log(role));
+    }
+    assert!(link.log("alice").contains("the recorded link is over"));
+    let (alice, bob) = (link.keys("alice"), link.keys("bob"));
+    assert_eq!(alice, bob, "the stores differ");
+    // 1.5 s of pairs at 25 km sift to some 700 000 key bits: several blocks of 100 000.
+    assert!(alice.len() >= 3, "{alice:?}\n{}", link.log("bob"));
+    // Restarted, a node refuses to replay its recording into key again, even under another
+    // name.
+    std::fs::copy(link.dir.join("alice.ptu"), link.dir.join("again.ptu")).unwrap();
+    let text = bbm92_recording_node("alice", peer).replace("alice.ptu", "again.ptu");
+    std::fs::write(link.dir.join("alice.toml"), text).unwrap();
+    let again = qkd()
+        .args(["node", "--config", "alice.toml"])
+        .current_dir(&link.dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        error.contains("was replayed by this node already"),
+        "{error}"
+    );
+    assert!(error.contains("alice.ptu"), "{error}");
+    assert_eq!(link.keys("alice"), alice);
 }

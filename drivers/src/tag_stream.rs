@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use qkd_protocol::tag_stream::{
     FLAG_OVERFLOW, FRAME_HEADER_BYTES, FrameHeader, HELLO_BYTES, Hello, MAX_CHANNELS,
-    ROLE_DETECTOR, ROLE_MARKER, ROLE_OTHER, ROLE_SYNC, StreamError, check_role,
+    MAX_FRAME_TAGS, ROLE_DETECTOR, ROLE_MARKER, ROLE_OTHER, ROLE_SYNC, StreamError, check_role,
 };
 use qkd_units::{Picoseconds, Volts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -231,26 +231,39 @@ async fn connect_bounded(address: &str) -> std::io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| std::io::Error::other("the address resolves to nothing")))
 }
 
-/// A batch as a frame.
-fn frame(batch: &TagBatch, covered_to_ps: i64) -> Vec<u8> {
-    let missed = batch.missed_events;
-    let header = FrameHeader {
-        tags: batch.len() as u32,
-        covered_to_ps,
-        missed: u32::try_from(missed).unwrap_or(u32::MAX),
-        flags: if batch.overflow || missed > 0 {
-            FLAG_OVERFLOW
-        } else {
-            0
-        },
-    };
-    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + header.body_bytes());
-    frame.extend_from_slice(&header.encode());
-    for t in &batch.time_ps {
-        frame.extend_from_slice(&t.to_le_bytes());
-    }
-    frame.extend_from_slice(&batch.channel);
-    frame
+/// A batch as frames of at most [`MAX_FRAME_TAGS`] tags each (a reader that fell behind a
+/// shared world gets a batch of everything since its last): the losses go with the first, and
+/// each says the time it covers (the last its own last tag, the rest `covered_to_ps`).
+fn frames(batch: &TagBatch, covered_to_ps: i64) -> Vec<Vec<u8>> {
+    let chunk = MAX_FRAME_TAGS as usize;
+    let count = batch.len().div_ceil(chunk).max(1);
+    (0..count)
+        .map(|i| {
+            let range = i * chunk..((i + 1) * chunk).min(batch.len());
+            let last = i + 1 == count;
+            let missed = if i == 0 { batch.missed_events } else { 0 };
+            let header = FrameHeader {
+                tags: range.len() as u32,
+                covered_to_ps: match batch.time_ps[range.clone()].last() {
+                    Some(&t) if !last => t,
+                    _ => covered_to_ps,
+                },
+                missed: u32::try_from(missed).unwrap_or(u32::MAX),
+                flags: if i == 0 && (batch.overflow || missed > 0) {
+                    FLAG_OVERFLOW
+                } else {
+                    0
+                },
+            };
+            let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + header.body_bytes());
+            frame.extend_from_slice(&header.encode());
+            for t in &batch.time_ps[range.clone()] {
+                frame.extend_from_slice(&t.to_le_bytes());
+            }
+            frame.extend_from_slice(&batch.channel[range]);
+            frame
+        })
+        .collect()
 }
 
 /// Writes queued frames to one reader until it goes away.
@@ -333,11 +346,14 @@ pub async fn serve(
         // writer run.
         tokio::task::yield_now().await;
         covered = batch.time_ps.last().map_or(covered, |&t| t.max(covered));
-        let Some(frames) = &reader else {
+        let Some(queue) = &reader else {
             continue;
         };
-        if frames.send(frame(&batch, covered)).await.is_err() {
-            reader = None;
+        for frame in frames(&batch, covered) {
+            if queue.send(frame).await.is_err() {
+                reader = None;
+                break;
+            }
         }
     };
     acceptor.abort();

@@ -398,6 +398,15 @@ impl CoincidenceTracker {
         }
     }
 
+    /// Numbers the tags of A from `a_first` and of B from `b_first` on: those before were
+    /// dropped unpaired (they had no partner in the other stream).
+    #[must_use]
+    pub fn numbered_from(mut self, a_first: u64, b_first: u64) -> Self {
+        self.a_first = a_first;
+        self.b_first = b_first;
+        self
+    }
+
     /// The current offset model.
     pub fn model(&self) -> &OffsetModel {
         &self.model

@@ -144,6 +144,15 @@ pub enum DataError {
     /// No coincidences between the two nodes' tags.
     #[error("no coincidences between the nodes: {0}")]
     NoCoincidences(#[from] OffsetError),
+    /// The two nodes' tags never overlapped in time.
+    #[error(
+        "the nodes' tags do not overlap in time within {tags} tags: their taggers (or \
+         recordings) cover different stretches of time"
+    )]
+    NoOverlap {
+        /// Tags gathered before giving up.
+        tags: usize,
+    },
     /// The link has no timestamps to share (a prepare-and-measure link asked for them).
     #[error("this link has no timestamps to share")]
     NoTimestamps,

@@ -103,6 +103,9 @@ pub enum Message {
     Tags(Vec<i64>),
     /// Measurer → preparer: no more detections; the session ends.
     Finish,
+    /// Preparer → measurer, answering `RequestTags`: her tags have ended (a replayed recording
+    /// is at its end), so the run is over.
+    TagsEnded,
 }
 
 impl Message {
@@ -125,6 +128,7 @@ impl Message {
             Message::RequestTags => "RequestTags",
             Message::Tags(_) => "Tags",
             Message::Finish => "Finish",
+            Message::TagsEnded => "TagsEnded",
         }
     }
 }

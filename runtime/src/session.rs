@@ -39,8 +39,9 @@ pub trait PreparationSource: Send {
         announcement: &Announcement,
     ) -> impl Future<Output = Result<Preparations, DataError>> + Send;
 
-    /// The timestamps of her next batch (entangled links, where the measurer pairs tags).
-    fn tags(&mut self) -> impl Future<Output = Result<Vec<i64>, DataError>> + Send {
+    /// The timestamps of her next batch (entangled links, where the measurer pairs tags), or
+    /// `None` once her tags have ended.
+    fn tags(&mut self) -> impl Future<Output = Result<Option<Vec<i64>>, DataError>> + Send {
         async { Err(DataError::NoTimestamps) }
     }
 }
@@ -547,8 +548,11 @@ impl Preparer {
                 }
             }
             Message::RequestTags => {
-                let times = source.tags().await?;
-                peer.send(&Message::Tags(times)).await?;
+                let reply = match source.tags().await? {
+                    Some(times) => Message::Tags(times),
+                    None => Message::TagsEnded,
+                };
+                peer.send(&reply).await?;
             }
             Message::Finish => return Ok(Step::Finished),
             other => return Err(Violation::unexpected(&other, "a measurer's message").into()),

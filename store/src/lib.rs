@@ -101,10 +101,15 @@ pub fn key_bytes(key: &Bits) -> Vec<u8> {
 
 /// SHA-256 of a key's bytes, hex.
 pub fn key_sha256(key: &Bits) -> String {
+    hex(&Sha256::digest(key_bytes(key)))
+}
+
+/// Bytes (a digest) in lower-case hex, as the store keeps and shows them.
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    Sha256::digest(key_bytes(key))
+    bytes
         .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
+        .fold(String::with_capacity(2 * bytes.len()), |mut hex, b| {
             let _ = write!(hex, "{b:02x}");
             hex
         })
@@ -200,10 +205,15 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
     ) -> Result<R, StoreFailure> {
-        f(&mut self.lock()).map_err(|source| StoreFailure::Sqlite {
+        f(&mut self.lock()).map_err(self.sql())
+    }
+
+    /// Names the file in a SQLite error.
+    fn sql(&self) -> impl FnOnce(rusqlite::Error) -> StoreFailure + '_ {
+        |source| StoreFailure::Sqlite {
             path: self.path.clone(),
             source,
-        })
+        }
     }
 
     fn damaged(&self, what: &'static str) -> StoreFailure {
@@ -233,6 +243,27 @@ impl Store {
             )
         })
         .map(drop)
+    }
+
+    /// Sets a value of the meta table unless it has one: `None` if it was set, else the value
+    /// it had (which stays). One transaction, so two claims of one name cannot both win.
+    pub fn claim_meta(&self, name: &str, value: &str) -> Result<Option<String>, StoreFailure> {
+        self.run(|db| {
+            let tx = db.transaction()?;
+            let had: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if had.is_none() {
+                tx.execute(
+                    "INSERT INTO meta (name, value) VALUES (?1, ?2)",
+                    params![name, value],
+                )?;
+            }
+            tx.commit()?;
+            Ok(had)
+        })
     }
 
     /// The journalled authentication state, if any.
@@ -270,17 +301,13 @@ impl Store {
         tx: &rusqlite::Transaction<'_>,
         state: &AuthState,
     ) -> Result<(), StoreFailure> {
-        let sql = |source| StoreFailure::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
         let (stored_seal, stored_check): (i64, i64) = tx
             .query_row(
                 "SELECT seal_pad, check_pad FROM auth WHERE id = 0",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .map_err(sql)?;
+            .map_err(self.sql())?;
         let (seal, check) = (state.next_seal_pad(), state.next_check_pad());
         if seal < stored_seal as u64 || check < stored_check as u64 {
             return Err(StoreFailure::PadsBackwards {
@@ -297,7 +324,7 @@ impl Store {
             "UPDATE auth SET state = ?1, seal_pad = ?2, check_pad = ?3 WHERE id = 0",
             params![blob, seal as i64, check as i64],
         )
-        .map_err(sql)?;
+        .map_err(self.sql())?;
         Ok(())
     }
 
@@ -307,13 +334,9 @@ impl Store {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreFailure>,
     ) -> Result<R, StoreFailure> {
         let mut db = self.lock();
-        let sql = |source| StoreFailure::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
-        let tx = db.transaction().map_err(sql)?;
+        let tx = db.transaction().map_err(self.sql())?;
         let result = f(&tx)?;
-        tx.commit().map_err(sql)?;
+        tx.commit().map_err(self.sql())?;
         Ok(result)
     }
 
@@ -381,10 +404,7 @@ impl Store {
                 state
             ],
         )
-        .map_err(|source| StoreFailure::Sqlite {
-            path: self.path.clone(),
-            source,
-        })?;
+        .map_err(self.sql())?;
         Ok(())
     }
 

@@ -93,3 +93,31 @@ fn reading_a_node_that_never_ran_says_so() {
     let error = Store::open_read_only(&dir).unwrap_err();
     assert!(error.to_string().contains("no node state here"), "{error}");
 }
+
+#[test]
+fn a_meta_value_is_claimed_once_and_survives_reopening() {
+    let dir = dir("claim");
+    let store = Store::open(&dir).unwrap();
+    assert_eq!(store.claim_meta("recording.ab", "first").unwrap(), None);
+    assert_eq!(
+        store
+            .claim_meta("recording.ab", "second")
+            .unwrap()
+            .as_deref(),
+        Some("first")
+    );
+    drop(store);
+    let reopened = Store::open(&dir).unwrap();
+    assert_eq!(
+        reopened
+            .claim_meta("recording.ab", "third")
+            .unwrap()
+            .as_deref(),
+        Some("first")
+    );
+    assert_eq!(
+        reopened.meta("recording.ab").unwrap().as_deref(),
+        Some("first")
+    );
+    assert_eq!(reopened.claim_meta("recording.cd", "other").unwrap(), None);
+}

@@ -103,11 +103,33 @@ async fn a_stream_that_breaks_its_layout_is_refused() {
 }
 
 /// A tagger whose channels are numbered from 1, as a T3 recording's detectors are: every
-/// millisecond a batch with a tag on each.
+/// millisecond a batch of `tags` tags, on channels 1 and 2 in turn, 1 ps apart.
 struct NumberedFromOne {
     identity: qkd_drivers::DeviceIdentity,
     channels: Vec<qkd_drivers::TaggerChannel>,
     now_ps: i64,
+    tags: usize,
+}
+
+impl NumberedFromOne {
+    fn new(tags: usize) -> Self {
+        NumberedFromOne {
+            identity: qkd_drivers::DeviceIdentity {
+                vendor: "test".into(),
+                model: "numbered from one".into(),
+                serial: "1".into(),
+                firmware: "1".into(),
+            },
+            channels: (0..2)
+                .map(|d| qkd_drivers::TaggerChannel {
+                    index: d + 1,
+                    role: ChannelRole::Detector(d),
+                })
+                .collect(),
+            now_ps: 0,
+            tags,
+        }
+    }
 }
 
 impl TimeTagger for NumberedFromOne {
@@ -142,9 +164,11 @@ impl TimeTagger for NumberedFromOne {
     async fn read(&mut self, batch: &mut TagBatch) -> Result<(), TaggerError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         batch.clear();
-        self.now_ps += 1_000_000_000;
-        batch.time_ps.extend([self.now_ps, self.now_ps + 1]);
-        batch.channel.extend([1, 2]);
+        for i in 0..self.tags {
+            self.now_ps += 1;
+            batch.time_ps.push(self.now_ps);
+            batch.channel.push(1 + (i % 2) as u8);
+        }
         Ok(())
     }
 }
@@ -153,21 +177,7 @@ impl TimeTagger for NumberedFromOne {
 async fn roles_travel_by_channel_index_not_by_position() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let tagger = NumberedFromOne {
-        identity: qkd_drivers::DeviceIdentity {
-            vendor: "test".into(),
-            model: "numbered from one".into(),
-            serial: "1".into(),
-            firmware: "1".into(),
-        },
-        channels: (0..2)
-            .map(|d| qkd_drivers::TaggerChannel {
-                index: d + 1,
-                role: ChannelRole::Detector(d),
-            })
-            .collect(),
-        now_ps: 0,
-    };
+    let tagger = NumberedFromOne::new(2);
     let served = tokio::spawn(serve(listener, tagger, StreamDepth::Deep));
     let mut remote = StreamTagger::connect(&address).await.unwrap();
     let roles: Vec<ChannelRole> = remote.channels().iter().map(|c| c.role).collect();
@@ -182,5 +192,29 @@ async fn roles_travel_by_channel_index_not_by_position() {
     let mut batch = TagBatch::default();
     remote.read(&mut batch).await.unwrap();
     assert_eq!(batch.channel, [1, 2]);
+    served.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_a_frame_travels_as_several() {
+    // A reader that fell behind a shared world is handed everything since its last read.
+    let max = qkd_protocol::tag_stream::MAX_FRAME_TAGS as usize;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let served = tokio::spawn(serve(
+        listener,
+        NumberedFromOne::new(max + 5),
+        StreamDepth::Shallow,
+    ));
+    let mut remote = StreamTagger::connect(&address).await.unwrap();
+    let (mut first, mut second) = (TagBatch::default(), TagBatch::default());
+    remote.read(&mut first).await.unwrap();
+    remote.read(&mut second).await.unwrap();
+    // A reader joins between batches: the frames of one batch, in order, nothing lost.
+    let (big, small) = (first, second);
+    assert_eq!(big.len(), max);
+    assert_eq!(small.len(), 5);
+    assert!(big.time_ps.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(small.time_ps[0], big.time_ps[max - 1] + 1);
     served.abort();
 }

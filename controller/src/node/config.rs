@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use qkd_drivers::Pacing;
 use qkd_drivers::serial::DeviceConfig;
 use qkd_postprocess::estimate::DecoySettings;
 use qkd_runtime::block::BlockSettings;
 use qkd_runtime::reconcile::Reconciliation;
+use qkd_units::Picoseconds;
 use serde::{Deserialize, Serialize};
 
 use crate::flags::key_in_range as in_range;
@@ -179,6 +181,51 @@ enum RawTagger {
         address: String,
         frames_in_flight: Option<u32>,
     },
+    /// A PicoQuant PTU recording, replayed in batches of `batch_ms` of recording time.
+    Ptu {
+        path: PathBuf,
+        #[serde(default)]
+        pacing: RawPacing,
+        #[serde(default = "default_batch_ms")]
+        batch_ms: f64,
+    },
+}
+
+/// How a replayed recording relates to the wall clock.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawPacing {
+    /// As the recording was made.
+    #[default]
+    RealTime,
+    /// As fast as the link goes.
+    AsFastAsPossible,
+}
+
+/// A live stream's frame length, which a replay's batches follow by default.
+fn default_batch_ms() -> f64 {
+    10.0
+}
+
+/// Where a node's time tags come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaggerSource {
+    /// A tag stream (`host:port`).
+    Stream {
+        /// Its address.
+        address: String,
+        /// The most frames it holds in flight, when it says.
+        frames_in_flight: Option<u32>,
+    },
+    /// A PTU recording: its detections go into key once, so a node replays it once (BBM92).
+    Recording {
+        /// The file.
+        path: PathBuf,
+        /// How its time relates to the wall clock.
+        pacing: Pacing,
+        /// Recording time per batch: the same at both nodes keeps two recordings in step.
+        batch: Picoseconds,
+    },
 }
 
 /// The source's classes and shares, validated.
@@ -210,10 +257,8 @@ pub struct ListedDevices {
     pub source: Option<DeviceConfig>,
     /// Bob's detector board, armed at start.
     pub detectors: Option<DeviceConfig>,
-    /// Bob's tag stream address.
-    pub tag_stream: Option<String>,
-    /// The most frames it holds in flight, when it says.
-    pub frames_in_flight: Option<u32>,
+    /// The node's time tags (Bob's; both nodes' on an entangled link).
+    pub tagger: Option<TaggerSource>,
     /// Bob's polarization controller (tracking).
     pub polarization_controller: Option<DeviceConfig>,
 }
@@ -332,7 +377,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<NodeConfig> {
         (NodeProtocol::Bbm92, Some(_)) => bail!("source: BBM92 has no weak-coherent source"),
         (NodeProtocol::Bbm92, None) => None,
     };
-    let devices = devices(raw.devices, &resolve)?;
+    let devices = devices(raw.devices, raw.protocol, &resolve)?;
     if raw.tracking.enabled {
         if raw.role != NodeRole::Bob || raw.protocol != NodeProtocol::Bb84 {
             bail!("tracking.enabled: Bob tracks the polarization, on the BB84 link");
@@ -370,7 +415,11 @@ fn validate(raw: RawConfig, file: &Path) -> Result<NodeConfig> {
     })
 }
 
-fn devices(raw: RawDevices, resolve: &impl Fn(&Path) -> PathBuf) -> Result<Devices> {
+fn devices(
+    raw: RawDevices,
+    protocol: NodeProtocol,
+    resolve: &impl Fn(&Path) -> PathBuf,
+) -> Result<Devices> {
     Ok(match raw {
         RawDevices {
             emulated: Some(dir),
@@ -389,18 +438,41 @@ fn devices(raw: RawDevices, resolve: &impl Fn(&Path) -> PathBuf) -> Result<Devic
             tagger,
             polarization_controller,
         } => {
-            let (tag_stream, frames_in_flight) = match tagger {
+            let tagger = match tagger {
                 Some(RawTagger::TagStream {
                     address,
                     frames_in_flight,
-                }) => (Some(address), frames_in_flight),
-                None => (None, None),
+                }) => Some(TaggerSource::Stream {
+                    address,
+                    frames_in_flight,
+                }),
+                Some(RawTagger::Ptu { .. }) if protocol != NodeProtocol::Bbm92 => bail!(
+                    "devices.tagger: a recording is replayed on the entangled link \
+                     (protocol = \"bbm92\"); BB84 detections pair with the pattern Alice's \
+                     source sends in this run"
+                ),
+                Some(RawTagger::Ptu {
+                    path,
+                    pacing,
+                    batch_ms,
+                }) => Some(TaggerSource::Recording {
+                    path: resolve(&path),
+                    pacing: match pacing {
+                        RawPacing::RealTime => Pacing::RealTime,
+                        RawPacing::AsFastAsPossible => Pacing::AsFastAsPossible,
+                    },
+                    batch: Picoseconds(
+                        (in_range("devices.tagger.batch_ms", batch_ms, 0.001, 10_000.0, "ms")?
+                            * 1e9)
+                            .round() as i64,
+                    ),
+                }),
+                None => None,
             };
             Devices::Listed(Box::new(ListedDevices {
                 source,
                 detectors,
-                tag_stream,
-                frames_in_flight,
+                tagger,
                 polarization_controller,
             }))
         }
@@ -468,4 +540,77 @@ fn decoys(source: &SourceSettings, eps_sec: f64, eps_cor: f64) -> Result<DecoySe
         .validate()
         .context("source.intensities: the classes do not fit the decoy analysis")?;
     Ok(settings)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A BBM92 Bob replaying `ptu.ptu`, with `extra` appended.
+    const BOB: &str = "role = \"bob\"\nnode_id = \"bob\"\nstate_dir = \"state\"\n\
+        protocol = \"bbm92\"\n[network]\npeer = \"127.0.0.1:1\"\n[auth]\nsecret = \"s\"\n\
+        [devices]\ntagger = { kind = \"ptu\", path = \"ptu.ptu\"";
+
+    fn load(text: &str) -> Result<NodeConfig> {
+        let file = Path::new("site/bob.toml");
+        let raw: RawConfig = toml::from_str(text)?;
+        validate(raw, file)
+    }
+
+    #[test]
+    fn a_recording_is_a_tagger_for_the_entangled_link_paced_in_real_time_by_default() {
+        let config = load(&format!("{BOB} }}\n")).unwrap();
+        let Devices::Listed(listed) = config.devices else {
+            panic!("devices one by one");
+        };
+        assert_eq!(
+            listed.tagger,
+            Some(TaggerSource::Recording {
+                path: Path::new("site").join("ptu.ptu"),
+                pacing: Pacing::RealTime,
+                batch: Picoseconds(10_000_000_000),
+            })
+        );
+        let fast = load(&format!(
+            "{BOB}, pacing = \"as-fast-as-possible\", batch_ms = 2.5 }}\n"
+        ))
+        .unwrap();
+        let Devices::Listed(listed) = fast.devices else {
+            panic!("devices one by one");
+        };
+        assert!(matches!(
+            listed.tagger,
+            Some(TaggerSource::Recording {
+                pacing: Pacing::AsFastAsPossible,
+                batch: Picoseconds(2_500_000_000),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn recording_errors_name_the_key() {
+        for (text, expected) in [
+            (
+                format!("{BOB} }}\n").replace("bbm92", "bb84")
+                    + "[source]\nintensities = [{ mu = 0.6, probability = 0.6 }, \
+                       { mu = 0.2, probability = 0.3 }, { mu = 0.0, probability = 0.1 }]\n\
+                       basis_z_probability = 0.8\n",
+                "devices.tagger: a recording is replayed on the entangled link",
+            ),
+            (
+                format!("{BOB}, batch_ms = 0 }}\n"),
+                "devices.tagger.batch_ms",
+            ),
+            (
+                format!("{BOB}, pacing = \"slow\" }}\n"),
+                "unknown variant `slow`",
+            ),
+            (format!("{BOB}, speed = 1 }}\n"), "unknown field `speed`"),
+        ] {
+            let error = format!("{:#}", load(&text).unwrap_err());
+            assert!(error.contains(expected), "{error}");
+        }
+    }
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use qkd_calibration::state::PolarizationCalibration;
 use qkd_drivers::serial::{DetectorNominals, DeviceConfig, DeviceKind};
-use qkd_drivers::tag_stream::StreamTagger;
 use qkd_drivers::{
     ChannelRole, IntensityClass, PolarizationController, SinglePhotonDetectors, TaggerChannel,
     TimeTagger, WcpSettings, WcpSource,
@@ -37,9 +36,13 @@ use qkd_units::{MeanPhotonNumber, Probability};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::config::{Devices, Endpoint, NodeConfig, NodeProtocol, NodeRole, SourceSettings};
+use super::config::{
+    Devices, Endpoint, ListedDevices, NodeConfig, NodeProtocol, NodeRole, SourceSettings,
+    TaggerSource,
+};
 use super::secrets;
 use super::status::{CALIBRATION_KEY, CONTROL_SOCKET, NodeState, StatusBoard, serve_control};
+use super::tagger::Taggers;
 use crate::sim::BenchDescription;
 
 /// First wait before trying the peer again; doubled up to the configured most.
@@ -47,19 +50,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a stopping node gives the session in progress to end cleanly.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Where a node's devices are, resolved.
-#[derive(Debug, Clone)]
-struct DeviceSet {
-    source: Option<DeviceConfig>,
-    detectors: Option<DeviceConfig>,
-    tag_stream: Option<String>,
-    /// The most frames Bob's tag stream holds in flight, when it says.
-    frames_in_flight: Option<u32>,
-    rate: Option<(f64, u64)>,
-    polarization_controller: Option<DeviceConfig>,
-}
-
-fn device_set(config: &NodeConfig) -> Result<DeviceSet> {
+/// A node's devices one by one (a bench's read from its description), and the source's pulse
+/// rate and slots per sync when known.
+fn device_set(config: &NodeConfig) -> Result<(ListedDevices, Option<(f64, u64)>)> {
     Ok(match &config.devices {
         Devices::Emulated(dir) => {
             let bench = BenchDescription::read(dir)?;
@@ -75,27 +68,27 @@ fn device_set(config: &NodeConfig) -> Result<DeviceSet> {
                 source.repetition_rate_hz = bench.repetition_rate_hz;
                 source
             });
-            DeviceSet {
+            let devices = ListedDevices {
                 source,
                 detectors: bench
                     .detectors
                     .map(|port| DeviceConfig::new(DeviceKind::DetectorBoard, port)),
-                tag_stream: bench.tag_streams.get(config.role.name()).cloned(),
-                frames_in_flight: bench.frames_in_flight,
-                rate: bench.repetition_rate_hz.zip(bench.sync_divider),
+                tagger: bench.tag_streams.get(config.role.name()).map(|address| {
+                    TaggerSource::Stream {
+                        address: address.clone(),
+                        frames_in_flight: bench.frames_in_flight,
+                    }
+                }),
                 polarization_controller: bench
                     .polarization_controller
                     .map(|device| DeviceConfig::new(device.kind, device.port)),
-            }
+            };
+            (devices, bench.repetition_rate_hz.zip(bench.sync_divider))
         }
-        Devices::Listed(listed) => DeviceSet {
-            detectors: listed.detectors.clone(),
-            rate: config.source.as_ref().and_then(|s| s.clock),
-            source: listed.source.clone(),
-            tag_stream: listed.tag_stream.clone(),
-            frames_in_flight: listed.frames_in_flight,
-            polarization_controller: listed.polarization_controller.clone(),
-        },
+        Devices::Listed(listed) => (
+            ListedDevices::clone(listed),
+            config.source.as_ref().and_then(|s| s.clock),
+        ),
     })
 }
 
@@ -412,7 +405,7 @@ async fn run_alice(node: &Node) -> Result<()> {
     let Endpoint::Listen(address) = &node.config.endpoint else {
         bail!("network.listen: Alice listens");
     };
-    let devices = device_set(&node.config)?;
+    let (devices, _) = device_set(&node.config)?;
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("network.listen: {address}"))?;
@@ -449,6 +442,11 @@ async fn run_alice(node: &Node) -> Result<()> {
         }
         NodeProtocol::Bbm92 => None,
     };
+    let mut taggers = match (&source, devices.tagger) {
+        (None, Some(tagger)) => Some(Taggers::open(tagger, &node.store)?),
+        (None, None) => bail!("devices: Alice's tagger"),
+        (Some(_), _) => None,
+    };
     let mut sink = node.store.clone();
     loop {
         node.board.set(NodeState::Connecting, false);
@@ -465,45 +463,65 @@ async fn run_alice(node: &Node) -> Result<()> {
                 let rate = source.repetition_rate().get();
                 let mut records = PatternRecords::start(source).await?.paced(rate);
                 Ok::<_, anyhow::Error>(preparer.run(&mut peer, &mut records, &mut sink).await)
+            } else if let Some(taggers) = &mut taggers {
+                let mut node_b = NodeB::new(taggers.next().await?);
+                let ended = preparer.run(&mut peer, &mut node_b, &mut sink).await;
+                taggers.put_back(node_b.into_tagger());
+                Ok(ended)
             } else {
-                let address = devices
-                    .tag_stream
-                    .as_deref()
-                    .context("devices: Alice's tagger")?;
-                let mut node_b = NodeB::new(StreamTagger::connect(address).await?);
-                Ok(preparer.run(&mut peer, &mut node_b, &mut sink).await)
+                bail!("devices: Alice has neither a source nor a tagger")
             }
         };
         let ended = tokio::select! {
             ended = session => ended?,
             () = node.stopped() => return Ok(()),
         };
-        after_session(ended)?;
+        let finished = after_session(ended)?;
+        if let Some(taggers) = &taggers
+            && taggers.is_recording()
+            && (finished || taggers.ended())
+        {
+            // Bob cannot replay his recording of this run again, nor she hers.
+            eprintln!("node: the recorded link is over: stopping");
+            return Ok(());
+        }
     }
+}
+
+/// The controller Bob tracks with and the frames his tag stream holds in flight, if he tracks.
+fn tracked_controller(
+    config: &NodeConfig,
+    devices: &ListedDevices,
+    tagger: &TaggerSource,
+) -> Result<Option<(DeviceConfig, u32)>> {
+    if !config.tracking {
+        return Ok(None);
+    }
+    let controller = devices.polarization_controller.clone().context(
+        "tracking.enabled: the bench has no polarization controller in the light path \
+         (light_path)",
+    )?;
+    let in_flight = match tagger {
+        TaggerSource::Stream {
+            frames_in_flight, ..
+        } => *frames_in_flight,
+        TaggerSource::Recording { .. } => None,
+    }
+    .context(
+        "tracking.enabled: Bob's tag stream does not bound the frames in flight \
+         (devices.tagger.frames_in_flight)",
+    )?;
+    Ok(Some((controller, in_flight)))
 }
 
 async fn run_bob(node: &Node) -> Result<()> {
     let Endpoint::Connect(address) = &node.config.endpoint else {
         bail!("network.peer: Bob connects");
     };
-    let devices = device_set(&node.config)?;
-    let tag_stream = devices
-        .tag_stream
-        .as_deref()
-        .context("devices: Bob's tagger")?;
-    let tracked = if node.config.tracking {
-        let controller = devices.polarization_controller.as_ref().context(
-            "tracking.enabled: the bench has no polarization controller in the light path \
-             (light_path)",
-        )?;
-        let in_flight = devices.frames_in_flight.context(
-            "tracking.enabled: Bob's tag stream does not bound the frames in flight \
-             (devices.tagger.frames_in_flight)",
-        )?;
-        Some((controller, in_flight))
-    } else {
-        None
-    };
+    let (devices, rate) = device_set(&node.config)?;
+    let tagger = devices.tagger.clone().context("devices: Bob's tagger")?;
+    let tracked = tracked_controller(&node.config, &devices, &tagger)?;
+    let mut taggers = Taggers::open(tagger, &node.store)?;
     if let Some(config) = &devices.detectors
         && until_ready(node, "arming the detectors", || arm_detectors(config))
             .await
@@ -517,12 +535,12 @@ async fn run_bob(node: &Node) -> Result<()> {
     let mut sink = node.store.clone();
     while !node.stopping() {
         node.board.set(NodeState::Connecting, false);
-        if let Some((controller, in_flight)) = tracked
+        if let Some((controller, in_flight)) = &tracked
             && tracking.is_none()
         {
             // At start, and after tracking failed: from the calibration saved last.
             let started = until_ready(node, "starting polarization tracking", || {
-                start_tracking(node, controller, in_flight)
+                start_tracking(node, controller, *in_flight)
             });
             let Some(started) = started.await else { break };
             tracking = Some(started);
@@ -530,54 +548,66 @@ async fn run_bob(node: &Node) -> Result<()> {
         // The tagger first: the marker of the pattern Alice starts on connection must not pass
         // before Bob reads.
         let connected = until_ready(node, "connecting", || async {
-            let tagger = StreamTagger::connect(tag_stream).await?;
+            let fresh = taggers.connect().await?;
             let stream = TcpStream::connect(address)
                 .await
                 .with_context(|| format!("connecting to the peer at {address}"))?;
-            anyhow::Ok((tagger, stream))
+            anyhow::Ok((fresh, stream))
         });
-        let Some((tagger, stream)) = connected.await else {
+        let Some((fresh, stream)) = connected.await else {
             break;
+        };
+        let tagger = match fresh {
+            Some(stream) => stream,
+            None => taggers.recording()?,
         };
         let mut peer = node.peer(TcpTransport::new(stream))?;
         node.board.set(NodeState::Generating, true);
         let budget = BatchBudget::until(Arc::clone(&stop_flag));
-        let session = async {
-            match node.config.protocol {
-                NodeProtocol::Bb84 => {
-                    let rate = devices
-                        .rate
-                        .context("devices: the source's rate is unknown")?;
-                    let slots = slot_recovery(tagger.channels(), rate)?;
-                    let mut detections =
-                        TaggedDetections::new(tagger, slots, budget, ProtocolRng::from_os()?);
-                    if let Some(tracking) = tracking.take() {
-                        detections = detections.with_tracking(tracking);
+        // The session ends here, giving the tagger back.
+        let ended = {
+            let session = async {
+                match node.config.protocol {
+                    NodeProtocol::Bb84 => {
+                        let rate = rate.context("devices: the source's rate is unknown")?;
+                        let slots = slot_recovery(tagger.channels(), rate)?;
+                        let mut detections =
+                            TaggedDetections::new(tagger, slots, budget, ProtocolRng::from_os()?);
+                        if let Some(tracking) = tracking.take() {
+                            detections = detections.with_tracking(tracking);
+                        }
+                        let ended = measurer.run(&mut peer, &mut detections, &mut sink).await;
+                        // The tracker stays aligned across connections.
+                        tracking = detections.take_tracking();
+                        Ok::<_, anyhow::Error>(ended)
                     }
-                    let ended = measurer.run(&mut peer, &mut detections, &mut sink).await;
-                    // The tracker stays aligned across connections.
-                    tracking = detections.take_tracking();
-                    Ok::<_, anyhow::Error>(ended)
+                    NodeProtocol::Bbm92 => {
+                        let mut node_a = NodeA::new(tagger, budget);
+                        let ended = measurer.run(&mut peer, &mut node_a, &mut sink).await;
+                        taggers.put_back(node_a.into_tagger());
+                        Ok(ended)
+                    }
                 }
-                NodeProtocol::Bbm92 => {
-                    let mut node_a = NodeA::new(tagger, budget);
-                    Ok(measurer.run(&mut peer, &mut node_a, &mut sink).await)
-                }
-            }
-        };
-        tokio::pin!(session);
-        let ended = tokio::select! {
-            ended = &mut session => ended?,
-            () = node.stopped() => {
-                // Finish the batch (and any block it completes), tell Alice, then stop.
-                stop_flag.store(true, Ordering::SeqCst);
-                match tokio::time::timeout(STOP_GRACE, &mut session).await {
-                    Ok(ended) => ended?,
-                    Err(_) => return Ok(()),
+            };
+            tokio::pin!(session);
+            tokio::select! {
+                ended = &mut session => ended?,
+                () = node.stopped() => {
+                    // Finish the batch (and any block it completes), tell Alice, then stop.
+                    stop_flag.store(true, Ordering::SeqCst);
+                    match tokio::time::timeout(STOP_GRACE, &mut session).await {
+                        Ok(ended) => ended?,
+                        Err(_) => return Ok(()),
+                    }
                 }
             }
         };
-        if after_session(ended)? {
+        let finished = after_session(ended)?;
+        if taggers.ended() {
+            eprintln!("node: the recording is at its end: stopping");
+            break;
+        }
+        if finished {
             break;
         }
     }

@@ -5,6 +5,7 @@ pub mod config;
 mod daemon;
 mod secrets;
 mod status;
+mod tagger;
 
 use std::path::PathBuf;
 

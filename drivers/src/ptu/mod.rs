@@ -15,7 +15,7 @@ mod writer;
 pub use header::{HeaderTag, Layout, PtuHeader, TagValue};
 pub use reader::PtuReader;
 pub use records::{EventSink, Mode, RecordDecoder, RecordFormat, RecordStats};
-pub use replay::PtuReplay;
+pub use replay::{Batching, PtuReplay};
 pub use writer::{PtuWriter, RecordingInfo, WRITTEN_RECORD_TYPE};
 
 use crate::tagger::TagBatch;

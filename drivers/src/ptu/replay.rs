@@ -1,4 +1,5 @@
-//! Replaying a PTU recording through the time-tagger trait, as fast as possible or in real time.
+//! Replaying a PTU recording through the time-tagger trait, as fast as possible or in real time,
+//! in batches of so many records or of so much recording time.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -11,6 +12,21 @@ use crate::DeviceIdentity;
 use crate::error::TaggerError;
 use crate::tagger::{ChannelRole, Pacing, TagBatch, TaggerChannel, TimeTagger};
 
+/// How a replay cuts the recording into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// So many records per batch.
+    Records(usize),
+    /// The tags of each span of recording time, spans aligned to multiples of the span (as a
+    /// live stream's frames are): two recordings of one run, each replayed at its node, stay in
+    /// step batch for batch whatever their count rates, and a span without tags is an empty
+    /// batch.
+    Span(Picoseconds),
+}
+
+/// Records decoded at a time when batching by span.
+const SPAN_CHUNK_RECORDS: usize = 1 << 16;
+
 /// A recorded stream behaving like a tagger: same batches, same trait.
 ///
 /// Delays and trigger levels belong to the instrument that made the recording; here they are
@@ -21,16 +37,20 @@ pub struct PtuReplay<R> {
     identity: DeviceIdentity,
     channels: Vec<TaggerChannel>,
     resolution: Picoseconds,
-    records_per_batch: usize,
+    batching: Batching,
     pacing: Pacing,
     running: bool,
     /// Wall-clock start and the file time it corresponds to (real-time pacing).
     clock: Option<(Instant, i64)>,
+    /// Span batching: tags decoded but not yet handed out, and where the next span ends.
+    pending: TagBatch,
+    span_end: Option<i64>,
+    decoded_all: bool,
 }
 
 impl<R: Read + Send> PtuReplay<R> {
-    /// Replays `reader` in batches of `records_per_batch` records.
-    pub fn new(reader: PtuReader<R>, records_per_batch: usize, pacing: Pacing) -> Self {
+    /// Replays `reader` in batches cut by `batching`.
+    pub fn new(reader: PtuReader<R>, batching: Batching, pacing: Pacing) -> Self {
         let header = reader.header();
         let text = |name| header.text(name).unwrap_or("unknown").to_owned();
         let identity = DeviceIdentity {
@@ -71,16 +91,61 @@ impl<R: Read + Send> PtuReplay<R> {
             identity,
             channels,
             resolution: Picoseconds((resolution_s * 1e12).round().max(1.0) as i64),
-            records_per_batch: records_per_batch.max(1),
+            batching: match batching {
+                Batching::Records(n) => Batching::Records(n.max(1)),
+                Batching::Span(span) => Batching::Span(Picoseconds(span.0.max(1))),
+            },
             pacing,
             running: true,
             clock: None,
+            pending: TagBatch::default(),
+            span_end: None,
+            decoded_all: false,
         }
     }
 
     /// The underlying reader (header, statistics so far).
     pub fn reader(&self) -> &PtuReader<R> {
         &self.reader
+    }
+
+    /// Fills `batch` with the next `records` records; `false` at the end of the file.
+    fn next_records(&mut self, records: usize, batch: &mut TagBatch) -> Result<bool, TaggerError> {
+        let decoded = self
+            .reader
+            .decode_next(records, batch)
+            .map_err(|e| TaggerError::Recording(e.to_string()))?;
+        Ok(decoded > 0)
+    }
+
+    /// Fills `batch` with the tags of the next span; `false` once every tag has been handed
+    /// out. Returns the span's end (file time).
+    fn next_span(&mut self, span: i64, batch: &mut TagBatch) -> Result<Option<i64>, TaggerError> {
+        loop {
+            let span_end = match (self.span_end, self.pending.time_ps.first()) {
+                (Some(end), _) => Some(end),
+                (None, Some(&first)) => Some((first.div_euclid(span) + 1).saturating_mul(span)),
+                (None, None) => None,
+            };
+            if let Some(end) = span_end {
+                let cut = self.pending.time_ps.partition_point(|&t| t < end);
+                if cut < self.pending.len() || self.decoded_all {
+                    if self.decoded_all && self.pending.is_empty() {
+                        return Ok(None);
+                    }
+                    batch.time_ps.extend(self.pending.time_ps.drain(..cut));
+                    batch.channel.extend(self.pending.channel.drain(..cut));
+                    self.span_end = Some(end.saturating_add(span));
+                    return Ok(Some(end));
+                }
+            }
+            if self.decoded_all {
+                return Ok(None);
+            }
+            let mut more = std::mem::take(&mut self.pending);
+            self.decoded_all = !self.next_records(SPAN_CHUNK_RECORDS, &mut more)?;
+            self.pending = more;
+        }
     }
 
     /// How long to wait so that file time does not run ahead of the wall clock.
@@ -133,14 +198,17 @@ impl<R: Read + Send> TimeTagger for PtuReplay<R> {
         if !self.running {
             return Err(TaggerError::NotRunning {});
         }
-        let decoded = self
-            .reader
-            .decode_next(self.records_per_batch, batch)
-            .map_err(|e| TaggerError::Recording(e.to_string()))?;
-        if decoded == 0 {
+        // The file time the batch reaches (a batch of records may hold none with a time).
+        let reached = match self.batching {
+            Batching::Records(records) => self
+                .next_records(records, batch)?
+                .then(|| batch.time_ps.last().copied()),
+            Batching::Span(span) => self.next_span(span.0, batch)?.map(Some),
+        };
+        let Some(reached) = reached else {
             return Err(TaggerError::EndOfRecording {});
-        }
-        let wait = self.pacing_wait(batch.time_ps.last().copied());
+        };
+        let wait = self.pacing_wait(reached);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }

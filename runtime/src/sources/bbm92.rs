@@ -3,8 +3,11 @@
 //! never leave it): the offset between the two clocks is found from the first batches without
 //! prior knowledge, then followed as the clocks drift. A announces pairs by B's tag index with its
 //! own bases; B answers from its tags.
+//!
+//! Either tagger may end (a replayed recording at its end): A then flushes what it holds and
+//! finishes the session; B tells A that her tags have ended, which ends it the same way.
 
-use qkd_drivers::{TagBatch, TimeTagger};
+use qkd_drivers::{TagBatch, TaggerError, TimeTagger};
 use qkd_postprocess::coincidence::{CoincidenceTracker, OffsetSearch, Pairs, find_offset};
 use qkd_postprocess::sift::{Announcement, Basis, Measurements, Preparations};
 
@@ -16,8 +19,10 @@ use crate::session::{MeasurementSource, PreparationSource};
 
 /// Coincidence window, full width.
 const WINDOW_PS: i64 = 400;
-/// Batches gathered before the offset search.
+/// Batches in which both streams have tags, gathered before the offset search.
 const SEARCH_BATCHES: usize = 10;
+/// Most tags gathered while waiting for the streams to overlap in time.
+const MAX_GATHERED_TAGS: usize = 1 << 23;
 /// Node B keeps its tags this far behind the latest announcement.
 const B_RETAIN_TAGS: u64 = 1 << 20;
 
@@ -44,6 +49,23 @@ impl<T: TimeTagger> NodeB<T> {
             channels: Vec::new(),
             first_index: 0,
         }
+    }
+
+    /// The tagger back, to go on reading it in the next session.
+    pub fn into_tagger(self) -> T {
+        self.tagger
+    }
+}
+
+/// The tags of the next batch; `None` once the tagger has ended.
+async fn read_until_end<T: TimeTagger>(
+    tagger: &mut T,
+    batch: &mut TagBatch,
+) -> Result<bool, DataError> {
+    match tagger.read(batch).await {
+        Ok(()) => Ok(true),
+        Err(TaggerError::EndOfRecording {}) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -75,10 +97,12 @@ impl<T: TimeTagger> PreparationSource for NodeB<T> {
         Ok(out)
     }
 
-    async fn tags(&mut self) -> Result<Vec<i64>, DataError> {
-        self.tagger.read(&mut self.batch).await?;
+    async fn tags(&mut self) -> Result<Option<Vec<i64>>, DataError> {
+        if !read_until_end(&mut self.tagger, &mut self.batch).await? {
+            return Ok(None);
+        }
         self.channels.extend_from_slice(&self.batch.channel);
-        Ok(self.batch.time_ps.clone())
+        Ok(Some(self.batch.time_ps.clone()))
     }
 }
 
@@ -92,6 +116,8 @@ pub struct NodeA<T> {
     gathered: [Vec<i64>; 2],
     gathered_channels: Vec<u8>,
     gathered_batches: usize,
+    /// Tags of each stream dropped before the search for want of a partner.
+    dropped: [u64; 2],
     tracker: Option<CoincidenceTracker>,
     pairs: Pairs,
 }
@@ -106,9 +132,15 @@ impl<T: TimeTagger> NodeA<T> {
             gathered: [Vec::new(), Vec::new()],
             gathered_channels: Vec::new(),
             gathered_batches: 0,
+            dropped: [0; 2],
             tracker: None,
             pairs: Pairs::default(),
         }
+    }
+
+    /// The tagger back, to go on reading it in the next session.
+    pub fn into_tagger(self) -> T {
+        self.tagger
     }
 
     fn measurements(&mut self) -> Measurements {
@@ -140,20 +172,50 @@ impl<T: TimeTagger> NodeA<T> {
             );
             return Ok(());
         }
+        let search = OffsetSearch::default();
         self.gathered[0].extend_from_slice(a_times);
         self.gathered_channels.extend_from_slice(a_channels);
         self.gathered[1].extend_from_slice(b_times);
-        self.gathered_batches += 1;
+        self.drop_unpartnered(search.max_offset_ps);
+        let [a, b] = &self.gathered;
+        if !a.is_empty() && !b.is_empty() {
+            self.gathered_batches += 1;
+        }
+        if a.len() + b.len() > MAX_GATHERED_TAGS {
+            return Err(DataError::NoOverlap {
+                tags: MAX_GATHERED_TAGS,
+            });
+        }
         if self.gathered_batches < SEARCH_BATCHES && self.budget.has_more() {
             return Ok(());
         }
         let [a, b] = std::mem::take(&mut self.gathered);
-        let estimate = find_offset(&a, &b, &OffsetSearch::default())?;
-        let mut tracker = CoincidenceTracker::new(estimate.model, WINDOW_PS);
+        let estimate = find_offset(&a, &b, &search)?;
+        let mut tracker = CoincidenceTracker::new(estimate.model, WINDOW_PS)
+            .numbered_from(self.dropped[0], self.dropped[1]);
         let channels = std::mem::take(&mut self.gathered_channels);
         tracker.process(&a, &channels, &b, &vec![0; b.len()], &mut self.pairs);
         self.tracker = Some(tracker);
         Ok(())
+    }
+}
+
+impl<T> NodeA<T> {
+    /// Drops the gathered tags of each stream that come before the other stream's first by
+    /// more than any offset: the two taggers (or recordings) started at different times, and
+    /// those tags have no partner. The stream that started later is kept whole.
+    fn drop_unpartnered(&mut self, max_offset_ps: i64) {
+        let [a, b] = &mut self.gathered;
+        let (Some(&a_first), Some(&b_first)) = (a.first(), b.first()) else {
+            return;
+        };
+        let early_b = b.partition_point(|&t| t < a_first.saturating_sub(max_offset_ps));
+        let early_a = a.partition_point(|&t| t < b_first.saturating_sub(max_offset_ps));
+        b.drain(..early_b);
+        a.drain(..early_a);
+        self.gathered_channels.drain(..early_a);
+        self.dropped[0] += early_a as u64;
+        self.dropped[1] += early_b as u64;
     }
 }
 
@@ -172,13 +234,18 @@ impl<T: TimeTagger> MeasurementSource for NodeA<T> {
             }
             Turn::Read => {}
         }
-        self.tagger
-            .read(&mut self.batch)
-            .await
-            .map_err(DataError::from)?;
+        if !read_until_end(&mut self.tagger, &mut self.batch).await? {
+            self.budget.end();
+            return Ok(Some(self.measurements()));
+        }
         peer.send(&Message::RequestTags).await?;
         let b_times = match peer.recv().await? {
             Message::Tags(times) => times,
+            Message::TagsEnded => {
+                // This batch has nothing left to pair with.
+                self.budget.end();
+                return Ok(Some(self.measurements()));
+            }
             other => return Err(Violation::unexpected(&other, "Tags").into()),
         };
         // Lend the batch out instead of copying it while `pair` borrows the rest of the node.

@@ -63,6 +63,11 @@ impl BatchBudget {
         }
     }
 
+    /// No more batches (the data ran out): the flush comes next.
+    pub fn end(&mut self) {
+        self.left = Some(0);
+    }
+
     /// Whether batches remain to be read.
     pub fn has_more(&self) -> bool {
         !self.stop.load(Ordering::SeqCst) && self.left != Some(0)
