@@ -15,7 +15,7 @@ pub struct PtuRecording {
     writer: Option<PtuWriter<BufWriter<File>>>,
     temporary: PathBuf,
     path: PathBuf,
-    /// Renamed into place: nothing to clean up.
+    /// Complete (and renamed into place, or kept where it is): nothing to clean up.
     in_place: bool,
 }
 
@@ -63,11 +63,15 @@ impl PtuRecording {
             .with_context(|| format!("writing {}", self.temporary.display()))?;
         file.sync_all()
             .with_context(|| format!("writing {}", self.temporary.display()))?;
-        std::fs::rename(&self.temporary, &self.path).with_context(|| {
-            format!("moving the recording into place at {}", self.path.display())
-        })?;
+        // Complete from here on: kept even if it cannot be moved into place.
         self.in_place = true;
-        Ok(())
+        std::fs::rename(&self.temporary, &self.path).with_context(|| {
+            format!(
+                "moving the recording into place at {} (it is kept as {})",
+                self.path.display(),
+                self.temporary.display()
+            )
+        })
     }
 }
 

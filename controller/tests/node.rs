@@ -587,11 +587,14 @@ fn tampered_dropped_or_replayed_messages_cost_at_most_a_block_each() {
     link.wait_for_keys("bob", 8);
     let status = link.status("bob");
     // The altered frame may end its block cleanly (verification fails, nothing is sealed);
-    // the dropped and the replayed one need the channel started over.
+    // the dropped and the replayed one need the channel started over. Which message a frame
+    // number hits depends on how the batches fell in real time: one between blocks (a sift
+    // announcement) costs only the pool of key bits waiting for the next block, no block.
     let aborted = status["aborted_blocks"].as_u64().unwrap();
     let resyncs = status["resyncs"].as_u64().unwrap();
-    assert_eq!(aborted, 3, "three attacks in three blocks: {status}");
+    assert!(aborted <= 3, "an attack cost more than a block: {status}");
     assert!(resyncs >= 2, "an attack went unnoticed: {status}");
+    assert!(aborted + resyncs >= 3, "an attack went unnoticed: {status}");
     let (alice, bob) = link.finish();
     assert_eq!(alice, bob);
 }

@@ -232,8 +232,8 @@ async fn connect_bounded(address: &str) -> std::io::Result<TcpStream> {
 }
 
 /// A batch as frames of at most [`MAX_FRAME_TAGS`] tags each (a reader that fell behind a
-/// shared world gets a batch of everything since its last): the losses go with the first, and
-/// each says the time it covers (the last its own last tag, the rest `covered_to_ps`).
+/// shared world gets a batch of everything since its last): the losses go with the first; each
+/// frame but the last says its own last tag as the time it covers, the last `covered_to_ps`.
 fn frames(batch: &TagBatch, covered_to_ps: i64) -> Vec<Vec<u8>> {
     let chunk = MAX_FRAME_TAGS as usize;
     let count = batch.len().div_ceil(chunk).max(1);

@@ -142,9 +142,11 @@ impl<R: Read + Send> PtuReplay<R> {
             if self.decoded_all {
                 return Ok(None);
             }
+            // Decoded into the pending tags in place: an error keeps what came before.
             let mut more = std::mem::take(&mut self.pending);
-            self.decoded_all = !self.next_records(SPAN_CHUNK_RECORDS, &mut more)?;
+            let decoded = self.next_records(SPAN_CHUNK_RECORDS, &mut more);
             self.pending = more;
+            self.decoded_all = !decoded?;
         }
     }
 
