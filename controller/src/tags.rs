@@ -151,7 +151,8 @@ async fn record(address: &str, out: &Path, seconds: f64) -> Result<Recorded> {
     let span_ps = (seconds * 1e12).round() as i64;
     let mut progress = Progress::new("recorded");
     let (mut batch, mut tags, mut missed) = (TagBatch::default(), 0u64, 0u64);
-    let mut window: Option<(i64, i64)> = None;
+    // The first tag and the last one recorded.
+    let (mut start, mut last) = (None, None);
     let stop = crate::node::shutdown_signal();
     tokio::pin!(stop);
     // Ended early (a signal, or the stream failing: what came before is kept either way).
@@ -169,18 +170,14 @@ async fn record(address: &str, out: &Path, seconds: f64) -> Result<Recorded> {
         let Some(&first) = batch.time_ps.first() else {
             continue;
         };
-        let (start, _) = *window.get_or_insert((first, first));
-        let end = start.saturating_add(span_ps);
-        let cut = batch.time_ps.partition_point(|&t| t < end);
+        let from = *start.get_or_insert(first);
+        let cut = batch
+            .time_ps
+            .partition_point(|&t| t < from.saturating_add(span_ps));
         recording.write(&batch.time_ps[..cut], &batch.channel[..cut])?;
         tags += cut as u64;
-        if let Some(&last) = batch.time_ps[..cut].last() {
-            window = Some((start, last));
-        }
-        progress.update(
-            (batch.time_ps[cut.max(1) - 1] - start) as f64 * 1e-12,
-            seconds,
-        );
+        last = batch.time_ps[..cut].last().copied().or(last);
+        progress.update(last.map_or(0, |l| l - from) as f64 * 1e-12, seconds);
         if cut < batch.len() {
             break (false, None);
         }
@@ -196,7 +193,9 @@ async fn record(address: &str, out: &Path, seconds: f64) -> Result<Recorded> {
     Ok(Recorded {
         file: out.display().to_string(),
         tags,
-        seconds: window.map_or(0.0, |(first, last)| (last - first) as f64 * 1e-12),
+        seconds: start
+            .zip(last)
+            .map_or(0.0, |(first, last)| (last - first) as f64 * 1e-12),
         interrupted,
         missed_events: missed,
     })

@@ -234,36 +234,34 @@ async fn connect_bounded(address: &str) -> std::io::Result<TcpStream> {
 /// A batch as frames of at most [`MAX_FRAME_TAGS`] tags each (a reader that fell behind a
 /// shared world gets a batch of everything since its last): the losses go with the first; each
 /// frame but the last says its own last tag as the time it covers, the last `covered_to_ps`.
-fn frames(batch: &TagBatch, covered_to_ps: i64) -> Vec<Vec<u8>> {
+fn frames(batch: &TagBatch, covered_to_ps: i64) -> impl Iterator<Item = Vec<u8>> + '_ {
     let chunk = MAX_FRAME_TAGS as usize;
     let count = batch.len().div_ceil(chunk).max(1);
-    (0..count)
-        .map(|i| {
-            let range = i * chunk..((i + 1) * chunk).min(batch.len());
-            let last = i + 1 == count;
-            let missed = if i == 0 { batch.missed_events } else { 0 };
-            let header = FrameHeader {
-                tags: range.len() as u32,
-                covered_to_ps: match batch.time_ps[range.clone()].last() {
-                    Some(&t) if !last => t,
-                    _ => covered_to_ps,
-                },
-                missed: u32::try_from(missed).unwrap_or(u32::MAX),
-                flags: if i == 0 && (batch.overflow || missed > 0) {
-                    FLAG_OVERFLOW
-                } else {
-                    0
-                },
-            };
-            let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + header.body_bytes());
-            frame.extend_from_slice(&header.encode());
-            for t in &batch.time_ps[range.clone()] {
-                frame.extend_from_slice(&t.to_le_bytes());
-            }
-            frame.extend_from_slice(&batch.channel[range]);
-            frame
-        })
-        .collect()
+    (0..count).map(move |i| {
+        let range = i * chunk..((i + 1) * chunk).min(batch.len());
+        let last = i + 1 == count;
+        let missed = if i == 0 { batch.missed_events } else { 0 };
+        let header = FrameHeader {
+            tags: range.len() as u32,
+            covered_to_ps: match batch.time_ps[range.clone()].last() {
+                Some(&t) if !last => t,
+                _ => covered_to_ps,
+            },
+            missed: u32::try_from(missed).unwrap_or(u32::MAX),
+            flags: if i == 0 && (batch.overflow || missed > 0) {
+                FLAG_OVERFLOW
+            } else {
+                0
+            },
+        };
+        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + header.body_bytes());
+        frame.extend_from_slice(&header.encode());
+        for t in &batch.time_ps[range.clone()] {
+            frame.extend_from_slice(&t.to_le_bytes());
+        }
+        frame.extend_from_slice(&batch.channel[range]);
+        frame
+    })
 }
 
 /// Writes queued frames to one reader until it goes away.

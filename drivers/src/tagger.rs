@@ -31,7 +31,8 @@ pub struct TaggerChannel {
 
 /// How a tagger that is not bound to real time (an emulator, a replayed recording) relates its
 /// stream time to the wall clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Pacing {
     /// As fast as the machine allows (CI, benchmarks, offline studies).
     #[default]

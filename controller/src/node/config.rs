@@ -184,22 +184,16 @@ enum RawTagger {
     /// A PicoQuant PTU recording, replayed in batches of `batch_ms` of recording time.
     Ptu {
         path: PathBuf,
-        #[serde(default)]
-        pacing: RawPacing,
+        #[serde(default = "real_time")]
+        pacing: Pacing,
         #[serde(default = "default_batch_ms")]
         batch_ms: f64,
     },
 }
 
-/// How a replayed recording relates to the wall clock.
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum RawPacing {
-    /// As the recording was made.
-    #[default]
-    RealTime,
-    /// As fast as the link goes.
-    AsFastAsPossible,
+/// A node replays a recording as it was made unless told otherwise.
+fn real_time() -> Pacing {
+    Pacing::RealTime
 }
 
 /// A live stream's frame length, which a replay's batches follow by default.
@@ -457,10 +451,7 @@ fn devices(
                     batch_ms,
                 }) => Some(TaggerSource::Recording {
                     path: resolve(&path),
-                    pacing: match pacing {
-                        RawPacing::RealTime => Pacing::RealTime,
-                        RawPacing::AsFastAsPossible => Pacing::AsFastAsPossible,
-                    },
+                    pacing,
                     batch: Picoseconds(
                         (in_range("devices.tagger.batch_ms", batch_ms, 0.001, 10_000.0, "ms")?
                             * 1e9)

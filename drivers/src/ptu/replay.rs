@@ -122,17 +122,16 @@ impl<R: Read + Send> PtuReplay<R> {
     /// out. Returns the span's end (file time).
     fn next_span(&mut self, span: i64, batch: &mut TagBatch) -> Result<Option<i64>, TaggerError> {
         loop {
-            let span_end = match (self.span_end, self.pending.time_ps.first()) {
-                (Some(end), _) => Some(end),
-                (None, Some(&first)) => Some((first.div_euclid(span) + 1).saturating_mul(span)),
-                (None, None) => None,
-            };
-            if let Some(end) = span_end {
+            // The first span is the one holding the first tag.
+            let first_end = |&first: &i64| (first.div_euclid(span) + 1).saturating_mul(span);
+            let end = self
+                .span_end
+                .or_else(|| self.pending.time_ps.first().map(first_end));
+            if let Some(end) = end {
                 let cut = self.pending.time_ps.partition_point(|&t| t < end);
-                if cut < self.pending.len() || self.decoded_all {
-                    if self.decoded_all && self.pending.is_empty() {
-                        return Ok(None);
-                    }
+                // Complete once a later tag is decoded, or the file holds no more.
+                let complete = cut < self.pending.len() || self.decoded_all;
+                if complete && !(self.decoded_all && self.pending.is_empty()) {
                     batch.time_ps.extend(self.pending.time_ps.drain(..cut));
                     batch.channel.extend(self.pending.channel.drain(..cut));
                     self.span_end = Some(end.saturating_add(span));

@@ -198,9 +198,7 @@ impl<T: TimeTagger> NodeA<T> {
         self.tracker = Some(tracker);
         Ok(())
     }
-}
 
-impl<T> NodeA<T> {
     /// Drops the gathered tags of each stream that come before the other stream's first by
     /// more than any offset: the two taggers (or recordings) started at different times, and
     /// those tags have no partner. The stream that started later is kept whole.
