@@ -20,6 +20,8 @@ use qkd_runtime::messages::BlockId;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
+pub mod pool;
+
 /// File name of the database in a state directory.
 pub const DATABASE: &str = "state.sqlite";
 
@@ -151,7 +153,8 @@ impl Store {
         store.run(|db| {
             db.pragma_update(None, "journal_mode", "WAL")?;
             db.pragma_update(None, "synchronous", "FULL")?;
-            db.execute_batch(SCHEMA)
+            db.execute_batch(SCHEMA)?;
+            db.execute_batch(pool::SCHEMA)
         })?;
         Ok(store)
     }
@@ -370,6 +373,11 @@ impl Store {
         let Some((bits, bytes, state)) = row else {
             return Ok(None);
         };
+        Ok(Some((self.decode_key(bits, &bytes)?, state == "committed")))
+    }
+
+    /// A key of `bits` bits from its stored bytes.
+    fn decode_key(&self, bits: i64, bytes: &[u8]) -> Result<Bits, StoreFailure> {
         let bits = usize::try_from(bits).map_err(|_| self.damaged("key length"))?;
         if bytes.len() != bits.div_ceil(8) {
             return Err(self.damaged("key"));
@@ -382,7 +390,7 @@ impl Store {
                 u64::from_le_bytes(w)
             })
             .collect();
-        Ok(Some((Bits::from_words(words, bits), state == "committed")))
+        Ok(Bits::from_words(words, bits))
     }
 
     fn put_key(

@@ -1,0 +1,609 @@
+//! The KME-to-KME link: how both nodes cut the same bits for the same key ID.
+//!
+//! Alice's KME is the *sequencer*: every cut, whichever side's SAE asked, is decided by her,
+//! one at a time, numbered, and applied by both nodes in number order. When her SAE is master
+//! she sends the cut and serves it only once Bob has applied it (so his slave can fetch it);
+//! when his is, she applies it first (reserving the keys for her slave) and Bob serves it on
+//! receipt. Alice cuts only blocks Bob has settled (committed or forgotten as she did), so he
+//! holds every bit she names.
+//!
+//! After any break both sides say how far their logs go and send each other the cuts the other
+//! lacks. The side that lacks a cut was its master and never answered its SAE (it serves only
+//! after its own apply), so both discard that cut's keys: nothing reserved for an answer that
+//! never left is delivered later, and both cursors end in the same place. A cut the sequencer
+//! sent without an answer in time breaks the link, so the numbering cannot fork.
+//!
+//! The link runs over mutual TLS with the KMEs' certificates; the peer must present the
+//! configured KME ID. Its messages carry no key bits, only where keys lie in the pool. (The
+//! node's Wegman-Carter channel is a strict request-response session between post-processing
+//! steps; a KME answering in milliseconds cannot wait for it. An adversary who could forge this
+//! link could equally impersonate an SAE to its KME, which is TLS too, so the link adds no
+//! weaker step.)
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use qkd_runtime::messages::BlockId;
+use qkd_runtime::randomness::ProtocolRng;
+use qkd_store::Store;
+use qkd_store::StoreFailure;
+use qkd_store::pool::{CutRecord, Fate, KeyCut, ServedKey};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// Largest link frame accepted (a request's cut of `max_key_per_request` keys fits easily).
+const MAX_FRAME: usize = 4 << 20;
+/// How long the sequencer waits for the follower to apply a cut before breaking the link.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the follower looks for newly settled blocks.
+const SETTLED_EVERY: Duration = Duration::from_millis(100);
+/// Most cuts waiting at the sequencer.
+const QUEUE: usize = 4096;
+
+/// Which end of the link this KME is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Alice's: decides every cut.
+    Sequencer,
+    /// Bob's: asks for cuts and follows.
+    Follower,
+}
+
+/// Keys an SAE asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The asking (master) SAE.
+    pub master: String,
+    /// The SAE the keys are for.
+    pub slave: String,
+    /// How many.
+    pub count: u32,
+    /// Bits each.
+    pub bits: u64,
+}
+
+/// Why an order gave no keys.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderFailure {
+    /// The pool holds too few bits.
+    #[error("the key pool holds {available_bits} bits, fewer than asked for")]
+    NotEnough {
+        /// Uncut bits in the pool.
+        available_bits: u64,
+    },
+    /// The peer KME is not connected.
+    #[error("the peer KME is not connected")]
+    PeerDown,
+    /// The peer could not apply the cut.
+    #[error("the peer KME refused the cut: {0}")]
+    PeerRefused(String),
+    /// This node's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
+    /// This node could not apply the cut (the pools disagree).
+    #[error("the key pools disagree: {0}")]
+    Disagree(String),
+    /// No randomness for key IDs.
+    #[error(transparent)]
+    Randomness(#[from] qkd_runtime::randomness::RandomnessError),
+}
+
+/// Why the link broke.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Reading or writing the connection failed.
+    #[error("link connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame longer than allowed.
+    #[error("link frame of {0} bytes is over the limit")]
+    TooLong(usize),
+    /// A frame that does not decode.
+    #[error("link frame does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+    /// The peer broke the protocol.
+    #[error("the peer KME sent {0} out of place")]
+    Protocol(&'static str),
+    /// The peer did not apply a cut in time.
+    #[error("the peer KME did not apply cut {0} within {APPLY_TIMEOUT:?}")]
+    Timeout(u64),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
+    /// The peer's log contradicts this one.
+    #[error("the key pools disagree: {0}")]
+    Disagree(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Message {
+    /// First each way: how far this side's log goes, and (follower) its settled blocks.
+    Hello {
+        last_cut: Option<u64>,
+        settled_through: Option<BlockId>,
+    },
+    /// Second each way: the cuts the other side lacks.
+    CatchUp(Vec<CutRecord>),
+    /// Sequencer → follower: apply this cut; the sequencer's SAE is master.
+    Reserve(CutRecord),
+    /// Follower → sequencer: applied.
+    Applied { seq: u64 },
+    /// Follower → sequencer: could not apply.
+    Refused { seq: u64, reason: String },
+    /// Follower → sequencer: cut keys for the follower's SAE.
+    Cut { request: u64, order: Order },
+    /// Sequencer → follower: cut (applied on the sequencer, reserved for her slave).
+    CutMade { request: u64, record: CutRecord },
+    /// Sequencer → follower: the pool is too small.
+    CutRefused { request: u64, available_bits: u64 },
+    /// Either way: discard this cut's reserved keys (its master never answered).
+    Discard { seq: u64 },
+    /// Follower → sequencer: blocks settled so far.
+    Settled { through: Option<BlockId> },
+}
+
+impl Message {
+    fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::CatchUp(_) => "CatchUp",
+            Message::Reserve(_) => "Reserve",
+            Message::Applied { .. } => "Applied",
+            Message::Refused { .. } => "Refused",
+            Message::Cut { .. } => "Cut",
+            Message::CutMade { .. } => "CutMade",
+            Message::CutRefused { .. } => "CutRefused",
+            Message::Discard { .. } => "Discard",
+            Message::Settled { .. } => "Settled",
+        }
+    }
+}
+
+async fn write<W: AsyncWrite + Unpin>(out: &mut W, message: &Message) -> Result<(), LinkError> {
+    let bytes = postcard::to_allocvec(message)?;
+    out.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    out.write_all(&bytes).await?;
+    out.flush().await?;
+    Ok(())
+}
+
+async fn read<R: AsyncRead + Unpin>(input: &mut R) -> Result<Message, LinkError> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(LinkError::TooLong(len));
+    }
+    let mut bytes = vec![0u8; len];
+    input.read_exact(&mut bytes).await?;
+    Ok(postcard::from_bytes(&bytes)?)
+}
+
+type Reply = oneshot::Sender<Result<Vec<ServedKey>, OrderFailure>>;
+
+/// A KME's handle on the link.
+#[derive(Debug, Clone)]
+pub struct Link {
+    orders: mpsc::Sender<(Order, Reply)>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    connected: bool,
+    /// The follower's settled blocks as last heard (sequencer), or read (follower).
+    settled_through: Option<BlockId>,
+}
+
+impl Link {
+    /// A link and the receiving end its driver ([`Link::drive`]) serves.
+    pub fn new() -> (Self, LinkDriver) {
+        let (orders, incoming) = mpsc::channel(QUEUE);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        (
+            Link {
+                orders,
+                shared: Arc::clone(&shared),
+            },
+            LinkDriver { incoming, shared },
+        )
+    }
+
+    /// Cuts keys for `order` and serves them (the caller's SAE is the master).
+    pub async fn order(&self, order: Order) -> Result<Vec<ServedKey>, OrderFailure> {
+        let (reply, answer) = oneshot::channel();
+        self.orders
+            .send((order, reply))
+            .await
+            .map_err(|_| OrderFailure::PeerDown)?;
+        answer.await.unwrap_or(Err(OrderFailure::PeerDown))
+    }
+
+    /// Whether the peer KME is connected.
+    pub fn connected(&self) -> bool {
+        self.lock().connected
+    }
+
+    /// The last block both nodes hold settled, as far as this KME knows.
+    pub fn settled_through(&self) -> Option<BlockId> {
+        self.lock().settled_through
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The link's driving end: runs sessions over connections, answers orders meanwhile.
+#[derive(Debug)]
+pub struct LinkDriver {
+    incoming: mpsc::Receiver<(Order, Reply)>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// Key IDs: random (version 4) UUIDs from the operating system's generator.
+fn key_id(rng: &mut ProtocolRng) -> String {
+    let (high, low) = (rng.next_u64(), rng.next_u64());
+    let high = (high & !0xf000) | 0x4000;
+    let low = (low & !(0b11 << 62)) | (0b10 << 62);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        high >> 32,
+        (high >> 16) & 0xffff,
+        high & 0xffff,
+        low >> 48,
+        low & 0xffff_ffff_ffff
+    )
+}
+
+/// A cut the sequencer has sent and awaits.
+struct InFlight {
+    record: CutRecord,
+    reply: Reply,
+    deadline: tokio::time::Instant,
+}
+
+/// Work waiting at the sequencer.
+enum Work {
+    Own(Order, Reply),
+    Peer { request: u64, order: Order },
+}
+
+impl LinkDriver {
+    fn set(&self, update: impl FnOnce(&mut Shared)) {
+        update(&mut self.shared.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Answers every order waiting while there is no connection: the peer is down.
+    pub fn refuse_waiting(&mut self) {
+        while let Ok((_, reply)) = self.incoming.try_recv() {
+            let _ = reply.send(Err(OrderFailure::PeerDown));
+        }
+    }
+
+    /// Waits for the next order while unconnected and refuses it; returns when `connected`
+    /// resolves.
+    pub async fn refuse_until<T>(&mut self, connected: impl Future<Output = T>) -> T {
+        tokio::pin!(connected);
+        loop {
+            tokio::select! {
+                value = &mut connected => return value,
+                Some((_, reply)) = self.incoming.recv() => {
+                    let _ = reply.send(Err(OrderFailure::PeerDown));
+                }
+            }
+        }
+    }
+
+    /// Runs one session over `stream` until it breaks.
+    pub async fn session<S>(
+        &mut self,
+        side: Side,
+        store: &Store,
+        stream: S,
+    ) -> Result<(), LinkError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut input, mut output) = tokio::io::split(stream);
+        let settled = match side {
+            Side::Follower => store.settled_through()?,
+            Side::Sequencer => None,
+        };
+        write(
+            &mut output,
+            &Message::Hello {
+                last_cut: store.last_cut()?,
+                settled_through: settled,
+            },
+        )
+        .await?;
+        let Message::Hello {
+            last_cut: peer_last,
+            settled_through: peer_settled,
+        } = read(&mut input).await?
+        else {
+            return Err(LinkError::Protocol("something before Hello"));
+        };
+        write(&mut output, &Message::CatchUp(store.cuts_after(peer_last)?)).await?;
+        let Message::CatchUp(missing) = read(&mut input).await? else {
+            return Err(LinkError::Protocol("something before CatchUp"));
+        };
+        for record in missing {
+            // This side was the master and never answered: nobody gets these keys.
+            match store.apply_cut(&record, Fate::Discard)? {
+                Ok(_) => write(&mut output, &Message::Discard { seq: record.seq }).await?,
+                Err(refusal) => return Err(LinkError::Disagree(refusal.to_string())),
+            }
+        }
+        // Reads run in their own task: a half-read frame must survive select's other arms.
+        let (frames, mut received) = mpsc::channel(64);
+        let _reader = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let frame = read(&mut input).await;
+                let end = frame.is_err();
+                if frames.send(frame).await.is_err() || end {
+                    return;
+                }
+            }
+        }));
+        self.set(|s| {
+            s.connected = true;
+            s.settled_through = match side {
+                Side::Sequencer => peer_settled,
+                Side::Follower => settled,
+            };
+        });
+        let _connected = Connected(Arc::clone(&self.shared));
+        match side {
+            Side::Sequencer => self.sequence(store, &mut output, &mut received).await,
+            Side::Follower => self.follow(store, &mut output, &mut received).await,
+        }
+    }
+
+    async fn sequence<W: AsyncWrite + Unpin>(
+        &mut self,
+        store: &Store,
+        output: &mut W,
+        received: &mut mpsc::Receiver<Result<Message, LinkError>>,
+    ) -> Result<(), LinkError> {
+        let mut rng = ProtocolRng::from_os().map_err(|e| LinkError::Disagree(e.to_string()))?;
+        let mut queue: VecDeque<Work> = VecDeque::new();
+        let mut in_flight: Option<InFlight> = None;
+        loop {
+            while in_flight.is_none()
+                && let Some(work) = queue.pop_front()
+            {
+                in_flight = self.start(store, output, &mut rng, work).await?;
+            }
+            let deadline = in_flight.as_ref().map(|f| f.deadline);
+            tokio::select! {
+                frame = received.recv() => {
+                    let Some(frame) = frame else { return Ok(()) };
+                    match frame? {
+                        Message::Applied { seq } => {
+                            let flight = in_flight.take().filter(|f| f.record.seq == seq)
+                                .ok_or(LinkError::Protocol("Applied"))?;
+                            finish(store, output, flight).await?;
+                        }
+                        Message::Refused { seq, reason } => {
+                            let flight = in_flight.take().filter(|f| f.record.seq == seq)
+                                .ok_or(LinkError::Protocol("Refused"))?;
+                            let _ = flight.reply.send(Err(OrderFailure::PeerRefused(reason)));
+                        }
+                        Message::Cut { request, order } => queue.push_back(Work::Peer { request, order }),
+                        Message::Discard { seq } => store.discard_cut(seq)?,
+                        Message::Settled { through } => self.set(|s| s.settled_through = through),
+                        other => return Err(LinkError::Protocol(other.name())),
+                    }
+                }
+                order = self.incoming.recv(), if queue.len() < QUEUE => {
+                    let Some((order, reply)) = order else { return Ok(()) };
+                    queue.push_back(Work::Own(order, reply));
+                }
+                () = sleep_until(deadline) => {
+                    let seq = in_flight.as_ref().map_or(0, |f| f.record.seq);
+                    return Err(LinkError::Timeout(seq));
+                }
+            }
+        }
+    }
+
+    /// Plans the next cut at the sequencer: sent (her SAE's), or applied and sent (his).
+    async fn start<W: AsyncWrite + Unpin>(
+        &self,
+        store: &Store,
+        output: &mut W,
+        rng: &mut ProtocolRng,
+        work: Work,
+    ) -> Result<Option<InFlight>, LinkError> {
+        let through = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .settled_through;
+        let order = match &work {
+            Work::Own(order, _) | Work::Peer { order, .. } => order.clone(),
+        };
+        let segments = match through {
+            Some(through) => store.plan_cut(order.count as usize, order.bits, through)?,
+            None => None,
+        };
+        let Some(segments) = segments else {
+            let available_bits = match through {
+                Some(through) => store.pool_bits(through)?,
+                None => 0,
+            };
+            match work {
+                Work::Own(_, reply) => {
+                    let _ = reply.send(Err(OrderFailure::NotEnough { available_bits }));
+                }
+                Work::Peer { request, .. } => {
+                    write(
+                        output,
+                        &Message::CutRefused {
+                            request,
+                            available_bits,
+                        },
+                    )
+                    .await?;
+                }
+            }
+            return Ok(None);
+        };
+        let record = CutRecord {
+            seq: store.last_cut()?.map_or(0, |s| s + 1),
+            master: order.master,
+            slave: order.slave,
+            keys: segments
+                .into_iter()
+                .map(|segments| KeyCut {
+                    key_id: key_id(rng),
+                    segments,
+                })
+                .collect(),
+        };
+        match work {
+            Work::Own(_, reply) => {
+                write(output, &Message::Reserve(record.clone())).await?;
+                Ok(Some(InFlight {
+                    record,
+                    reply,
+                    deadline: tokio::time::Instant::now() + APPLY_TIMEOUT,
+                }))
+            }
+            Work::Peer { request, .. } => {
+                store
+                    .apply_cut(&record, Fate::Reserve)?
+                    .map_err(|refusal| LinkError::Disagree(refusal.to_string()))?;
+                write(output, &Message::CutMade { request, record }).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn follow<W: AsyncWrite + Unpin>(
+        &mut self,
+        store: &Store,
+        output: &mut W,
+        received: &mut mpsc::Receiver<Result<Message, LinkError>>,
+    ) -> Result<(), LinkError> {
+        let mut pending: HashMap<u64, Reply> = HashMap::new();
+        let mut next_request = 0u64;
+        let mut reported = store.settled_through()?;
+        let mut tick = tokio::time::interval(SETTLED_EVERY);
+        loop {
+            tokio::select! {
+                frame = received.recv() => {
+                    let Some(frame) = frame else { return Ok(()) };
+                    match frame? {
+                        Message::Reserve(record) => {
+                            let seq = record.seq;
+                            let answer = match store.apply_cut(&record, Fate::Reserve)? {
+                                Ok(_) => Message::Applied { seq },
+                                Err(refusal) => Message::Refused { seq, reason: refusal.to_string() },
+                            };
+                            write(output, &answer).await?;
+                        }
+                        Message::CutMade { request, record } => {
+                            let reply = pending.remove(&request).ok_or(LinkError::Protocol("CutMade"))?;
+                            finish(store, output, InFlight { record, reply, deadline: tokio::time::Instant::now() }).await?;
+                        }
+                        Message::CutRefused { request, available_bits } => {
+                            let reply = pending.remove(&request).ok_or(LinkError::Protocol("CutRefused"))?;
+                            let _ = reply.send(Err(OrderFailure::NotEnough { available_bits }));
+                        }
+                        Message::Discard { seq } => store.discard_cut(seq)?,
+                        other => return Err(LinkError::Protocol(other.name())),
+                    }
+                }
+                order = self.incoming.recv() => {
+                    let Some((order, reply)) = order else { return Ok(()) };
+                    write(output, &Message::Cut { request: next_request, order }).await?;
+                    pending.insert(next_request, reply);
+                    next_request += 1;
+                }
+                _ = tick.tick() => {
+                    let settled = store.settled_through()?;
+                    if settled != reported {
+                        write(output, &Message::Settled { through: settled }).await?;
+                        reported = settled;
+                        self.set(|s| s.settled_through = settled);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Marks the link down when the session ends, however it ends.
+struct Connected(Arc<Mutex<Shared>>);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).connected = false;
+    }
+}
+
+/// Stops a task when dropped (a session dropped mid-way takes its reader with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Applies a cut the peer has applied, on the master's side: served if its SAE still waits,
+/// else discarded on both sides.
+async fn finish<W: AsyncWrite + Unpin>(
+    store: &Store,
+    output: &mut W,
+    flight: InFlight,
+) -> Result<(), LinkError> {
+    let seq = flight.record.seq;
+    if flight.reply.is_closed() {
+        apply_or_disagree(store, &flight.record, Fate::Discard)?;
+        return write(output, &Message::Discard { seq }).await;
+    }
+    let keys = apply_or_disagree(store, &flight.record, Fate::Serve)?;
+    if flight.reply.send(Ok(keys)).is_err() {
+        // Gone between the check and now: the keys were never handed out.
+        store.discard_cut(seq)?;
+        write(output, &Message::Discard { seq }).await?;
+    }
+    Ok(())
+}
+
+fn apply_or_disagree(
+    store: &Store,
+    record: &CutRecord,
+    fate: Fate,
+) -> Result<Vec<ServedKey>, LinkError> {
+    store
+        .apply_cut(record, fate)?
+        .map_err(|refusal| LinkError::Disagree(refusal.to_string()))
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_are_version_4_uuids() {
+        let mut rng = ProtocolRng::from_os().unwrap();
+        let id = key_id(&mut rng);
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        assert_ne!(id, key_id(&mut rng));
+    }
+}
