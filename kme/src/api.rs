@@ -55,7 +55,9 @@ impl Limits {
             return Err(LimitsError("max_key_size may be at most 1048576 bits"));
         }
         if self.max_key_per_request == 0 || self.max_key_per_request > MAX_KEYS_PER_REQUEST {
-            return Err(LimitsError("max_key_per_request must lie within [1, 10000]"));
+            return Err(LimitsError(
+                "max_key_per_request must lie within [1, 10000]",
+            ));
         }
         Ok(())
     }
@@ -409,7 +411,12 @@ mod tests {
             number: Some(129),
             ..KeyRequest::default()
         };
-        assert!(many.checked(&limits).unwrap_err().message.contains("max_key_per_request"));
+        assert!(
+            many.checked(&limits)
+                .unwrap_err()
+                .message
+                .contains("max_key_per_request")
+        );
         let extension = KeyRequest {
             extension_mandatory: Some(vec![serde_json::json!({"abc_route_type": "direct"})]),
             ..KeyRequest::default()
@@ -424,7 +431,9 @@ mod tests {
     fn unknown_fields_are_refused() {
         assert!(serde_json::from_str::<KeyRequest>(r#"{"number": 1, "colour": "red"}"#).is_err());
         assert!(serde_json::from_str::<KeyIds>(r#"{"key_IDs": [], "x": 1}"#).is_err());
-        assert!(serde_json::from_str::<KeyIds>(r#"{"key_IDs": [{"key_ID": "a", "y": 2}]}"#).is_err());
+        assert!(
+            serde_json::from_str::<KeyIds>(r#"{"key_IDs": [{"key_ID": "a", "y": 2}]}"#).is_err()
+        );
         assert!(KeyRequest::from_query("number=1&colour=red").is_err());
         assert!(KeyIds::from_query("key_ID=a&key_ID=b").is_err());
     }
@@ -434,8 +443,14 @@ mod tests {
         let request = KeyRequest::from_query("number=3&size=512").unwrap();
         assert_eq!((request.number, request.size), (Some(3), Some(512)));
         let ids = KeyIds::from_query("key_ID=bc490419-7d60-487f-adc1-4ddcc177c139").unwrap();
-        assert_eq!(ids.key_IDs[0].key_ID, "bc490419-7d60-487f-adc1-4ddcc177c139");
-        assert_eq!(KeyIds::from_query("key_ID=a%2Db").unwrap().key_IDs[0].key_ID, "a-b");
+        assert_eq!(
+            ids.key_IDs[0].key_ID,
+            "bc490419-7d60-487f-adc1-4ddcc177c139"
+        );
+        assert_eq!(
+            KeyIds::from_query("key_ID=a%2Db").unwrap().key_IDs[0].key_ID,
+            "a-b"
+        );
         assert!(KeyIds::from_query("key_ID=%zz").is_err());
         assert!(KeyIds::from_query("key_ID=%").is_err());
         assert!(KeyRequest::from_query("number=-1").is_err());

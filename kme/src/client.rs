@@ -44,7 +44,12 @@ pub struct FetchedKey {
 
 impl std::fmt::Debug for FetchedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FetchedKey({}, <{} bytes>)", self.key_id, self.bytes.len())
+        write!(
+            f,
+            "FetchedKey({}, <{} bytes>)",
+            self.key_id,
+            self.bytes.len()
+        )
     }
 }
 
@@ -101,7 +106,11 @@ impl Client {
             )))
             .map_err(connection)?;
         self.sender.ready().await.map_err(connection)?;
-        let response = self.sender.send_request(request).await.map_err(connection)?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(connection)?;
         let status = response.status().as_u16();
         let bytes = response
             .into_body()
@@ -146,7 +155,11 @@ impl Client {
     ) -> Result<Vec<FetchedKey>, ClientError> {
         let body = json!({ "number": number, "size": size });
         let value = self
-            .expect_ok("POST", &format!("/api/v1/keys/{slave}/enc_keys"), Some(&body))
+            .expect_ok(
+                "POST",
+                &format!("/api/v1/keys/{slave}/enc_keys"),
+                Some(&body),
+            )
             .await?;
         keys(value)
     }
@@ -157,9 +170,14 @@ impl Client {
         master: &str,
         ids: &[String],
     ) -> Result<Vec<FetchedKey>, ClientError> {
-        let body = json!({ "key_IDs": ids.iter().map(|id| json!({ "key_ID": id })).collect::<Vec<_>>() });
+        let body =
+            json!({ "key_IDs": ids.iter().map(|id| json!({ "key_ID": id })).collect::<Vec<_>>() });
         let value = self
-            .expect_ok("POST", &format!("/api/v1/keys/{master}/dec_keys"), Some(&body))
+            .expect_ok(
+                "POST",
+                &format!("/api/v1/keys/{master}/dec_keys"),
+                Some(&body),
+            )
             .await?;
         keys(value)
     }

@@ -222,12 +222,13 @@ impl Kme {
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.server(&[b"http/1.1"])?);
         let linking = match side {
             Side::Sequencer => {
-                let listener = TcpListener::bind(&settings.link).await.map_err(|source| {
-                    KmeError::Listen {
-                        address: settings.link.clone(),
-                        source,
-                    }
-                })?;
+                let listener =
+                    TcpListener::bind(&settings.link)
+                        .await
+                        .map_err(|source| KmeError::Listen {
+                            address: settings.link.clone(),
+                            source,
+                        })?;
                 let acceptor = tokio_rustls::TlsAcceptor::from(identity.server(&[])?);
                 tokio::spawn(sequence(
                     listener,

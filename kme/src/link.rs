@@ -542,7 +542,10 @@ struct Connected(Arc<Mutex<Shared>>);
 
 impl Drop for Connected {
     fn drop(&mut self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).connected = false;
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .connected = false;
     }
 }
 

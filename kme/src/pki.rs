@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 /// Why the certificates could not be made.
@@ -147,8 +147,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert!(matches!(init(&dir, &[]), Err(PkiError::Nothing)));
-        assert!(matches!(init(&dir, &names(&["a/b"])), Err(PkiError::BadName(_))));
-        assert!(matches!(init(&dir, &names(&["ca"])), Err(PkiError::BadName(_))));
+        assert!(matches!(
+            init(&dir, &names(&["a/b"])),
+            Err(PkiError::BadName(_))
+        ));
+        assert!(matches!(
+            init(&dir, &names(&["ca"])),
+            Err(PkiError::BadName(_))
+        ));
         assert!(matches!(
             init(&dir, &names(&["x", "x"])),
             Err(PkiError::Duplicate(_))

@@ -78,7 +78,8 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, service: Arc<Se
 
 fn json_response(status: u16, body: &Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
@@ -102,14 +103,22 @@ impl Service {
             .map(|(_, id)| id.clone())
     }
 
-    async fn answer(&self, caller: Option<String>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(
+        &self,
+        caller: Option<String>,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
         match self.route(caller, request).await {
             Ok(body) => json_response(200, &body),
             Err(e) => json_response(e.status, &e.body()),
         }
     }
 
-    async fn route(&self, caller: Option<String>, request: Request<Incoming>) -> Result<Value, ApiError> {
+    async fn route(
+        &self,
+        caller: Option<String>,
+        request: Request<Incoming>,
+    ) -> Result<Value, ApiError> {
         let path = request.uri().path().to_owned();
         let query = request.uri().query().unwrap_or("").to_owned();
         let call = path
@@ -211,10 +220,18 @@ impl Service {
             min_key_size: limits.min_key_size,
             max_SAE_ID_count: 0,
         };
-        serde_json::to_value(status).map_err(|e| ApiError::unavailable("encoding the status", json!({ "error": e.to_string() })))
+        serde_json::to_value(status).map_err(|e| {
+            ApiError::unavailable("encoding the status", json!({ "error": e.to_string() }))
+        })
     }
 
-    async fn enc_keys(&self, master: String, slave: String, number: u64, size: u64) -> Result<Value, ApiError> {
+    async fn enc_keys(
+        &self,
+        master: String,
+        slave: String,
+        number: u64,
+        size: u64,
+    ) -> Result<Value, ApiError> {
         let order = Order {
             master,
             slave,
@@ -235,7 +252,11 @@ impl Service {
     }
 
     fn dec_keys(&self, master: &str, slave: &str, ids: &[String]) -> Result<Value, ApiError> {
-        match self.store.deliver(master, slave, ids).map_err(|e| store_error(&e))? {
+        match self
+            .store
+            .deliver(master, slave, ids)
+            .map_err(|e| store_error(&e))?
+        {
             Ok(keys) => Ok(container(&keys)),
             Err(DeliveryRefusal::NotFound(id)) => Err(ApiError::bad_request(
                 "one or more keys specified are not found on KME",
@@ -263,14 +284,22 @@ fn container(keys: &[ServedKey]) -> Value {
 }
 
 fn store_error(e: &qkd_store::StoreFailure) -> ApiError {
-    ApiError::unavailable("the KME's key store failed", json!({ "reason": e.to_string() }))
+    ApiError::unavailable(
+        "the KME's key store failed",
+        json!({ "reason": e.to_string() }),
+    )
 }
 
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
     let collected = Limited::new(request.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|e| ApiError::bad_request("the request body could not be read", json!({ "reason": e.to_string() })))?;
+        .map_err(|e| {
+            ApiError::bad_request(
+                "the request body could not be read",
+                json!({ "reason": e.to_string() }),
+            )
+        })?;
     Ok(collected.to_bytes())
 }
 

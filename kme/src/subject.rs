@@ -123,7 +123,9 @@ mod tests {
             .distinguished_name
             .push(rcgen::DnType::OrganizationName, "qkd-node");
         if let Some(cn) = cn {
-            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
         }
         let key = rcgen::KeyPair::generate().unwrap();
         params.self_signed(&key).unwrap().der().to_vec()

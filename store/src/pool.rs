@@ -201,12 +201,15 @@ impl Store {
             )
             .map_err(self.sql())?;
         let rows = query
-            .query_map(params![block as i64, through.min(i64::MAX as u64) as i64], |r| {
-                Ok(Committed {
-                    block: r.get::<_, i64>(0)? as u64,
-                    bits: r.get::<_, i64>(1)? as u64,
-                })
-            })
+            .query_map(
+                params![block as i64, through.min(i64::MAX as u64) as i64],
+                |r| {
+                    Ok(Committed {
+                        block: r.get::<_, i64>(0)? as u64,
+                        bits: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
             .map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
@@ -384,7 +387,7 @@ impl Store {
         blocks: Vec<(BlockId, Bits)>,
         cursor: (BlockId, u64),
     ) -> Result<(), StoreFailure> {
-            for (block, mut key) in blocks {
+        for (block, mut key) in blocks {
             let cut = if block == cursor.0 {
                 cursor.1 as usize
             } else {
@@ -435,7 +438,8 @@ impl Store {
     /// The cuts after `seq` (all of them for `None`), in order.
     pub fn cuts_after(&self, seq: Option<u64>) -> Result<Vec<CutRecord>, StoreFailure> {
         let blobs: Vec<Vec<u8>> = self.run(|db| {
-            let mut query = db.prepare("SELECT record FROM kme_cuts WHERE seq > ?1 ORDER BY seq")?;
+            let mut query =
+                db.prepare("SELECT record FROM kme_cuts WHERE seq > ?1 ORDER BY seq")?;
             let rows = query.query_map([seq.map_or(-1, |s| s as i64)], |r| r.get(0))?;
             rows.collect()
         })?;
