@@ -753,7 +753,18 @@ fn two_nodes_replay_recordings_of_both_ends_once_into_matching_keys() {
     for name in ["record-alice", "record-bob"] {
         let status = link.exited(name);
         assert!(status.success(), "{name}: {}", link.log(name));
-        let recorded: serde_json::Value = serde_json::from_str(&link.log(name)).unwrap();
+        // Stdout's JSON, after any progress lines a slow run put on stderr.
+        let log = link.log(name);
+        let start = log
+            .split_inclusive(['\n', '\r'])
+            .scan(0, |at, line| {
+                let here = *at;
+                *at += line.len();
+                Some((here, line))
+            })
+            .find(|(_, line)| line.starts_with('{'))
+            .map_or(0, |(at, _)| at);
+        let recorded: serde_json::Value = serde_json::from_str(&log[start..]).unwrap();
         let file = recorded["file"].as_str().unwrap();
         assert!((recorded["seconds"].as_f64().unwrap() - 1.5).abs() < 1e-3);
         // What the recorder says it wrote is what a reader finds.
