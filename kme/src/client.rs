@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 use crate::api::{KeyContainer, Status};
-use crate::tls::{Identity, TlsError, server_name};
+use crate::tls::{Identity, TlsError, host_of, server_name};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +67,7 @@ fn connection(e: impl std::fmt::Display) -> ClientError {
 impl Client {
     /// Connects to the KME at `address` (`host:port`) as the SAE of `identity`.
     pub async fn connect(address: &str, identity: &Identity) -> Result<Self, ClientError> {
-        let host = address
-            .rsplit_once(':')
-            .map_or(address, |(host, _)| host)
-            .trim_matches(['[', ']'])
-            .to_owned();
+        let host = host_of(address).to_owned();
         let connector = tokio_rustls::TlsConnector::from(identity.client()?);
         let tcp = TcpStream::connect(address)
             .await

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::api::Limits;
 use crate::link::{Link, LinkDriver, Side};
-use crate::tls::{Identity, TlsError, peer_name, server_name};
+use crate::tls::{Identity, TlsError, host_of, peer_name, server_name};
 
 /// An SAE of this KME: its ID and the common name its certificate carries.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -239,12 +239,7 @@ impl Kme {
                 ))
             }
             Side::Follower => {
-                let host = settings
-                    .link
-                    .rsplit_once(':')
-                    .map_or(settings.link.as_str(), |(host, _)| host)
-                    .trim_matches(['[', ']']);
-                let name = server_name(host)?;
+                let name = server_name(host_of(&settings.link))?;
                 let connector = tokio_rustls::TlsConnector::from(identity.client()?);
                 tokio::spawn(follow(
                     settings.link.clone(),

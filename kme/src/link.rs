@@ -231,8 +231,13 @@ impl Link {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared)
     }
+}
+
+/// The shared state, even after a panic elsewhere (it holds only flags).
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The link's driving end: runs sessions over connections, answers orders meanwhile.
@@ -272,14 +277,7 @@ enum Work {
 
 impl LinkDriver {
     fn set(&self, update: impl FnOnce(&mut Shared)) {
-        update(&mut self.shared.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-
-    /// Answers every order waiting while there is no connection: the peer is down.
-    pub fn refuse_waiting(&mut self) {
-        while let Ok((_, reply)) = self.incoming.try_recv() {
-            let _ = reply.send(Err(OrderFailure::PeerDown));
-        }
+        update(&mut lock(&self.shared));
     }
 
     /// Waits for the next order while unconnected and refuses it; returns when `connected`
@@ -418,11 +416,7 @@ impl LinkDriver {
         rng: &mut ProtocolRng,
         work: Work,
     ) -> Result<Option<InFlight>, LinkError> {
-        let through = self
-            .shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .settled_through;
+        let through = lock(&self.shared).settled_through;
         let order = match &work {
             Work::Own(order, _) | Work::Peer { order, .. } => order.clone(),
         };
@@ -542,10 +536,7 @@ struct Connected(Arc<Mutex<Shared>>);
 
 impl Drop for Connected {
     fn drop(&mut self) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .connected = false;
+        lock(&self.0).connected = false;
     }
 }
 
@@ -572,8 +563,7 @@ async fn finish<W: AsyncWrite + Unpin>(
     }
     let keys = apply_or_disagree(store, &flight.record, Fate::Serve)?;
     if flight.reply.send(Ok(keys)).is_err() {
-        // Gone between the check and now: the keys were never handed out.
-        store.discard_cut(seq)?;
+        // Gone between the check and now: the keys never left; the peer drops its copies.
         write(output, &Message::Discard { seq }).await?;
     }
     Ok(())

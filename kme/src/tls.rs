@@ -138,6 +138,14 @@ impl Identity {
     }
 }
 
+/// The host of address `host:port` (`[v6]:port` too).
+pub fn host_of(address: &str) -> &str {
+    address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_matches(['[', ']'])
+}
+
 /// The name to check a server's certificate against for address `host` (an IP or a DNS name).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(host.to_owned()).map_err(|_| {

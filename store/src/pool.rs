@@ -187,13 +187,13 @@ impl Store {
         Ok(last.map(|s| s as u64))
     }
 
-    /// Committed keys at or past the cursor, up to block `through`.
+    /// Committed keys from block `block` (the cursor's) up to block `through`.
     fn committed_ahead(
         &self,
         db: &rusqlite::Connection,
+        block: BlockId,
         through: BlockId,
     ) -> Result<Vec<Committed>, StoreFailure> {
-        let (block, _) = self.pool_cursor_in(db)?;
         let mut query = db
             .prepare_cached(
                 "SELECT block, bits FROM keys WHERE state = 'committed' AND block >= ?1 AND block <= ?2
@@ -234,7 +234,7 @@ impl Store {
         let db = self.lock();
         let (block, offset) = self.pool_cursor_in(&db)?;
         Ok(self
-            .committed_ahead(&db, through)?
+            .committed_ahead(&db, block, through)?
             .iter()
             .map(|c| {
                 if c.block == block {
@@ -256,7 +256,7 @@ impl Store {
     ) -> Result<Option<Vec<Vec<Segment>>>, StoreFailure> {
         let db = self.lock();
         let (mut block, mut offset) = self.pool_cursor_in(&db)?;
-        let mut ahead = self.committed_ahead(&db, through)?.into_iter();
+        let mut ahead = self.committed_ahead(&db, block, through)?.into_iter();
         let mut current = ahead.next();
         let mut keys = Vec::with_capacity(count);
         for _ in 0..count {
