@@ -210,22 +210,29 @@ pub fn find_offset(
             "invalid parameters {search:?}"
         )));
     }
-    let (Some(&a0), Some(&a_end)) = (a.first(), a.last()) else {
+    let (Some(&a_first), Some(&a_end)) = (a.first(), a.last()) else {
         return Err(OffsetError::NoData {
             a: a.len(),
             b: b.len(),
         });
     };
-    if b.is_empty() {
+    let Some(&b_first) = b.first() else {
         return Err(OffsetError::NoData { a: a.len(), b: 0 });
-    }
+    };
+    // Measure from where every offset in range finds B running: when B started later, A's tags
+    // before then have no partner, and a first stretch made of them shows no peak.
+    let a0 = match b_first.saturating_add(search.max_offset_ps) {
+        later if later > a_first && later < a_end => later,
+        _ => a_first,
+    };
     // Stage 1: FFT cross-correlation over a stretch short enough that drift moves the peak by
     // at most half a coarse bin. The peak stands out by about (coincidence/singles ratio) ·
     // sqrt(1/(2·drift)) / sqrt(1 + 2λ) standard deviations, λ the tags per bin: busy streams
     // get narrower bins so that λ stays small.
     let max_drift = search.max_drift_ppm * 1e-6;
     let span = a_end - a0;
-    let busiest = (a.len().max(b.len()) as f64 / span.max(1) as f64).max(f64::MIN_POSITIVE);
+    let rate = |tags: &[i64]| tags.len() as f64 / (tags[tags.len() - 1] - tags[0]).max(1) as f64;
+    let busiest = rate(a).max(rate(b)).max(f64::MIN_POSITIVE);
     // At least 50 fine bins wide, and never wider than the configured coarse bin (which wins
     // when the two conflict).
     let coarse_bin = ((MAX_TAGS_PER_BIN / busiest) as i64)
@@ -281,15 +288,15 @@ pub fn find_offset(
         }
     }
 
-    // Stage 3: with the drift known, re-measure every segment at full resolution; twice, as each
-    // pass sharpens the drift that the next pass removes.
+    // Stage 3: with the drift known, re-measure every segment at full resolution, in passes that
+    // each sharpen the drift the next removes. Stage 2's line can be off by several of its bins
+    // (`smear`), several nanoseconds where it extrapolates: the passes start wide and narrow.
     let mut peak_counts = 0;
-    for _ in 0..2 {
+    for half in [8 * smear, 4 * smear, 2 * smear, 2 * smear] {
         let mut fine = Vec::with_capacity(starts.len());
         for &from in &starts {
             let centre = (from + segment / 2) as f64;
-            let (shift, counts) =
-                refine(segment_at(from), b, &model, 2 * smear, search.fine_bin_ps);
+            let (shift, counts) = refine(segment_at(from), b, &model, half, search.fine_bin_ps);
             if counts > 0 {
                 fine.push((centre, model.at(centre as i64) + shift));
                 if from == a0 {

@@ -76,6 +76,32 @@ fn finds_an_unknown_offset_of_either_sign_and_the_drift() {
 }
 
 #[test]
+fn a_stream_that_starts_before_the_other_is_searched_from_where_both_run() {
+    // As a node gathers them: B's tagger started 60 ms late, and A keeps its tags from one
+    // maximum offset before B's first. Those have no partner; the search must not take its
+    // first stretch (some 16 ms here) from them, and must still measure to the pair jitter.
+    let spec = link(0, 0, 3.0);
+    let ([a, b], world) = streams(&spec, 0.3);
+    let search = OffsetSearch {
+        max_offset_ps: 30_000_000_000,
+        ..OffsetSearch::default()
+    };
+    let b = &b.tag_times_ps[b.tag_times_ps.partition_point(|&t| t < 60_000_000_000)..];
+    let a = &a.tag_times_ps;
+    let a = &a[a.partition_point(|&t| t < b[0] - search.max_offset_ps)..];
+    let estimate = find_offset(a, b, &search).unwrap();
+    let m = estimate.model;
+    let error = m.offset_ps - world.partner_offset_ps(m.reference_ps);
+    let allowed = 5.0 * PAIR_SIGMA_PS / (estimate.peak_counts as f64).sqrt()
+        + binned_centroid_bias(search.fine_bin_ps as f64, PAIR_SIGMA_PS);
+    assert!(
+        error.abs() < allowed,
+        "offset off by {error} ps, allowed {allowed}"
+    );
+    assert!(m.reference_ps > b[0], "measured before B ran: {m:?}");
+}
+
+#[test]
 fn tracked_pairs_are_the_true_pairs() {
     let spec = link(0, 400_000_000, 12.0);
     let ([a, b], _) = streams(&spec, 0.5);
