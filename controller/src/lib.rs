@@ -6,6 +6,7 @@ pub mod calibrate;
 pub mod devices;
 pub mod emulate;
 pub mod flags;
+pub mod kme;
 pub mod link;
 pub mod node;
 pub mod plan;

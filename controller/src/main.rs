@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use qkd_controller::{bench, calibrate, devices, emulate, link, node, plan, sim, tags};
+use qkd_controller::{bench, calibrate, devices, emulate, kme, link, node, plan, sim, tags};
 
 /// Controller of one node of a quantum key distribution link.
 #[derive(Debug, Parser)]
@@ -43,6 +43,12 @@ enum Command {
     /// Provision the secrets two nodes authenticate with.
     #[command(subcommand)]
     Auth(node::AuthCommand),
+    /// Demo certificates for the KMEs and SAEs of a link.
+    #[command(subcommand)]
+    Pki(kme::PkiCommand),
+    /// A node's key delivery (ETSI GS QKD 014).
+    #[command(subcommand)]
+    Kme(kme::KmeCommand),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +65,8 @@ fn main() -> ExitCode {
         Command::Node(args) => node::run(&args),
         Command::Keys(command) => node::keys(&command),
         Command::Auth(command) => node::auth(&command),
+        Command::Pki(command) => kme::pki(&command),
+        Command::Kme(command) => kme::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ if [ "$rtt" != 0 ]; then
     sed -i "s/^\[network\]$/[network]\nchannel_rtt_ms = $rtt/" alice.toml bob.toml
 fi
 qkd auth init --dir secrets >/dev/null
+qkd pki init --dir pki --kme alice --kme bob --sae sae-a --sae sae-b >/dev/null
 qkd sim serve --config bench.toml >bench.log 2>&1 &
 while [ ! -f bench/bench.json ]; do sleep 0.1; done
 qkd node --config alice.toml >alice.log 2>&1 &

@@ -96,6 +96,38 @@ pub struct Status {
     pub max_SAE_ID_count: u64,
 }
 
+/// The two KMEs and SAEs a status is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Pair<'a> {
+    /// This KME.
+    pub kme: &'a str,
+    /// The peer KME.
+    pub peer_kme: &'a str,
+    /// The asking SAE.
+    pub master: &'a str,
+    /// The SAE it names.
+    pub slave: &'a str,
+}
+
+impl Status {
+    /// The status of `pair` under `limits` with `pool_bits` uncut bits in the pool.
+    pub fn of(pair: Pair<'_>, limits: &Limits, pool_bits: u64) -> Self {
+        Status {
+            source_KME_ID: pair.kme.to_owned(),
+            target_KME_ID: pair.peer_kme.to_owned(),
+            master_SAE_ID: pair.master.to_owned(),
+            slave_SAE_ID: pair.slave.to_owned(),
+            key_size: limits.key_size,
+            stored_key_count: (pool_bits / limits.key_size).min(limits.max_key_count),
+            max_key_count: limits.max_key_count,
+            max_key_per_request: limits.max_key_per_request,
+            max_key_size: limits.max_key_size,
+            min_key_size: limits.min_key_size,
+            max_SAE_ID_count: 0,
+        }
+    }
+}
+
 /// Key request (§6.2).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

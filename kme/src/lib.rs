@@ -22,7 +22,7 @@ use qkd_store::Store;
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::api::Limits;
+use crate::api::{Limits, Pair, Status};
 use crate::link::{Link, LinkDriver, Side};
 use crate::tls::{Identity, TlsError, host_of, peer_name, server_name};
 
@@ -106,6 +106,9 @@ pub enum KmeError {
     /// TLS material.
     #[error("kme: {0}")]
     Tls(#[from] TlsError),
+    /// The node's store.
+    #[error("kme: {0}")]
+    Store(#[from] qkd_store::StoreFailure),
     /// The server's address.
     #[error("kme.listen {address}: {source}")]
     Listen {
@@ -169,9 +172,36 @@ impl KmeSettings {
     }
 }
 
+/// The ETSI 014 status of every pair of one of this KME's SAEs (asking, as master) and one of
+/// the peer KME's, from the store as it stands: the node need not run. The pool counts the bits
+/// of the blocks this node has settled; a running sequencer counts those both nodes have.
+pub fn statuses(settings: &KmeSettings, store: &Store) -> Result<Vec<Status>, KmeError> {
+    let limits = settings.limits()?;
+    let kme = tls::certificate_name(&settings.certificate)?;
+    let pool_bits = match store.settled_through()? {
+        Some(through) => store.pool_bits(through)?,
+        None => 0,
+    };
+    let mut out = Vec::new();
+    for (_, master) in settings.sae_names()? {
+        for slave in &settings.peer_saes {
+            let pair = Pair {
+                kme: &kme,
+                peer_kme: &settings.peer_kme,
+                master: &master,
+                slave,
+            };
+            out.push(Status::of(pair, &limits, pool_bits));
+        }
+    }
+    Ok(out)
+}
+
 /// A running KME's parts.
 #[derive(Debug)]
 pub struct Kme {
+    /// Its ID (its certificate's name).
+    pub name: String,
     /// The server's bound address.
     pub address: SocketAddr,
     /// Serving and linking; aborted when the KME is dropped.
@@ -252,6 +282,7 @@ impl Kme {
             }
         };
         Ok(Kme {
+            name: identity.name.clone(),
             address,
             tasks: vec![
                 tokio::spawn(server::serve(listener, acceptor, service)),

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{ApiError, Key, KeyContainer, KeyIds, KeyRequest, Limits, Status};
+use crate::api::{ApiError, Key, KeyContainer, KeyIds, KeyRequest, Limits, Pair, Status};
 use crate::link::{Link, Order, OrderFailure, Side};
 use crate::tls::peer_name;
 
@@ -206,20 +206,13 @@ impl Service {
     }
 
     fn status(&self, master: &str, slave: &str) -> Result<Value, ApiError> {
-        let limits = &self.limits;
-        let status = Status {
-            source_KME_ID: self.kme_id.clone(),
-            target_KME_ID: self.peer_kme_id.clone(),
-            master_SAE_ID: master.to_owned(),
-            slave_SAE_ID: slave.to_owned(),
-            key_size: limits.key_size,
-            stored_key_count: (self.pool_bits()? / limits.key_size).min(limits.max_key_count),
-            max_key_count: limits.max_key_count,
-            max_key_per_request: limits.max_key_per_request,
-            max_key_size: limits.max_key_size,
-            min_key_size: limits.min_key_size,
-            max_SAE_ID_count: 0,
+        let pair = Pair {
+            kme: &self.kme_id,
+            peer_kme: &self.peer_kme_id,
+            master,
+            slave,
         };
+        let status = Status::of(pair, &self.limits, self.pool_bits()?);
         serde_json::to_value(status).map_err(|e| {
             ApiError::unavailable("encoding the status", json!({ "error": e.to_string() }))
         })

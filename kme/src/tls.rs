@@ -97,14 +97,23 @@ pub fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// The subject common name of the first certificate in `path`: a KME's or SAE's ID.
+pub fn certificate_name(path: &Path) -> Result<String, TlsError> {
+    subject_name(path, &read_certificates(path)?[0])
+}
+
+fn subject_name(path: &Path, certificate: &CertificateDer<'_>) -> Result<String, TlsError> {
+    common_name(certificate).map_err(|source| TlsError::Subject {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 impl Identity {
     /// Reads certificate `certificate` (chain), key `key` and CA `ca`.
     pub fn read(certificate: &Path, key: &Path, ca: &Path) -> Result<Self, TlsError> {
         let chain = read_certificates(certificate)?;
-        let name = common_name(&chain[0]).map_err(|source| TlsError::Subject {
-            path: certificate.to_owned(),
-            source,
-        })?;
+        let name = subject_name(certificate, &chain[0])?;
         Ok(Identity {
             chain,
             key: Arc::new(PrivateKeyDer::from_pem_file(key).map_err(pem_error(key))?),

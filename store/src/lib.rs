@@ -336,10 +336,23 @@ impl Store {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreFailure>,
     ) -> Result<R, StoreFailure> {
+        let accepted =
+            self.transaction_or_refuse(|tx| f(tx).map(Ok::<R, std::convert::Infallible>))?;
+        Ok(accepted.unwrap_or_else(|never| match never {}))
+    }
+
+    /// A transaction that commits only if `f` accepts: a refusal (`Ok(Err(_))`) rolls back
+    /// whatever `f` wrote before it found the reason to refuse.
+    fn transaction_or_refuse<R, E>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Result<R, E>, StoreFailure>,
+    ) -> Result<Result<R, E>, StoreFailure> {
         let mut db = self.lock();
         let tx = db.transaction().map_err(self.sql())?;
         let result = f(&tx)?;
-        tx.commit().map_err(self.sql())?;
+        if result.is_ok() {
+            tx.commit().map_err(self.sql())?;
+        }
         Ok(result)
     }
 

@@ -293,7 +293,7 @@ impl Store {
         record: &CutRecord,
         fate: Fate,
     ) -> Result<Result<Vec<ServedKey>, CutRefusal>, StoreFailure> {
-        self.transaction(|tx| {
+        self.transaction_or_refuse(|tx| {
             let applied: Option<i64> = tx
                 .query_row("SELECT MAX(seq) FROM kme_cuts", [], |r| r.get(0))
                 .map_err(self.sql())?;
@@ -469,7 +469,7 @@ impl Store {
         slave: &str,
         ids: &[String],
     ) -> Result<Result<Vec<ServedKey>, DeliveryRefusal>, StoreFailure> {
-        self.transaction(|tx| {
+        self.transaction_or_refuse(|tx| {
             let mut served = Vec::with_capacity(ids.len());
             for id in ids {
                 let row: Option<(String, String, Option<Vec<u8>>, String)> = tx

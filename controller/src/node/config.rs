@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use qkd_drivers::Pacing;
 use qkd_drivers::serial::DeviceConfig;
+use qkd_kme::KmeSettings;
 use qkd_postprocess::estimate::DecoySettings;
 use qkd_runtime::block::BlockSettings;
 use qkd_runtime::reconcile::Reconciliation;
@@ -65,6 +66,9 @@ struct RawConfig {
     devices: RawDevices,
     #[serde(default)]
     tracking: RawTracking,
+    /// Key delivery (ETSI GS QKD 014), when the node serves encryptors.
+    #[serde(default)]
+    kme: Option<KmeSettings>,
 }
 
 /// Polarization tracking (Bob, BB84).
@@ -297,6 +301,8 @@ pub struct NodeConfig {
     pub devices: Devices,
     /// Bob tracks the polarization with the controller in his light path.
     pub tracking: bool,
+    /// The KME serving the node's keys, paths resolved.
+    pub kme: Option<KmeSettings>,
 }
 
 impl NodeConfig {
@@ -385,6 +391,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<NodeConfig> {
             bail!("tracking.enabled: give devices.polarization_controller");
         }
     }
+    let kme = raw.kme.map(|k| kme(k, base)).transpose()?;
     Ok(NodeConfig {
         role: raw.role,
         node_id: raw.node_id,
@@ -406,7 +413,16 @@ fn validate(raw: RawConfig, file: &Path) -> Result<NodeConfig> {
         source,
         devices,
         tracking: raw.tracking.enabled,
+        kme,
     })
+}
+
+/// The `[kme]` section with its paths resolved, its limits and SAE names checked.
+fn kme(raw: KmeSettings, base: &Path) -> Result<KmeSettings> {
+    let kme = raw.resolved(base);
+    kme.limits()?;
+    kme.sae_names()?;
+    Ok(kme)
 }
 
 fn devices(

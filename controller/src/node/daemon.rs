@@ -17,6 +17,8 @@ use qkd_drivers::{
     ChannelRole, IntensityClass, PolarizationController, SinglePhotonDetectors, TaggerChannel,
     TimeTagger, WcpSettings, WcpSource,
 };
+use qkd_kme::Kme;
+use qkd_kme::link::Side;
 use qkd_postprocess::auth::{AuthState, Role};
 use qkd_postprocess::hybrid::HybridSigner;
 use qkd_postprocess::slots::{SlotConfig, SlotRecovery};
@@ -224,6 +226,22 @@ pub async fn run(config: NodeConfig, stop: watch::Receiver<bool>) -> Result<()> 
                 eprintln!("node: control socket: {e:#}");
             }
         })
+    };
+    // Key delivery runs beside the link for as long as the node does.
+    let _kme = match &config.kme {
+        Some(settings) => {
+            let side = match config.role {
+                NodeRole::Alice => Side::Sequencer,
+                NodeRole::Bob => Side::Follower,
+            };
+            let kme = Kme::start(settings, side, store.clone()).await?;
+            eprintln!(
+                "node: KME {} serving ETSI GS QKD 014 on https://{}",
+                kme.name, kme.address
+            );
+            Some(kme)
+        }
+        None => None,
     };
     let node = Node {
         config,

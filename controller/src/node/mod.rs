@@ -44,7 +44,8 @@ pub enum NodeCommand {
 /// `qkd keys …`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// The keys in a node's store, committed ones, in ID order (the node may be running).
+    /// The keys in a node's store, committed ones, in ID order, and the keys cut from them for
+    /// SAEs with their state (the node may be running).
     List {
         /// The node's configuration file.
         #[arg(long)]
@@ -145,6 +146,23 @@ struct KeyEntry {
     sha256: String,
 }
 
+/// A key cut for SAEs, as `qkd keys list --json` prints it under `kme_keys`.
+#[derive(Debug, Serialize)]
+struct DeliveryEntry {
+    /// The key's ID as the KMEs served it.
+    key_id: String,
+    /// The cut (one request's keys) it came from.
+    cut: u64,
+    /// The SAE that asked for it.
+    master_sae: String,
+    /// The SAE it is for.
+    slave_sae: String,
+    /// Length in bits.
+    bits: u64,
+    /// `reserved` (waiting for its slave SAE here), `delivered` or `discarded`.
+    state: String,
+}
+
 /// The key ID of block `block`: a UUID (version 8, RFC 9562) both nodes derive alike — "qkd"
 /// in its first bytes, the block number in its last 60 bits.
 pub fn key_id(block: u64) -> String {
@@ -170,11 +188,21 @@ pub fn keys(command: &KeysCommand) -> Result<()> {
             sha256: k.sha256,
         })
         .collect();
+    let delivery: Vec<DeliveryEntry> = store
+        .pool_keys()?
+        .into_iter()
+        .map(|k| DeliveryEntry {
+            key_id: k.key_id,
+            cut: k.seq,
+            master_sae: k.master,
+            slave_sae: k.slave,
+            bits: k.bits,
+            state: k.state,
+        })
+        .collect();
     if *json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "keys": keys }))?
-        );
+        let report = serde_json::json!({ "keys": keys, "kme_keys": delivery });
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for k in &keys {
             println!(
@@ -183,6 +211,15 @@ pub fn keys(command: &KeysCommand) -> Result<()> {
             );
         }
         println!("{} keys", keys.len());
+        for k in &delivery {
+            println!(
+                "{}  {:<9}  {:>6} bits  {} → {}  (cut {})",
+                k.key_id, k.state, k.bits, k.master_sae, k.slave_sae, k.cut
+            );
+        }
+        if !delivery.is_empty() {
+            println!("{} keys cut for SAEs", delivery.len());
+        }
     }
     Ok(())
 }
