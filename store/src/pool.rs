@@ -305,7 +305,6 @@ impl Store {
                 }));
             }
             let mut cursor = self.pool_cursor_in(tx)?;
-            let mut blocks: Vec<(BlockId, Bits)> = Vec::new();
             let mut served = Vec::new();
             for key in &record.keys {
                 let mut bits = Bits::zeros(0);
@@ -317,30 +316,19 @@ impl Store {
                         }));
                     }
                     let end = segment.offset.saturating_add(segment.bits);
-                    if blocks.last().is_none_or(|(b, _)| *b != segment.block) {
-                        match self.committed_key(tx, segment.block)? {
-                            Some(key) => blocks.push((segment.block, key)),
-                            // Discarded bits need not be here: the cursor passes them anyway.
-                            None if fate == Fate::Discard => {
-                                cursor = (segment.block, end);
-                                continue;
-                            }
-                            None => {
-                                return Ok(Err(CutRefusal::NotCommitted {
-                                    seq: record.seq,
-                                    block: segment.block,
-                                }));
-                            }
+                    match self.committed_length(tx, segment.block)? {
+                        Some(length) if end <= length => {
+                            bits.extend(&self.take_bits(tx, segment, length)?);
+                        }
+                        // Discarded bits need not be here: the cursor passes them anyway.
+                        None if fate == Fate::Discard => {}
+                        _ => {
+                            return Ok(Err(CutRefusal::NotCommitted {
+                                seq: record.seq,
+                                block: segment.block,
+                            }));
                         }
                     }
-                    let block_key = &blocks[blocks.len() - 1].1;
-                    if end > block_key.len() as u64 {
-                        return Ok(Err(CutRefusal::NotCommitted {
-                            seq: record.seq,
-                            block: segment.block,
-                        }));
-                    }
-                    bits.extend(&block_key.range(segment.offset as usize, end as usize));
                     cursor = (segment.block, end);
                 }
                 let bytes = Zeroizing::new(key_bytes(&bits));
@@ -373,35 +361,18 @@ impl Store {
                     });
                 }
             }
-            self.close_cut(tx, record, blocks, cursor)?;
+            self.close_cut(tx, record, cursor)?;
             Ok(Ok(served))
         })
     }
 
-    /// Ends applying `record` within `tx`: erases what was cut (whole blocks passed, the head
-    /// of the one the cursor stops in), logs the cut and moves the cursor.
+    /// Ends applying `record` within `tx`: logs the cut and moves the cursor.
     fn close_cut(
         &self,
         tx: &rusqlite::Transaction<'_>,
         record: &CutRecord,
-        blocks: Vec<(BlockId, Bits)>,
         cursor: (BlockId, u64),
     ) -> Result<(), StoreFailure> {
-        for (block, mut key) in blocks {
-            let cut = if block == cursor.0 {
-                cursor.1 as usize
-            } else {
-                key.len()
-            };
-            for i in 0..cut {
-                key.set(i, false);
-            }
-            tx.execute(
-                "UPDATE keys SET key = ?1 WHERE block = ?2",
-                params![key_bytes(&key), block as i64],
-            )
-            .map_err(self.sql())?;
-        }
         let record_blob =
             postcard::to_allocvec(record).map_err(|_| self.damaged("key pool cut"))?;
         tx.execute(
@@ -418,21 +389,56 @@ impl Store {
         Ok(())
     }
 
-    fn committed_key(
+    /// The length in bits of block `block`'s committed key, if it has one.
+    fn committed_length(
         &self,
         tx: &rusqlite::Connection,
         block: BlockId,
-    ) -> Result<Option<Bits>, StoreFailure> {
-        let row: Option<(i64, Vec<u8>)> = tx
+    ) -> Result<Option<u64>, StoreFailure> {
+        let bits: Option<i64> = tx
             .query_row(
-                "SELECT bits, key FROM keys WHERE block = ?1 AND state = 'committed'",
+                "SELECT bits FROM keys WHERE block = ?1 AND state = 'committed'",
                 [block as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
             .optional()
             .map_err(self.sql())?;
-        row.map(|(bits, bytes)| self.decode_key(bits, &bytes))
-            .transpose()
+        Ok(bits.map(|b| b as u64))
+    }
+
+    /// Reads the bits of `segment` from its block's committed key of `length` bits and zeroes
+    /// them there, touching only the bytes that hold them (a cut costs its own bytes, not the
+    /// block's).
+    fn take_bits(
+        &self,
+        tx: &rusqlite::Connection,
+        segment: &Segment,
+        length: u64,
+    ) -> Result<Bits, StoreFailure> {
+        let mut blob = tx
+            .blob_open(
+                rusqlite::MAIN_DB,
+                "keys",
+                "key",
+                segment.block as i64,
+                false,
+            )
+            .map_err(self.sql())?;
+        if blob.len() as u64 != length.div_ceil(8) {
+            return Err(self.damaged("key"));
+        }
+        let first = (segment.offset / 8) as usize;
+        let end = (segment.offset + segment.bits).div_ceil(8) as usize;
+        let mut bytes = Zeroizing::new(vec![0u8; end - first]);
+        blob.read_at_exact(&mut bytes, first).map_err(self.sql())?;
+        let shift = (segment.offset % 8) as usize;
+        let held = self.decode_key((bytes.len() * 8) as i64, &bytes)?;
+        let taken = held.range(shift, shift + segment.bits as usize);
+        for i in shift..shift + segment.bits as usize {
+            bytes[i / 8] &= !(1u8 << (i % 8));
+        }
+        blob.write_at(&bytes, first).map_err(self.sql())?;
+        Ok(taken)
     }
 
     /// The cuts after `seq` (all of them for `None`), in order.

@@ -107,10 +107,19 @@ fn cuts_take_committed_bits_once_across_blocks_and_erase_them() {
         .map(|k| k.state)
         .collect();
     assert_eq!(states, ["delivered"; 3]);
+    // Bits off byte boundaries are taken and erased alone; bits skipped over stay unserved.
+    let odd = cut(1, &[("odd", &[segment(1, 155, 21)])]);
+    let served = store.apply_cut(&odd, Fate::Serve).unwrap().unwrap();
+    assert_eq!(*served[0].bytes, key_bytes(&keys[1].range(155, 176)));
+    let (block1, _) = store.key(1).unwrap().unwrap();
+    assert_eq!(block1.range(152, 155), keys[1].range(152, 155));
+    assert!((155..176).all(|i| !block1.get(i)));
+    assert_eq!(block1.range(176, 1_000), keys[1].range(176, 1_000));
+    assert_eq!(store.pool_cursor().unwrap(), (1, 176));
     // The next plan starts at the cursor, and nothing past block `through` is planned.
     assert_eq!(
         store.plan_cut(1, 8, 1).unwrap().unwrap()[0],
-        vec![segment(1, 152, 8)]
+        vec![segment(1, 176, 8)]
     );
     assert_eq!(store.plan_cut(1, 8, 0).unwrap(), None);
     std::fs::remove_dir_all(&dir).unwrap();

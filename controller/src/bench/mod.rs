@@ -4,6 +4,7 @@
 mod ec;
 mod emulate;
 mod ingest;
+mod kme;
 mod machine;
 mod pa;
 mod serial;
@@ -27,6 +28,8 @@ pub enum BenchCommand {
     Tracking(tracking::TrackingArgs),
     /// Command round trips to the emulated devices through pseudo-terminals.
     Serial(serial::SerialArgs),
+    /// ETSI GS QKD 014 requests against two KMEs on loopback (mutual TLS, stores on disk).
+    Kme(kme::KmeArgs),
 }
 
 pub fn run(command: &BenchCommand) -> Result<()> {
@@ -37,6 +40,7 @@ pub fn run(command: &BenchCommand) -> Result<()> {
         BenchCommand::Ingest(args) => ingest::run(args),
         BenchCommand::Tracking(args) => tracking::run(args),
         BenchCommand::Serial(args) => serial::run(args),
+        BenchCommand::Kme(args) => kme::run(args),
     }
 }
 
@@ -51,4 +55,9 @@ pub fn median_seconds(repeat: usize, mut work: impl FnMut()) -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// The `q` quantile (0 to 1) of `sorted`, which must not be empty: the nearest rank.
+pub fn percentile<T: Copy>(sorted: &[T], q: f64) -> T {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }

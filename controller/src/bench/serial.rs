@@ -13,6 +13,7 @@ use qkd_protocol::{FrameDecoder, MAX_FRAME, PolarizationCommand, Reply, Request,
 use serde::Serialize;
 
 use super::machine::Machine;
+use super::percentile;
 
 /// Flags of `qkd bench serial`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,13 +39,12 @@ struct RoundTrips {
 impl RoundTrips {
     fn from(mut times: Vec<Duration>, total: Duration) -> Self {
         times.sort();
-        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let us = |q: f64| percentile(&times, q).as_secs_f64() * 1e6;
         RoundTrips {
             commands: times.len(),
-            median_us: us(at(0.5)),
-            p99_us: us(at(0.99)),
-            max_us: us(at(1.0)),
+            median_us: us(0.5),
+            p99_us: us(0.99),
+            max_us: us(1.0),
             commands_per_s: times.len() as f64 / total.as_secs_f64(),
         }
     }

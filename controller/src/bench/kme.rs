@@ -1,0 +1,250 @@
+//! `qkd bench kme`: ETSI GS QKD 014 requests per second and latency against two KMEs on
+//! loopback, mutual TLS, each over its own store on disk holding the same committed keys; one
+//! 256-bit key per request. Status requests (TLS and HTTP, no cut, no store write) are the
+//! baseline of the same run.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use qkd_kme::client::Client;
+use qkd_kme::link::Side;
+use qkd_kme::tls::Identity;
+use qkd_kme::{Kme, KmeSettings, SaeEntry};
+use qkd_postprocess::auth::{AuthState, Role};
+use qkd_postprocess::bits::Bits;
+use qkd_runtime::keys::KeySink;
+use qkd_runtime::randomness::ProtocolRng;
+use qkd_store::Store;
+use serde::Serialize;
+
+use super::machine::Machine;
+use super::percentile;
+
+/// Flags of `qkd bench kme`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KmeArgs {
+    /// Requests timed per keep-alive figure (a tenth of it for new connections).
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Throughput and latency of one kind of request.
+#[derive(Debug, Serialize)]
+struct RequestFigures {
+    requests: usize,
+    requests_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl RequestFigures {
+    fn from(mut times: Vec<Duration>, total: Duration) -> Self {
+        times.sort();
+        let ms = |q: f64| percentile(&times, q).as_secs_f64() * 1e3;
+        RequestFigures {
+            requests: times.len(),
+            requests_per_s: times.len() as f64 / total.as_secs_f64(),
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            max_ms: ms(1.0),
+        }
+    }
+}
+
+/// What `qkd bench kme --json` prints.
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    /// Get key as the master SAE on one keep-alive connection: a cut agreed with the peer KME
+    /// and stored on both nodes per request.
+    get_key: RequestFigures,
+    /// Get key with key IDs as the slave SAE on one keep-alive connection, one ID per request.
+    get_key_with_ids: RequestFigures,
+    /// Get key on a new TLS connection per request (handshake with client certificate).
+    new_connection: RequestFigures,
+    /// Get status on one keep-alive connection: TLS and HTTP alone, the baseline.
+    status: RequestFigures,
+}
+
+/// Committed key per block in the benchmark's stores.
+const BLOCK_BITS: usize = 1 << 20;
+/// Key size requested.
+const KEY_BITS: u64 = 256;
+
+/// A store in `dir` whose committed keys are `blocks`, as a link would have left them.
+fn store_with(dir: &Path, role: Role, secret: &[u8], blocks: &[Bits]) -> Result<Store> {
+    let mut store = Store::open(dir)?;
+    let auth = AuthState::from_secret(secret, role)?;
+    store.init_auth(&auth)?;
+    for (block, key) in blocks.iter().enumerate() {
+        store.hold(block as u64, key)?;
+        store.commit(block as u64, key, &auth)?;
+    }
+    Ok(store)
+}
+
+fn free_address() -> Result<String> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    Ok(format!("127.0.0.1:{port}"))
+}
+
+fn settings(
+    pki: &Path,
+    me: &str,
+    peer: &str,
+    sae: &str,
+    peer_sae: &str,
+    link: &str,
+) -> KmeSettings {
+    KmeSettings {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        link: link.to_owned(),
+        ca: pki.join("ca.pem"),
+        certificate: pki.join(format!("{me}.pem")),
+        key: pki.join(format!("{me}.key")),
+        peer_kme: peer.to_owned(),
+        saes: vec![SaeEntry::Named(sae.to_owned())],
+        peer_saes: vec![peer_sae.to_owned()],
+        key_size: KEY_BITS,
+        min_key_size: 64,
+        max_key_size: 8192,
+        max_key_per_request: 128,
+        max_key_count: 1_000_000,
+    }
+}
+
+fn identity(pki: &Path, name: &str) -> Result<Identity> {
+    Ok(Identity::read(
+        &pki.join(format!("{name}.pem")),
+        &pki.join(format!("{name}.key")),
+        &pki.join("ca.pem"),
+    )?)
+}
+
+/// Times `count` runs of `one`, each to completion.
+async fn time_each(
+    count: usize,
+    mut one: impl AsyncFnMut() -> Result<()>,
+) -> Result<RequestFigures> {
+    let mut times = Vec::with_capacity(count);
+    let started = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        one().await?;
+        times.push(t.elapsed());
+    }
+    Ok(RequestFigures::from(times, started.elapsed()))
+}
+
+async fn measure(dir: &Path, requests: usize) -> Result<Report> {
+    let pki = dir.join("pki");
+    let names = ["alice", "bob", "sae-a", "sae-b"].map(str::to_owned);
+    qkd_kme::pki::init(&pki, &names)?;
+    // Enough committed key for every timed request and the IDs fetched beforehand, with room.
+    let connections = (requests / 10).max(10);
+    let bits = (2 * requests + connections + 128) as u64 * KEY_BITS;
+    let blocks = bits.div_ceil(BLOCK_BITS as u64) as usize + 1;
+    let mut rng = ProtocolRng::from_os()?;
+    let keys: Vec<Bits> = (0..blocks)
+        .map(|_| Bits::from_word_fn(BLOCK_BITS, || rng.next_u64()))
+        .collect();
+    let secret: Vec<u8> = (0..8).flat_map(|_| rng.next_u64().to_le_bytes()).collect();
+    let link = free_address()?;
+    let alice_store = store_with(&dir.join("alice"), Role::Responder, &secret, &keys)?;
+    let bob_store = store_with(&dir.join("bob"), Role::Initiator, &secret, &keys)?;
+    let alice_settings = settings(&pki, "alice", "bob", "sae-a", "sae-b", &link);
+    let bob_settings = settings(&pki, "bob", "alice", "sae-b", "sae-a", &link);
+    let alice = Kme::start(&alice_settings, Side::Sequencer, alice_store).await?;
+    let bob = Kme::start(&bob_settings, Side::Follower, bob_store).await?;
+    let (alice_at, bob_at) = (alice.address.to_string(), bob.address.to_string());
+    let (sae_a, sae_b) = (identity(&pki, "sae-a")?, identity(&pki, "sae-b")?);
+    let mut master = Client::connect(&alice_at, &sae_a).await?;
+    let mut slave = Client::connect(&bob_at, &sae_b).await?;
+    // The pool counts once Bob's KME has reported what it holds.
+    let ready = Instant::now();
+    while master.status("sae-b").await?.stored_key_count == 0 {
+        if ready.elapsed() > Duration::from_secs(30) {
+            bail!("the two KMEs did not link within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = time_each(requests, async || {
+        master.status("sae-b").await?;
+        Ok(())
+    })
+    .await?;
+    let get_key = time_each(requests, async || {
+        let keys = master.enc_keys("sae-b", 1, KEY_BITS).await?;
+        if keys.len() != 1 {
+            bail!("asked for one key, got {}", keys.len());
+        }
+        Ok(())
+    })
+    .await?;
+    let mut ids = Vec::with_capacity(requests);
+    while ids.len() < requests {
+        let n = (requests - ids.len()).min(128) as u64;
+        let keys = master.enc_keys("sae-b", n, KEY_BITS).await?;
+        ids.extend(keys.into_iter().map(|k| k.key_id));
+    }
+    let mut next = ids.into_iter();
+    let get_key_with_ids = time_each(requests, async || {
+        let id = next.next().context("ran out of key IDs")?;
+        slave.dec_keys("sae-a", &[id]).await?;
+        Ok(())
+    })
+    .await?;
+    let new_connection = time_each(connections, async || {
+        let mut fresh = Client::connect(&alice_at, &sae_a).await?;
+        fresh.enc_keys("sae-b", 1, KEY_BITS).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(Report {
+        machine: Machine::current(),
+        get_key,
+        get_key_with_ids,
+        new_connection,
+        status,
+    })
+}
+
+pub fn run(args: &KmeArgs) -> Result<()> {
+    if !(10..=100_000).contains(&args.requests) {
+        bail!("--requests: give 10 to 100000, got {}", args.requests);
+    }
+    let dir = std::env::temp_dir().join(format!("qkd-bench-kme-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(measure(&dir, args.requests));
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let line = |name: &str, r: &RequestFigures| {
+            println!(
+                "{name:<34} {:>8.0} requests/s  p50 {:>7.3} ms  p99 {:>7.3} ms ({} requests)",
+                r.requests_per_s, r.p50_ms, r.p99_ms, r.requests
+            );
+        };
+        line("get key (keep-alive)", &report.get_key);
+        line(
+            "get key with key IDs (keep-alive)",
+            &report.get_key_with_ids,
+        );
+        line("get key (new TLS connection)", &report.new_connection);
+        line("  baseline: status (keep-alive)", &report.status);
+    }
+    Ok(())
+}
