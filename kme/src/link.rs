@@ -1,11 +1,12 @@
 //! The KME-to-KME link: how both nodes cut the same bits for the same key ID.
 //!
 //! Alice's KME is the *sequencer*: every cut, whichever side's SAE asked, is decided by her,
-//! one at a time, numbered, and applied by both nodes in number order. When her SAE is master
-//! she sends the cut and serves it only once Bob has applied it (so his slave can fetch it);
-//! when his is, she applies it first (reserving the keys for her slave) and Bob serves it on
-//! receipt. Alice cuts only blocks Bob has settled (committed or forgotten as she did), so he
-//! holds every bit she names.
+//! numbered, and applied by both nodes in number order; her SAEs' orders that queue while a
+//! step is out go as the next step, planned one after the other and applied in one transaction
+//! at each node (group commit). When her SAE is master she sends the cut and serves it only
+//! once Bob has applied it (so his slave can fetch it); when his is, she applies it first
+//! (reserving the keys for her slave) and Bob serves it on receipt. Alice cuts only blocks Bob
+//! has settled (committed or forgotten as she did), so he holds every bit she names.
 //!
 //! After any break both sides say how far their logs go and send each other the cuts the other
 //! lacks. The side that lacks a cut was its master and never answered its SAE (it serves only
@@ -28,7 +29,7 @@ use qkd_runtime::messages::BlockId;
 use qkd_runtime::randomness::ProtocolRng;
 use qkd_store::Store;
 use qkd_store::StoreFailure;
-use qkd_store::pool::{CutRecord, Fate, KeyCut, ServedKey};
+use qkd_store::pool::{CutRecord, Fate, KeyCut, Segment, ServedKey};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +42,9 @@ pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const SETTLED_EVERY: Duration = Duration::from_millis(100);
 /// Most cuts waiting at the sequencer.
 const QUEUE: usize = 4096;
+/// Most cuts sent and applied as one step (one write to disk at each node): the orders that
+/// queued while the last step was out.
+const BATCH: usize = 64;
 
 /// Which end of the link this KME is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +129,12 @@ enum Message {
     },
     /// Second each way: the cuts the other side lacks.
     CatchUp(Vec<CutRecord>),
-    /// Sequencer → follower: apply this cut; the sequencer's SAE is master.
-    Reserve(CutRecord),
-    /// Follower → sequencer: applied.
+    /// Sequencer → follower: apply these consecutive cuts, in one step; the sequencer's SAEs
+    /// are their masters.
+    Reserve(Vec<CutRecord>),
+    /// Follower → sequencer: applied, through cut `seq`.
     Applied { seq: u64 },
-    /// Follower → sequencer: could not apply.
+    /// Follower → sequencer: could not apply the cuts from `seq`.
     Refused { seq: u64, reason: String },
     /// Follower → sequencer: cut keys for the follower's SAE.
     Cut { request: u64, order: Order },
@@ -262,11 +267,18 @@ fn key_id(rng: &mut ProtocolRng) -> String {
     )
 }
 
-/// A cut the sequencer has sent and awaits.
+/// Cuts the sequencer has sent and awaits, each with the SAE's reply; the first and last
+/// numbers they span.
 struct InFlight {
-    record: CutRecord,
-    reply: Reply,
+    cuts: Vec<(CutRecord, Reply)>,
     deadline: tokio::time::Instant,
+}
+
+impl InFlight {
+    fn seqs(&self) -> (u64, u64) {
+        let seq = |i: Option<&(CutRecord, Reply)>| i.map_or(0, |(r, _)| r.seq);
+        (seq(self.cuts.first()), seq(self.cuts.last()))
+    }
 }
 
 /// Work waiting at the sequencer.
@@ -370,10 +382,8 @@ impl LinkDriver {
         let mut queue: VecDeque<Work> = VecDeque::new();
         let mut in_flight: Option<InFlight> = None;
         loop {
-            while in_flight.is_none()
-                && let Some(work) = queue.pop_front()
-            {
-                in_flight = self.start(store, output, &mut rng, work).await?;
+            while in_flight.is_none() && !queue.is_empty() {
+                in_flight = self.start(store, output, &mut rng, &mut queue).await?;
             }
             let deadline = in_flight.as_ref().map(|f| f.deadline);
             tokio::select! {
@@ -381,14 +391,16 @@ impl LinkDriver {
                     let Some(frame) = frame else { return Ok(()) };
                     match frame? {
                         Message::Applied { seq } => {
-                            let flight = in_flight.take().filter(|f| f.record.seq == seq)
+                            let flight = in_flight.take().filter(|f| f.seqs().1 == seq)
                                 .ok_or(LinkError::Protocol("Applied"))?;
-                            finish(store, output, flight).await?;
+                            finish(store, output, flight.cuts).await?;
                         }
                         Message::Refused { seq, reason } => {
-                            let flight = in_flight.take().filter(|f| f.record.seq == seq)
+                            let flight = in_flight.take().filter(|f| f.seqs().0 == seq)
                                 .ok_or(LinkError::Protocol("Refused"))?;
-                            let _ = flight.reply.send(Err(OrderFailure::PeerRefused(reason)));
+                            for (_, reply) in flight.cuts {
+                                let _ = reply.send(Err(OrderFailure::PeerRefused(reason.clone())));
+                            }
                         }
                         Message::Cut { request, order } => queue.push_back(Work::Peer { request, order }),
                         Message::Discard { seq } => store.discard_cut(seq)?,
@@ -401,80 +413,94 @@ impl LinkDriver {
                     queue.push_back(Work::Own(order, reply));
                 }
                 () = sleep_until(deadline) => {
-                    let seq = in_flight.as_ref().map_or(0, |f| f.record.seq);
+                    let seq = in_flight.as_ref().map_or(0, |f| f.seqs().0);
                     return Err(LinkError::Timeout(seq));
                 }
             }
         }
     }
 
-    /// Plans the next cut at the sequencer: sent (her SAE's), or applied and sent (his).
+    /// Plans the next step at the sequencer: a peer's order, applied and sent; or the orders of
+    /// her SAEs that queued meanwhile, planned one after the other and sent as one step.
     async fn start<W: AsyncWrite + Unpin>(
         &self,
         store: &Store,
         output: &mut W,
         rng: &mut ProtocolRng,
-        work: Work,
+        queue: &mut VecDeque<Work>,
     ) -> Result<Option<InFlight>, LinkError> {
-        let through = lock(&self.shared).settled_through;
-        let order = match &work {
-            Work::Own(order, _) | Work::Peer { order, .. } => order.clone(),
-        };
-        let segments = match through {
-            Some(through) => store.plan_cut(order.count as usize, order.bits, through)?,
+        let mut planner = match lock(&self.shared).settled_through {
+            Some(through) => Some(store.planner(through)?),
             None => None,
         };
-        let Some(segments) = segments else {
-            let available_bits = match through {
-                Some(through) => store.pool_bits(through)?,
-                None => 0,
+        // Keys for `order`, or the bits left when they do not cover it.
+        let mut plan = |order: &Order| match planner.as_mut() {
+            Some(p) => p
+                .plan(order.count as usize, order.bits)
+                .ok_or_else(|| p.remaining_bits()),
+            None => Err(0),
+        };
+        let mut seq = store.last_cut()?.map_or(0, |s| s + 1);
+        let mut record = |order: Order, segments: Vec<Vec<Segment>>| {
+            let record = CutRecord {
+                seq,
+                master: order.master,
+                slave: order.slave,
+                keys: segments
+                    .into_iter()
+                    .map(|segments| KeyCut {
+                        key_id: key_id(rng),
+                        segments,
+                    })
+                    .collect(),
             };
-            match work {
-                Work::Own(_, reply) => {
+            seq += 1;
+            record
+        };
+        if matches!(queue.front(), Some(Work::Peer { .. }))
+            && let Some(Work::Peer { request, order }) = queue.pop_front()
+        {
+            let answer = match plan(&order) {
+                Ok(segments) => {
+                    let record = record(order, segments);
+                    apply_or_disagree(store, &record, Fate::Reserve)?;
+                    Message::CutMade { request, record }
+                }
+                Err(available_bits) => Message::CutRefused {
+                    request,
+                    available_bits,
+                },
+            };
+            write(output, &answer).await?;
+            return Ok(None);
+        }
+        let mut cuts = Vec::new();
+        while cuts.len() < BATCH
+            && let Some(Work::Own(..)) = queue.front()
+        {
+            let Some(Work::Own(order, reply)) = queue.pop_front() else {
+                break;
+            };
+            // An SAE that has gone away wants nothing cut.
+            if reply.is_closed() {
+                continue;
+            }
+            match plan(&order) {
+                Ok(segments) => cuts.push((record(order, segments), reply)),
+                Err(available_bits) => {
                     let _ = reply.send(Err(OrderFailure::NotEnough { available_bits }));
                 }
-                Work::Peer { request, .. } => {
-                    write(
-                        output,
-                        &Message::CutRefused {
-                            request,
-                            available_bits,
-                        },
-                    )
-                    .await?;
-                }
-            }
-            return Ok(None);
-        };
-        let record = CutRecord {
-            seq: store.last_cut()?.map_or(0, |s| s + 1),
-            master: order.master,
-            slave: order.slave,
-            keys: segments
-                .into_iter()
-                .map(|segments| KeyCut {
-                    key_id: key_id(rng),
-                    segments,
-                })
-                .collect(),
-        };
-        match work {
-            Work::Own(_, reply) => {
-                write(output, &Message::Reserve(record.clone())).await?;
-                Ok(Some(InFlight {
-                    record,
-                    reply,
-                    deadline: tokio::time::Instant::now() + APPLY_TIMEOUT,
-                }))
-            }
-            Work::Peer { request, .. } => {
-                store
-                    .apply_cut(&record, Fate::Reserve)?
-                    .map_err(|refusal| LinkError::Disagree(refusal.to_string()))?;
-                write(output, &Message::CutMade { request, record }).await?;
-                Ok(None)
             }
         }
+        if cuts.is_empty() {
+            return Ok(None);
+        }
+        let records = cuts.iter().map(|(record, _)| record.clone()).collect();
+        write(output, &Message::Reserve(records)).await?;
+        Ok(Some(InFlight {
+            cuts,
+            deadline: tokio::time::Instant::now() + APPLY_TIMEOUT,
+        }))
     }
 
     async fn follow<W: AsyncWrite + Unpin>(
@@ -492,17 +518,21 @@ impl LinkDriver {
                 frame = received.recv() => {
                     let Some(frame) = frame else { return Ok(()) };
                     match frame? {
-                        Message::Reserve(record) => {
-                            let seq = record.seq;
-                            let answer = match store.apply_cut(&record, Fate::Reserve)? {
-                                Ok(_) => Message::Applied { seq },
-                                Err(refusal) => Message::Refused { seq, reason: refusal.to_string() },
+                        Message::Reserve(records) => {
+                            let (Some(first), Some(last)) = (records.first(), records.last()) else {
+                                return Err(LinkError::Protocol("an empty Reserve"));
+                            };
+                            let (first, last) = (first.seq, last.seq);
+                            let cuts: Vec<_> = records.iter().map(|r| (r, Fate::Reserve)).collect();
+                            let answer = match store.apply_cuts(&cuts)? {
+                                Ok(_) => Message::Applied { seq: last },
+                                Err(refusal) => Message::Refused { seq: first, reason: refusal.to_string() },
                             };
                             write(output, &answer).await?;
                         }
                         Message::CutMade { request, record } => {
                             let reply = pending.remove(&request).ok_or(LinkError::Protocol("CutMade"))?;
-                            finish(store, output, InFlight { record, reply, deadline: tokio::time::Instant::now() }).await?;
+                            finish(store, output, vec![(record, reply)]).await?;
                         }
                         Message::CutRefused { request, available_bits } => {
                             let reply = pending.remove(&request).ok_or(LinkError::Protocol("CutRefused"))?;
@@ -549,22 +579,33 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Applies a cut the peer has applied, on the master's side: served if its SAE still waits,
-/// else discarded on both sides.
+/// Applies cuts the peer has applied, on the masters' side, in one step: each served if its
+/// SAE still waits, else discarded on both sides.
 async fn finish<W: AsyncWrite + Unpin>(
     store: &Store,
     output: &mut W,
-    flight: InFlight,
+    cuts: Vec<(CutRecord, Reply)>,
 ) -> Result<(), LinkError> {
-    let seq = flight.record.seq;
-    if flight.reply.is_closed() {
-        apply_or_disagree(store, &flight.record, Fate::Discard)?;
-        return write(output, &Message::Discard { seq }).await;
-    }
-    let keys = apply_or_disagree(store, &flight.record, Fate::Serve)?;
-    if flight.reply.send(Ok(keys)).is_err() {
-        // Gone between the check and now: the keys never left; the peer drops its copies.
-        write(output, &Message::Discard { seq }).await?;
+    let fates: Vec<_> = cuts
+        .iter()
+        .map(|(record, reply)| {
+            let fate = if reply.is_closed() {
+                Fate::Discard
+            } else {
+                Fate::Serve
+            };
+            (record, fate)
+        })
+        .collect();
+    let served = store
+        .apply_cuts(&fates)?
+        .map_err(|refusal| LinkError::Disagree(refusal.to_string()))?;
+    let discarded: Vec<bool> = fates.iter().map(|(_, f)| *f == Fate::Discard).collect();
+    for (((record, reply), keys), discarded) in cuts.into_iter().zip(served).zip(discarded) {
+        // Gone before or after the step: the keys never left; the peer drops its copies.
+        if discarded || reply.send(Ok(keys)).is_err() {
+            write(output, &Message::Discard { seq: record.seq }).await?;
+        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use qkd_kme::client::{Client, ClientError};
+use qkd_kme::client::{Client, ClientError, FetchedKey};
 use qkd_kme::link::Side;
 use qkd_kme::tls::Identity;
 use qkd_kme::{Kme, KmeSettings, SaeEntry};
@@ -180,8 +180,42 @@ async fn master_and_slave_fetch_the_same_keys_once() {
         .await
         .unwrap();
     assert_eq!(got.0, 200);
+
+    last_keys_to_concurrent_orders(&alice.address.to_string(), &pki, &mut sae_b).await;
     drop((alice, bob));
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Nine SAE connections at once for the last eight keys: their orders are planned one after
+/// the other in as few steps as they queued in; eight get keys, one is refused.
+async fn last_keys_to_concurrent_orders(address: &str, pki: &Path, sae_b: &mut Client) {
+    let mut asks = tokio::task::JoinSet::new();
+    for _ in 0..9 {
+        let (address, identity) = (address.to_owned(), sae(pki, "sae-a"));
+        asks.spawn(async move {
+            let mut client = Client::connect(&address, &identity).await.unwrap();
+            client.enc_keys("sae-b", 1, 256).await
+        });
+    }
+    let (mut keys, mut refused) = (Vec::new(), 0);
+    while let Some(answer) = asks.join_next().await {
+        match answer.unwrap() {
+            Ok(mut one) => keys.push(one.remove(0)),
+            Err(ClientError::Refused { status: 400, .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((keys.len(), refused), (8, 1));
+    let ids: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
+    let fetched = sae_b.dec_keys("sae-a", &ids).await.unwrap();
+    let by_id = |keys: &[FetchedKey]| {
+        keys.iter()
+            .map(|k| (k.key_id.clone(), k.bytes.to_vec()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(by_id(&keys), by_id(&fetched));
+    let distinct: std::collections::BTreeSet<_> = keys.iter().map(|k| k.bytes.to_vec()).collect();
+    assert_eq!(distinct.len(), 8);
 }
 
 /// The refusals ETSI 014 names, as an SAE sees them.

@@ -167,7 +167,63 @@ pub struct PoolKey {
     pub state: String,
 }
 
-/// The cursor and committed keys as a cut sees them.
+/// Successive cuts planned from the pool as it stood when the planner was made: the sequencer
+/// plans several before any is applied, each where the one before it ends.
+#[derive(Debug)]
+pub struct Planner {
+    ahead: Vec<Committed>,
+    /// The committed key the next cut starts in.
+    next: usize,
+    block: BlockId,
+    offset: u64,
+    remaining: u64,
+}
+
+impl Planner {
+    /// Uncut bits left after the cuts planned so far.
+    pub fn remaining_bits(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Where `count` keys of `bits` bits each come from, after the cuts planned before; `None`,
+    /// planning nothing, if fewer bits are left.
+    pub fn plan(&mut self, count: usize, bits: u64) -> Option<Vec<Vec<Segment>>> {
+        let total = (count as u64).checked_mul(bits)?;
+        if total > self.remaining {
+            return None;
+        }
+        let mut keys = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut segments = Vec::new();
+            let mut wanted = bits;
+            while wanted > 0 {
+                let c = self.ahead.get(self.next)?;
+                if c.block != self.block {
+                    (self.block, self.offset) = (c.block, 0);
+                }
+                let take = (c.bits.saturating_sub(self.offset)).min(wanted);
+                if take > 0 {
+                    segments.push(Segment {
+                        block: self.block,
+                        offset: self.offset,
+                        bits: take,
+                    });
+                    self.offset += take;
+                    wanted -= take;
+                }
+                if self.offset >= c.bits {
+                    self.next += 1;
+                }
+            }
+            keys.push(segments);
+        }
+        self.remaining -= total;
+        Some(keys)
+    }
+}
+
+/// A committed key as a cut sees it.
+#[derive(Debug)]
 struct Committed {
     block: BlockId,
     bits: u64,
@@ -231,10 +287,15 @@ impl Store {
 
     /// Uncut committed bits up to block `through`.
     pub fn pool_bits(&self, through: BlockId) -> Result<u64, StoreFailure> {
+        Ok(self.planner(through)?.remaining_bits())
+    }
+
+    /// A planner of cuts from the cursor through committed keys up to block `through`.
+    pub fn planner(&self, through: BlockId) -> Result<Planner, StoreFailure> {
         let db = self.lock();
         let (block, offset) = self.pool_cursor_in(&db)?;
-        Ok(self
-            .committed_ahead(&db, block, through)?
+        let ahead = self.committed_ahead(&db, block, through)?;
+        let remaining = ahead
             .iter()
             .map(|c| {
                 if c.block == block {
@@ -243,7 +304,14 @@ impl Store {
                     c.bits
                 }
             })
-            .sum())
+            .sum();
+        Ok(Planner {
+            ahead,
+            next: 0,
+            block,
+            offset,
+            remaining,
+        })
     }
 
     /// Where `count` keys of `bits` bits each would come from, cutting from the cursor through
@@ -254,36 +322,7 @@ impl Store {
         bits: u64,
         through: BlockId,
     ) -> Result<Option<Vec<Vec<Segment>>>, StoreFailure> {
-        let db = self.lock();
-        let (mut block, mut offset) = self.pool_cursor_in(&db)?;
-        let mut ahead = self.committed_ahead(&db, block, through)?.into_iter();
-        let mut current = ahead.next();
-        let mut keys = Vec::with_capacity(count);
-        for _ in 0..count {
-            let mut segments = Vec::new();
-            let mut wanted = bits;
-            while wanted > 0 {
-                let Some(c) = &current else { return Ok(None) };
-                if c.block != block {
-                    (block, offset) = (c.block, 0);
-                }
-                let take = (c.bits.saturating_sub(offset)).min(wanted);
-                if take > 0 {
-                    segments.push(Segment {
-                        block,
-                        offset,
-                        bits: take,
-                    });
-                    offset += take;
-                    wanted -= take;
-                }
-                if offset >= c.bits {
-                    current = ahead.next();
-                }
-            }
-            keys.push(segments);
-        }
-        Ok(Some(keys))
+        Ok(self.planner(through)?.plan(count, bits))
     }
 
     /// Applies cut `record` in one transaction: the next in the log, taking only committed bits
@@ -293,77 +332,104 @@ impl Store {
         record: &CutRecord,
         fate: Fate,
     ) -> Result<Result<Vec<ServedKey>, CutRefusal>, StoreFailure> {
+        let served = self.apply_cuts(&[(record, fate)])?;
+        Ok(served.map(|mut each| each.pop().unwrap_or_default()))
+    }
+
+    /// Applies consecutive cuts, each with its fate, in one transaction (one write to disk for
+    /// all): all of them, or none if any is refused. Returns each one's served keys.
+    pub fn apply_cuts(
+        &self,
+        cuts: &[(&CutRecord, Fate)],
+    ) -> Result<Result<Vec<Vec<ServedKey>>, CutRefusal>, StoreFailure> {
         self.transaction_or_refuse(|tx| {
-            let applied: Option<i64> = tx
-                .query_row("SELECT MAX(seq) FROM kme_cuts", [], |r| r.get(0))
-                .map_err(self.sql())?;
-            let applied = applied.map(|s| s as u64);
-            if record.seq != applied.map_or(0, |s| s + 1) {
-                return Ok(Err(CutRefusal::OutOfOrder {
-                    got: record.seq,
-                    applied,
-                }));
+            let mut served = Vec::with_capacity(cuts.len());
+            for &(record, fate) in cuts {
+                match self.apply_in(tx, record, fate)? {
+                    Ok(keys) => served.push(keys),
+                    Err(refusal) => return Ok(Err(refusal)),
+                }
             }
-            let mut cursor = self.pool_cursor_in(tx)?;
-            let mut served = Vec::new();
-            for key in &record.keys {
-                let mut bits = Bits::zeros(0);
-                for segment in &key.segments {
-                    if (segment.block, segment.offset) < cursor {
-                        return Ok(Err(CutRefusal::Reused {
+            Ok(Ok(served))
+        })
+    }
+
+    /// Applies `record` within `tx`.
+    fn apply_in(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        record: &CutRecord,
+        fate: Fate,
+    ) -> Result<Result<Vec<ServedKey>, CutRefusal>, StoreFailure> {
+        let applied: Option<i64> = tx
+            .query_row("SELECT MAX(seq) FROM kme_cuts", [], |r| r.get(0))
+            .map_err(self.sql())?;
+        let applied = applied.map(|s| s as u64);
+        if record.seq != applied.map_or(0, |s| s + 1) {
+            return Ok(Err(CutRefusal::OutOfOrder {
+                got: record.seq,
+                applied,
+            }));
+        }
+        let mut cursor = self.pool_cursor_in(tx)?;
+        let mut served = Vec::new();
+        for key in &record.keys {
+            let mut bits = Bits::zeros(0);
+            for segment in &key.segments {
+                if (segment.block, segment.offset) < cursor {
+                    return Ok(Err(CutRefusal::Reused {
+                        seq: record.seq,
+                        block: segment.block,
+                    }));
+                }
+                let end = segment.offset.saturating_add(segment.bits);
+                match self.committed_length(tx, segment.block)? {
+                    Some(length) if end <= length => {
+                        bits.extend(&self.take_bits(tx, segment, length)?);
+                    }
+                    // Discarded bits need not be here: the cursor passes them anyway.
+                    None if fate == Fate::Discard => {}
+                    _ => {
+                        return Ok(Err(CutRefusal::NotCommitted {
                             seq: record.seq,
                             block: segment.block,
                         }));
                     }
-                    let end = segment.offset.saturating_add(segment.bits);
-                    match self.committed_length(tx, segment.block)? {
-                        Some(length) if end <= length => {
-                            bits.extend(&self.take_bits(tx, segment, length)?);
-                        }
-                        // Discarded bits need not be here: the cursor passes them anyway.
-                        None if fate == Fate::Discard => {}
-                        _ => {
-                            return Ok(Err(CutRefusal::NotCommitted {
-                                seq: record.seq,
-                                block: segment.block,
-                            }));
-                        }
-                    }
-                    cursor = (segment.block, end);
                 }
-                let bytes = Zeroizing::new(key_bytes(&bits));
-                let inserted = tx
-                    .execute(
-                        "INSERT OR IGNORE INTO kme_keys (key_id, seq, master, slave, bits, key, state)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![
-                            key.key_id,
-                            record.seq as i64,
-                            record.master,
-                            record.slave,
-                            bits.len() as i64,
-                            (fate == Fate::Reserve).then_some(bytes.as_slice()),
-                            match fate {
-                                Fate::Serve => "delivered",
-                                Fate::Reserve => "reserved",
-                                Fate::Discard => "discarded",
-                            }
-                        ],
-                    )
-                    .map_err(self.sql())?;
-                if inserted == 0 {
-                    return Ok(Err(CutRefusal::DuplicateId(key.key_id.clone())));
-                }
-                if fate == Fate::Serve {
-                    served.push(ServedKey {
-                        key_id: key.key_id.clone(),
-                        bytes,
-                    });
-                }
+                cursor = (segment.block, end);
             }
-            self.close_cut(tx, record, cursor)?;
-            Ok(Ok(served))
-        })
+            let bytes = Zeroizing::new(key_bytes(&bits));
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO kme_keys (key_id, seq, master, slave, bits, key, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        key.key_id,
+                        record.seq as i64,
+                        record.master,
+                        record.slave,
+                        bits.len() as i64,
+                        (fate == Fate::Reserve).then_some(bytes.as_slice()),
+                        match fate {
+                            Fate::Serve => "delivered",
+                            Fate::Reserve => "reserved",
+                            Fate::Discard => "discarded",
+                        }
+                    ],
+                )
+                .map_err(self.sql())?;
+            if inserted == 0 {
+                return Ok(Err(CutRefusal::DuplicateId(key.key_id.clone())));
+            }
+            if fate == Fate::Serve {
+                served.push(ServedKey {
+                    key_id: key.key_id.clone(),
+                    bytes,
+                });
+            }
+        }
+        self.close_cut(tx, record, cursor)?;
+        Ok(Ok(served))
     }
 
     /// Ends applying `record` within `tx`: logs the cut and moves the cursor.

@@ -74,6 +74,12 @@ fn cuts_take_committed_bits_once_across_blocks_and_erase_them() {
         None,
         "2 000 bits hold five"
     );
+    // A planner plans cut after cut from where the last ends, and nothing it cannot cover.
+    let mut planner = store.planner(1).unwrap();
+    assert_eq!(planner.plan(2, 384).unwrap(), plan[..2]);
+    assert_eq!(planner.plan(4, 384), None);
+    assert_eq!(planner.plan(1, 384).unwrap(), plan[2..]);
+    assert_eq!(planner.remaining_bits(), 2_000 - 3 * 384);
     let ids = ["k0", "k1", "k2"];
     let record = cut(
         0,

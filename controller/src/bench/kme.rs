@@ -28,6 +28,10 @@ pub struct KmeArgs {
     /// Requests timed per keep-alive figure (a tenth of it for new connections).
     #[arg(long, default_value_t = 2000)]
     requests: usize,
+    /// Keep-alive connections sending at once, as several encryptors would (the requests are
+    /// shared among them).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -61,14 +65,16 @@ impl RequestFigures {
 #[derive(Debug, Serialize)]
 struct Report {
     machine: Machine,
-    /// Get key as the master SAE on one keep-alive connection: a cut agreed with the peer KME
-    /// and stored on both nodes per request.
+    /// Keep-alive connections at once.
+    connections: usize,
+    /// Get key as the master SAE on keep-alive connections: a cut agreed with the peer KME and
+    /// stored on both nodes per request (cuts queued meanwhile share one write).
     get_key: RequestFigures,
-    /// Get key with key IDs as the slave SAE on one keep-alive connection, one ID per request.
+    /// Get key with key IDs as the slave SAE on keep-alive connections, one ID per request.
     get_key_with_ids: RequestFigures,
     /// Get key on a new TLS connection per request (handshake with client certificate).
     new_connection: RequestFigures,
-    /// Get status on one keep-alive connection: TLS and HTTP alone, the baseline.
+    /// Get status on keep-alive connections: TLS and HTTP alone, the baseline.
     status: RequestFigures,
 }
 
@@ -142,13 +148,61 @@ async fn time_each(
     Ok(RequestFigures::from(times, started.elapsed()))
 }
 
-async fn measure(dir: &Path, requests: usize) -> Result<Report> {
+/// A keep-alive request kind.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    Status,
+    GetKey,
+    GetKeyWithIds,
+}
+
+/// `requests` requests of kind `ask`, shared among `clients` sending at once, each timed;
+/// `ids` are the key IDs a Get key with key IDs takes, one per request. The clients come back
+/// for the next figure.
+async fn keep_alive(
+    clients: Vec<Client>,
+    requests: usize,
+    ask: Ask,
+    ids: &mut Vec<String>,
+) -> Result<(RequestFigures, Vec<Client>)> {
+    let share = requests.div_ceil(clients.len().max(1));
+    let started = Instant::now();
+    let mut runs = tokio::task::JoinSet::new();
+    for mut client in clients {
+        let mine: Vec<String> = ids.drain(..share.min(ids.len())).collect();
+        runs.spawn(async move {
+            let mut times = Vec::with_capacity(share);
+            for i in 0..share {
+                let t = Instant::now();
+                match ask {
+                    Ask::Status => drop(client.status("sae-b").await?),
+                    Ask::GetKey => drop(client.enc_keys("sae-b", 1, KEY_BITS).await?),
+                    Ask::GetKeyWithIds => {
+                        let id = mine.get(i).context("ran out of key IDs")?;
+                        drop(client.dec_keys("sae-a", std::slice::from_ref(id)).await?);
+                    }
+                }
+                times.push(t.elapsed());
+            }
+            anyhow::Ok((times, client))
+        });
+    }
+    let (mut times, mut clients) = (Vec::new(), Vec::new());
+    while let Some(run) = runs.join_next().await {
+        let (mine, client) = run??;
+        times.extend(mine);
+        clients.push(client);
+    }
+    Ok((RequestFigures::from(times, started.elapsed()), clients))
+}
+
+async fn measure(dir: &Path, requests: usize, connections: usize) -> Result<Report> {
     let pki = dir.join("pki");
     let names = ["alice", "bob", "sae-a", "sae-b"].map(str::to_owned);
     qkd_kme::pki::init(&pki, &names)?;
     // Enough committed key for every timed request and the IDs fetched beforehand, with room.
-    let connections = (requests / 10).max(10);
-    let bits = (2 * requests + connections + 128) as u64 * KEY_BITS;
+    let fresh = (requests / 10).max(10);
+    let bits = (2 * (requests + connections) + fresh + 128) as u64 * KEY_BITS;
     let blocks = bits.div_ceil(BLOCK_BITS as u64) as usize + 1;
     let mut rng = ProtocolRng::from_os()?;
     let keys: Vec<Bits> = (0..blocks)
@@ -165,7 +219,6 @@ async fn measure(dir: &Path, requests: usize) -> Result<Report> {
     let (alice_at, bob_at) = (alice.address.to_string(), bob.address.to_string());
     let (sae_a, sae_b) = (identity(&pki, "sae-a")?, identity(&pki, "sae-b")?);
     let mut master = Client::connect(&alice_at, &sae_a).await?;
-    let mut slave = Client::connect(&bob_at, &sae_b).await?;
     // The pool counts once Bob's KME has reported what it holds.
     let ready = Instant::now();
     while master.status("sae-b").await?.stored_key_count == 0 {
@@ -174,33 +227,25 @@ async fn measure(dir: &Path, requests: usize) -> Result<Report> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let status = time_each(requests, async || {
-        master.status("sae-b").await?;
-        Ok(())
-    })
-    .await?;
-    let get_key = time_each(requests, async || {
-        let keys = master.enc_keys("sae-b", 1, KEY_BITS).await?;
-        if keys.len() != 1 {
-            bail!("asked for one key, got {}", keys.len());
-        }
-        Ok(())
-    })
-    .await?;
-    let mut ids = Vec::with_capacity(requests);
-    while ids.len() < requests {
-        let n = (requests - ids.len()).min(128) as u64;
-        let keys = master.enc_keys("sae-b", n, KEY_BITS).await?;
+    let mut masters = vec![master];
+    let mut slaves = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        slaves.push(Client::connect(&bob_at, &sae_b).await?);
+    }
+    while masters.len() < connections {
+        masters.push(Client::connect(&alice_at, &sae_a).await?);
+    }
+    let mut ids = Vec::new();
+    let (status, masters) = keep_alive(masters, requests, Ask::Status, &mut ids).await?;
+    let (get_key, mut masters) = keep_alive(masters, requests, Ask::GetKey, &mut ids).await?;
+    let wanted = requests.div_ceil(connections) * connections;
+    while ids.len() < wanted {
+        let n = (wanted - ids.len()).min(128) as u64;
+        let keys = masters[0].enc_keys("sae-b", n, KEY_BITS).await?;
         ids.extend(keys.into_iter().map(|k| k.key_id));
     }
-    let mut next = ids.into_iter();
-    let get_key_with_ids = time_each(requests, async || {
-        let id = next.next().context("ran out of key IDs")?;
-        slave.dec_keys("sae-a", &[id]).await?;
-        Ok(())
-    })
-    .await?;
-    let new_connection = time_each(connections, async || {
+    let (get_key_with_ids, _) = keep_alive(slaves, requests, Ask::GetKeyWithIds, &mut ids).await?;
+    let new_connection = time_each(fresh, async || {
         let mut fresh = Client::connect(&alice_at, &sae_a).await?;
         fresh.enc_keys("sae-b", 1, KEY_BITS).await?;
         Ok(())
@@ -208,6 +253,7 @@ async fn measure(dir: &Path, requests: usize) -> Result<Report> {
     .await?;
     Ok(Report {
         machine: Machine::current(),
+        connections,
         get_key,
         get_key_with_ids,
         new_connection,
@@ -219,13 +265,16 @@ pub fn run(args: &KmeArgs) -> Result<()> {
     if !(10..=100_000).contains(&args.requests) {
         bail!("--requests: give 10 to 100000, got {}", args.requests);
     }
+    if !(1..=64).contains(&args.connections) {
+        bail!("--connections: give 1 to 64, got {}", args.connections);
+    }
     let dir = std::env::temp_dir().join(format!("qkd-bench-kme-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let report = runtime.block_on(measure(&dir, args.requests));
+    let report = runtime.block_on(measure(&dir, args.requests, args.connections));
     drop(runtime);
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
