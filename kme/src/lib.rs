@@ -121,6 +121,29 @@ pub enum KmeError {
 }
 
 impl KmeSettings {
+    /// Settings for KME `kmes[0]` of a pair linked at `link`, with one SAE each (`saes[0]` its
+    /// own), the certificates `qkd pki init` wrote to `pki`, the default limits, serving on a
+    /// free loopback port: the pair a benchmark or a test runs.
+    pub fn pair(pki: &Path, kmes: [&str; 2], saes: [&str; 2], link: &str) -> Self {
+        let [me, peer] = kmes;
+        let limits = Limits::default();
+        KmeSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            link: link.to_owned(),
+            ca: pki.join("ca.pem"),
+            certificate: pki.join(format!("{me}.pem")),
+            key: pki.join(format!("{me}.key")),
+            peer_kme: peer.to_owned(),
+            saes: vec![SaeEntry::Named(saes[0].to_owned())],
+            peer_saes: vec![saes[1].to_owned()],
+            key_size: limits.key_size,
+            min_key_size: limits.min_key_size,
+            max_key_size: limits.max_key_size,
+            max_key_per_request: limits.max_key_per_request,
+            max_key_count: limits.max_key_count,
+        }
+    }
+
     /// The settings with paths taken relative to `base` (the configuration file's directory).
     #[must_use]
     pub fn resolved(mut self, base: &Path) -> Self {

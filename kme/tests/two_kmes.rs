@@ -9,7 +9,7 @@ use std::time::Duration;
 use qkd_kme::client::{Client, ClientError, FetchedKey};
 use qkd_kme::link::Side;
 use qkd_kme::tls::Identity;
-use qkd_kme::{Kme, KmeSettings, SaeEntry};
+use qkd_kme::{Kme, KmeSettings};
 use qkd_postprocess::auth::{AuthState, Role};
 use qkd_postprocess::bits::Bits;
 use qkd_runtime::keys::KeySink;
@@ -42,28 +42,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn settings(
-    pki: &Path,
-    me: &str,
-    peer: &str,
-    sae: &str,
-    peer_sae: &str,
-    link: &str,
-) -> KmeSettings {
+fn settings(pki: &Path, kmes: [&str; 2], saes: [&str; 2], link: &str) -> KmeSettings {
     KmeSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        link: link.to_owned(),
-        ca: pki.join("ca.pem"),
-        certificate: pki.join(format!("{me}.pem")),
-        key: pki.join(format!("{me}.key")),
-        peer_kme: peer.to_owned(),
-        saes: vec![SaeEntry::Named(sae.to_owned())],
-        peer_saes: vec![peer_sae.to_owned()],
-        key_size: 256,
-        min_key_size: 64,
         max_key_size: 4096,
         max_key_per_request: 16,
         max_key_count: 1000,
+        ..KmeSettings::pair(pki, kmes, saes, link)
     }
 }
 
@@ -88,14 +72,14 @@ async fn master_and_slave_fetch_the_same_keys_once() {
     qkd_kme::pki::init(&pki, &names).unwrap();
     let link = format!("127.0.0.1:{}", free_port());
     let alice = Kme::start(
-        &settings(&pki, "alice", "bob", "sae-a", "sae-b", &link),
+        &settings(&pki, ["alice", "bob"], ["sae-a", "sae-b"], &link),
         Side::Sequencer,
         store(&root.join("a"), Role::Responder),
     )
     .await
     .unwrap();
     let bob = Kme::start(
-        &settings(&pki, "bob", "alice", "sae-b", "sae-a", &link),
+        &settings(&pki, ["bob", "alice"], ["sae-b", "sae-a"], &link),
         Side::Follower,
         store(&root.join("b"), Role::Initiator),
     )

@@ -54,6 +54,16 @@ fn cut(seq: u64, keys: &[(&str, &[Segment])]) -> CutRecord {
     }
 }
 
+/// The state of every key cut so far, in cut order.
+fn states(store: &Store) -> Vec<String> {
+    store
+        .pool_keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.state)
+        .collect()
+}
+
 fn segment(block: u64, offset: u64, bits: u64) -> Segment {
     Segment {
         block,
@@ -106,13 +116,7 @@ fn cuts_take_committed_bits_once_across_blocks_and_erase_them() {
     // The master's side keeps the record only.
     assert_eq!(store.cuts_after(None).unwrap(), vec![record]);
     assert_eq!(store.reserved_count("sae-a", "sae-b").unwrap(), 0);
-    let states: Vec<_> = store
-        .pool_keys()
-        .unwrap()
-        .into_iter()
-        .map(|k| k.state)
-        .collect();
-    assert_eq!(states, ["delivered"; 3]);
+    assert_eq!(states(&store), ["delivered"; 3]);
     // Bits off byte boundaries are taken and erased alone; bits skipped over stay unserved.
     let odd = cut(1, &[("odd", &[segment(1, 155, 21)])]);
     let served = store.apply_cut(&odd, Fate::Serve).unwrap().unwrap();
@@ -270,13 +274,7 @@ fn a_reserved_key_goes_to_its_own_sae_pair_once_and_a_request_whole_or_not_at_al
     );
     // Discarding a cut leaves delivered keys delivered.
     store.discard_cut(0).unwrap();
-    let states: Vec<_> = store
-        .pool_keys()
-        .unwrap()
-        .into_iter()
-        .map(|k| k.state)
-        .collect();
-    assert_eq!(states, ["delivered", "delivered"]);
+    assert_eq!(states(&store), ["delivered"; 2]);
     // Reopened, the pool is where it was.
     drop(store);
     let store = Store::open(&dir).unwrap();

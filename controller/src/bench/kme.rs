@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use qkd_kme::client::Client;
 use qkd_kme::link::Side;
 use qkd_kme::tls::Identity;
-use qkd_kme::{Kme, KmeSettings, SaeEntry};
+use qkd_kme::{Kme, KmeSettings};
 use qkd_postprocess::auth::{AuthState, Role};
 use qkd_postprocess::bits::Bits;
 use qkd_runtime::keys::KeySink;
@@ -98,31 +98,6 @@ fn store_with(dir: &Path, role: Role, secret: &[u8], blocks: &[Bits]) -> Result<
 fn free_address() -> Result<String> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     Ok(format!("127.0.0.1:{port}"))
-}
-
-fn settings(
-    pki: &Path,
-    me: &str,
-    peer: &str,
-    sae: &str,
-    peer_sae: &str,
-    link: &str,
-) -> KmeSettings {
-    KmeSettings {
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        link: link.to_owned(),
-        ca: pki.join("ca.pem"),
-        certificate: pki.join(format!("{me}.pem")),
-        key: pki.join(format!("{me}.key")),
-        peer_kme: peer.to_owned(),
-        saes: vec![SaeEntry::Named(sae.to_owned())],
-        peer_saes: vec![peer_sae.to_owned()],
-        key_size: KEY_BITS,
-        min_key_size: 64,
-        max_key_size: 8192,
-        max_key_per_request: 128,
-        max_key_count: 1_000_000,
-    }
 }
 
 fn identity(pki: &Path, name: &str) -> Result<Identity> {
@@ -212,8 +187,12 @@ async fn measure(dir: &Path, requests: usize, connections: usize) -> Result<Repo
     let link = free_address()?;
     let alice_store = store_with(&dir.join("alice"), Role::Responder, &secret, &keys)?;
     let bob_store = store_with(&dir.join("bob"), Role::Initiator, &secret, &keys)?;
-    let alice_settings = settings(&pki, "alice", "bob", "sae-a", "sae-b", &link);
-    let bob_settings = settings(&pki, "bob", "alice", "sae-b", "sae-a", &link);
+    let settings = |kmes, saes| KmeSettings {
+        key_size: KEY_BITS,
+        ..KmeSettings::pair(&pki, kmes, saes, &link)
+    };
+    let alice_settings = settings(["alice", "bob"], ["sae-a", "sae-b"]);
+    let bob_settings = settings(["bob", "alice"], ["sae-b", "sae-a"]);
     let alice = Kme::start(&alice_settings, Side::Sequencer, alice_store).await?;
     let bob = Kme::start(&bob_settings, Side::Follower, bob_store).await?;
     let (alice_at, bob_at) = (alice.address.to_string(), bob.address.to_string());
