@@ -426,7 +426,7 @@ fn bbm92_recording_node(role: &str, peer_port: u16) -> String {
 #[test]
 fn two_nodes_replay_recordings_of_both_ends_once_into_matching_keys() {
     let _one = serial();
-    let (peer, alice_tags, bob_tags) = (free_port(), free_port(), free_port());
+    let [peer, alice_tags, bob_tags] = free_ports();
     let mut link = Link::provisioned(Link::directory("recorded"), peer);
     std::fs::write(
         link.dir.join("bench.toml"),

@@ -27,12 +27,13 @@ pub fn qkd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qkd"))
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free loopback ports: all are held open until all are found, so that no two
+/// are the same.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// A stored key as `keys list` shows it: ID, block and SHA-256.
@@ -65,8 +66,8 @@ impl Link {
     pub fn with(name: &str, seed: u64, edit: fn(&str, String) -> String) -> Link {
         let dir = Link::directory(name);
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-node");
-        let (peer, tags, kme_link) = (free_port(), free_port(), free_port());
-        let kme = [free_port(), free_port()];
+        let [peer, tags, kme_link, alice_kme, bob_kme] = free_ports();
+        let kme = [alice_kme, bob_kme];
         for file in ["bench.toml", "alice.toml", "bob.toml"] {
             let text = std::fs::read_to_string(example.join(file))
                 .unwrap()
