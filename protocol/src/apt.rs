@@ -77,9 +77,13 @@ pub fn degrees(steps: i32) -> f64 {
     f64::from(steps) * DEGREES_PER_TRAVEL / f64::from(STEPS_PER_TRAVEL)
 }
 
-/// Seconds a paddle takes between two positions at `velocity_percent` of full speed.
+/// Seconds a paddle takes between two positions at `velocity_percent` of full speed. Any two
+/// `i32` positions give a finite time (their difference is taken in 64 bits, so a wild
+/// reading cannot wrap it negative).
 pub fn travel_seconds(from: i32, to: i32, velocity_percent: u16) -> f64 {
-    degrees((to - from).abs()) / (MAX_SPEED_DEG_PER_S * f64::from(velocity_percent) / 100.0)
+    let distance = (i64::from(to) - i64::from(from)).unsigned_abs() as f64;
+    let degrees = distance * DEGREES_PER_TRAVEL / f64::from(STEPS_PER_TRAVEL);
+    degrees / (MAX_SPEED_DEG_PER_S * f64::from(velocity_percent) / 100.0)
 }
 
 /// Status bit: moving forward.
@@ -333,6 +337,24 @@ mod tests {
     use super::*;
 
     /// The two frames given in the reference notes (devices.md).
+    #[test]
+    fn travel_between_any_two_positions_is_finite_and_grows_with_distance() {
+        let full = travel_seconds(0, STEPS_PER_TRAVEL, 100);
+        assert!((full - DEGREES_PER_TRAVEL / MAX_SPEED_DEG_PER_S).abs() < 1e-12);
+        assert!((travel_seconds(STEPS_PER_TRAVEL, 0, 100) - full).abs() < 1e-12);
+        assert!((travel_seconds(0, STEPS_PER_TRAVEL, 50) - 2.0 * full).abs() < 1e-12);
+        // The difference of these wraps in 32 bits.
+        for (from, to) in [
+            (i32::MIN, 0),
+            (0, i32::MIN),
+            (i32::MIN, i32::MAX),
+            (i32::MAX, i32::MIN),
+        ] {
+            let t = travel_seconds(from, to, 1);
+            assert!(t.is_finite() && t > full, "{from} → {to}: {t}");
+        }
+    }
+
     #[test]
     fn documented_frames() {
         assert_eq!(

@@ -7,6 +7,8 @@ pub const EOL: &str = "\r\n";
 pub const DONE: &str = "Done";
 /// How a failing command's line ends.
 pub const ERROR_SUFFIX: &str = "Error!";
+/// How the error line for a line the device does not know as a command starts.
+pub const UNKNOWN_COMMAND: &str = "Unknown command";
 /// Channels (fiber squeezers).
 pub const CHANNELS: usize = 4;
 /// Drive range, mV.

@@ -23,6 +23,19 @@ pub fn steps(degrees: f64) -> i32 {
     (degrees * f64::from(STEPS_PER_TRAVEL) / DEGREES_PER_TRAVEL).round() as i32
 }
 
+/// A paddle's reported encoder position, refused outside its travel: a wild reading would
+/// otherwise become a setting and a settle wait of days.
+fn checked_position(paddle: usize, position: i32) -> Result<i32, TransportError> {
+    if (0..=STEPS_PER_TRAVEL).contains(&position) {
+        Ok(position)
+    } else {
+        Err(TransportError::Malformed(format!(
+            "paddle {} reports position {position} steps, outside its travel 0..={STEPS_PER_TRAVEL}",
+            paddle + 1
+        )))
+    }
+}
+
 /// What a reply reader accepts.
 enum Expect {
     /// A long message with this id.
@@ -198,9 +211,13 @@ impl Mpc320 {
         let data = self
             .ask(&request, Expect::Long(id::GET_STATUSUPDATE), Duration::ZERO)
             .await?;
-        Status::decode(&data)
+        let status = Status::decode(&data)
             .filter(|s| s.channel == u16::from(PADDLE_BITS[paddle]))
-            .ok_or_else(|| TransportError::Malformed("status of another paddle or length".into()))
+            .ok_or_else(|| {
+                TransportError::Malformed("status of another paddle or length".into())
+            })?;
+        checked_position(paddle, status.position)?;
+        Ok(status)
     }
 
     /// A paddle's position, read until two reads agree: APT carries no checksum, so one
@@ -304,5 +321,26 @@ impl PolarizationController for Mpc320 {
             out.push(apt::degrees(position));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_outside_the_travel_are_refused_with_the_paddle_and_value() {
+        assert_eq!(checked_position(0, 0).ok(), Some(0));
+        assert_eq!(
+            checked_position(2, STEPS_PER_TRAVEL).ok(),
+            Some(STEPS_PER_TRAVEL)
+        );
+        for wild in [i32::MIN, -1, STEPS_PER_TRAVEL + 1, i32::MAX] {
+            let error = checked_position(1, wild).unwrap_err().to_string();
+            assert!(
+                error.contains("paddle 2") && error.contains(&wild.to_string()),
+                "{error}"
+            );
+        }
     }
 }

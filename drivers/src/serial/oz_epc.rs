@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use qkd_protocol::epc::{CHANNELS, DONE, EOL, ERROR_SUFFIX, MAX_MV, MIN_MV, parse_voltages};
+use qkd_protocol::epc::{
+    CHANNELS, DONE, EOL, ERROR_SUFFIX, MAX_MV, MIN_MV, UNKNOWN_COMMAND, parse_voltages,
+};
 
 use crate::error::{PolarizationError, TransportError};
 use crate::{ActuatorSpec, DeviceIdentity, PolarizationController};
@@ -35,6 +37,13 @@ fn read_reply<R>(
         let line = String::from_utf8_lossy(&line).trim().to_owned();
         if line.is_empty() {
             continue;
+        }
+        // The driver sends only commands the device knows: one it does not know reached it
+        // damaged, or behind stray bytes left in its line buffer, and is sent again.
+        if line.starts_with(UNKNOWN_COMMAND) {
+            return Progress::Failed(TransportError::Malformed(format!(
+                "EPC did not receive the command intact: {line}"
+            )));
         }
         if line.ends_with(ERROR_SUFFIX) {
             return Progress::Failed(TransportError::DeviceReported(format!("EPC: {line}")));
@@ -151,5 +160,28 @@ impl PolarizationController for OzEpc {
             .iter()
             .map(|&mv| f64::from(mv))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn failure(reply: &str) -> TransportError {
+        let mut received = reply.as_bytes().to_vec();
+        match read_reply(&mut received, &mut None, &|_| Some(())) {
+            Progress::Failed(e) => e,
+            _ => panic!("{reply:?} did not fail"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_command_is_sent_again_and_a_refused_one_is_not() {
+        // Stray bytes in the device's line buffer prefix the first command.
+        let stray = failure("Unknown command Error!\r\n");
+        assert_eq!(stray.kind(), ErrorKind::Retry, "{stray}");
+        let refused = failure("Voltage out of range Error!\r\n");
+        assert_eq!(refused.kind(), ErrorKind::Abort, "{refused}");
     }
 }
