@@ -62,10 +62,10 @@ pub fn run(command: &KmeCommand) -> Result<()> {
         )
     })?;
     let store = Store::open_read_only(&config.state_dir)?;
-    let statuses = qkd_kme::statuses(settings, &store)?;
+    let (kme_id, statuses) = qkd_kme::statuses(settings, &store)?;
     if *json {
         let report = serde_json::json!({
-            "kme_id": statuses.first().map(|s| s.source_KME_ID.clone()),
+            "kme_id": kme_id,
             "listen": settings.listen.to_string(),
             "statuses": statuses,
         });

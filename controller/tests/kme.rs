@@ -96,13 +96,7 @@ impl Link {
     }
 
     fn identity(&self, name: &str) -> Identity {
-        let pki = self.dir.join("pki");
-        Identity::read(
-            &pki.join(format!("{name}.pem")),
-            &pki.join(format!("{name}.key")),
-            &pki.join("ca.pem"),
-        )
-        .unwrap()
+        Identity::from_pki(&self.dir.join("pki"), name).unwrap()
     }
 
     /// Takes every key the pool holds, in large keys then small: the slave gets each key the
@@ -225,9 +219,7 @@ fn standard_refusals(link: &Link) {
 fn curl_and_the_own_client_get_the_same_keys_from_both_kmes_once() {
     let _one = serial();
     let mut link = Link::new("kme", 21);
-    link.start("alice");
-    link.start("bob");
-    link.wait_for_keys("bob", 2);
+    link.start_both(2);
     let stored = link.freeze_pool();
 
     // The README's commands: a key for sae-b as sae-a from Alice's KME, the same by ID as sae-b
@@ -392,9 +384,7 @@ const BURSTS: usize = 2;
 fn kill_9_of_either_node_during_a_burst_of_requests_gives_no_key_twice() {
     let _one = serial();
     let mut link = Link::new("kme-crash", 22);
-    link.start("alice");
-    link.start("bob");
-    link.wait_for_keys("bob", 2);
+    link.start_both(2);
     // The link goes on making key through the burst (a node restarts only beside its bench).
     let state = std::sync::Arc::new(std::sync::Mutex::new(Burst::default()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

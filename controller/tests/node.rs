@@ -26,9 +26,7 @@ use common::*;
 fn two_nodes_keep_the_same_keys_by_id_and_hash() {
     let _one = serial();
     let mut link = Link::new("keys", 1);
-    link.start("alice");
-    link.start("bob");
-    link.wait_for_keys("bob", 4);
+    link.start_both(4);
     let status = link.status("bob");
     assert_eq!(status["role"], "bob");
     assert_eq!(status["state"], "generating");
@@ -313,9 +311,7 @@ fn the_same_bench_seed_gives_other_hash_seeds_and_keys() {
         let mut link = Link::new(&format!("seeds-{run}"), 9);
         let proxy = Proxy::start(link.peer_port, |_, frame| vec![frame]);
         link.route_bob_through(proxy.port);
-        link.start("alice");
-        link.start("bob");
-        link.wait_for_keys("bob", 2);
+        link.start_both(2);
         let (_, keys) = link.finish();
         let seeds = proxy.seeds.lock().unwrap().clone();
         assert!(!seeds.is_empty());

@@ -195,10 +195,11 @@ impl KmeSettings {
     }
 }
 
-/// The ETSI 014 status of every pair of one of this KME's SAEs (asking, as master) and one of
-/// the peer KME's, from the store as it stands: the node need not run. The pool counts the bits
-/// of the blocks this node has settled; a running sequencer counts those both nodes have.
-pub fn statuses(settings: &KmeSettings, store: &Store) -> Result<Vec<Status>, KmeError> {
+/// This KME's ID and the ETSI 014 status of every pair of one of its SAEs (asking, as master)
+/// and one of the peer KME's, from the store as it stands: the node need not run. The pool
+/// counts the bits of the blocks this node has settled; a running sequencer counts those both
+/// nodes have.
+pub fn statuses(settings: &KmeSettings, store: &Store) -> Result<(String, Vec<Status>), KmeError> {
     let limits = settings.limits()?;
     let kme = tls::certificate_name(&settings.certificate)?;
     let pool_bits = match store.settled_through()? {
@@ -217,7 +218,7 @@ pub fn statuses(settings: &KmeSettings, store: &Store) -> Result<Vec<Status>, Km
             out.push(Status::of(pair, &limits, pool_bits));
         }
     }
-    Ok(out)
+    Ok((kme, out))
 }
 
 /// A running KME's parts.

@@ -586,24 +586,27 @@ async fn finish<W: AsyncWrite + Unpin>(
     output: &mut W,
     cuts: Vec<(CutRecord, Reply)>,
 ) -> Result<(), LinkError> {
-    let fates: Vec<_> = cuts
+    let fates: Vec<Fate> = cuts
         .iter()
-        .map(|(record, reply)| {
-            let fate = if reply.is_closed() {
+        .map(|(_, reply)| {
+            if reply.is_closed() {
                 Fate::Discard
             } else {
                 Fate::Serve
-            };
-            (record, fate)
+            }
         })
         .collect();
+    let applying: Vec<_> = cuts
+        .iter()
+        .map(|(record, _)| record)
+        .zip(fates.iter().copied())
+        .collect();
     let served = store
-        .apply_cuts(&fates)?
+        .apply_cuts(&applying)?
         .map_err(|refusal| LinkError::Disagree(refusal.to_string()))?;
-    let discarded: Vec<bool> = fates.iter().map(|(_, f)| *f == Fate::Discard).collect();
-    for (((record, reply), keys), discarded) in cuts.into_iter().zip(served).zip(discarded) {
+    for (((record, reply), keys), fate) in cuts.into_iter().zip(served).zip(fates) {
         // Gone before or after the step: the keys never left; the peer drops its copies.
-        if discarded || reply.send(Ok(keys)).is_err() {
+        if fate == Fate::Discard || reply.send(Ok(keys)).is_err() {
             write(output, &Message::Discard { seq: record.seq }).await?;
         }
     }

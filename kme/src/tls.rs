@@ -110,6 +110,16 @@ fn subject_name(path: &Path, certificate: &CertificateDer<'_>) -> Result<String,
 }
 
 impl Identity {
+    /// The identity `name` in a directory `qkd pki init` wrote: `name.pem`, `name.key` and
+    /// `ca.pem`.
+    pub fn from_pki(pki: &Path, name: &str) -> Result<Self, TlsError> {
+        Identity::read(
+            &pki.join(format!("{name}.pem")),
+            &pki.join(format!("{name}.key")),
+            &pki.join("ca.pem"),
+        )
+    }
+
     /// Reads certificate `certificate` (chain), key `key` and CA `ca`.
     pub fn read(certificate: &Path, key: &Path, ca: &Path) -> Result<Self, TlsError> {
         let chain = read_certificates(certificate)?;

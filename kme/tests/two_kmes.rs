@@ -52,12 +52,7 @@ fn settings(pki: &Path, kmes: [&str; 2], saes: [&str; 2], link: &str) -> KmeSett
 }
 
 fn sae(pki: &Path, name: &str) -> Identity {
-    Identity::read(
-        &pki.join(format!("{name}.pem")),
-        &pki.join(format!("{name}.key")),
-        &pki.join("ca.pem"),
-    )
-    .unwrap()
+    Identity::from_pki(pki, name).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,11 @@ pub const MAX_SPEED_DEG_PER_S: f64 = 200.0;
 
 /// Paddle angle of an encoder position, degrees.
 pub fn degrees(steps: i32) -> f64 {
-    f64::from(steps) * DEGREES_PER_TRAVEL / f64::from(STEPS_PER_TRAVEL)
+    steps_to_degrees(f64::from(steps))
+}
+
+fn steps_to_degrees(steps: f64) -> f64 {
+    steps * DEGREES_PER_TRAVEL / f64::from(STEPS_PER_TRAVEL)
 }
 
 /// Seconds a paddle takes between two positions at `velocity_percent` of full speed. Any two
@@ -82,8 +86,7 @@ pub fn degrees(steps: i32) -> f64 {
 /// reading cannot wrap it negative).
 pub fn travel_seconds(from: i32, to: i32, velocity_percent: u16) -> f64 {
     let distance = (i64::from(to) - i64::from(from)).unsigned_abs() as f64;
-    let degrees = distance * DEGREES_PER_TRAVEL / f64::from(STEPS_PER_TRAVEL);
-    degrees / (MAX_SPEED_DEG_PER_S * f64::from(velocity_percent) / 100.0)
+    steps_to_degrees(distance) / (MAX_SPEED_DEG_PER_S * f64::from(velocity_percent) / 100.0)
 }
 
 /// Status bit: moving forward.

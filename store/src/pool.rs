@@ -192,31 +192,34 @@ impl Planner {
         if total > self.remaining {
             return None;
         }
+        // Planned on copies of the position, kept only when every key is covered.
+        let (mut next, mut block, mut offset) = (self.next, self.block, self.offset);
         let mut keys = Vec::with_capacity(count);
         for _ in 0..count {
             let mut segments = Vec::new();
             let mut wanted = bits;
             while wanted > 0 {
-                let c = self.ahead.get(self.next)?;
-                if c.block != self.block {
-                    (self.block, self.offset) = (c.block, 0);
+                let c = self.ahead.get(next)?;
+                if c.block != block {
+                    (block, offset) = (c.block, 0);
                 }
-                let take = (c.bits.saturating_sub(self.offset)).min(wanted);
+                let take = (c.bits.saturating_sub(offset)).min(wanted);
                 if take > 0 {
                     segments.push(Segment {
-                        block: self.block,
-                        offset: self.offset,
+                        block,
+                        offset,
                         bits: take,
                     });
-                    self.offset += take;
+                    offset += take;
                     wanted -= take;
                 }
-                if self.offset >= c.bits {
-                    self.next += 1;
+                if offset >= c.bits {
+                    next += 1;
                 }
             }
             keys.push(segments);
         }
+        (self.next, self.block, self.offset) = (next, block, offset);
         self.remaining -= total;
         Some(keys)
     }

@@ -100,14 +100,6 @@ fn free_address() -> Result<String> {
     Ok(format!("127.0.0.1:{port}"))
 }
 
-fn identity(pki: &Path, name: &str) -> Result<Identity> {
-    Ok(Identity::read(
-        &pki.join(format!("{name}.pem")),
-        &pki.join(format!("{name}.key")),
-        &pki.join("ca.pem"),
-    )?)
-}
-
 /// Times `count` runs of `one`, each to completion.
 async fn time_each(
     count: usize,
@@ -196,7 +188,8 @@ async fn measure(dir: &Path, requests: usize, connections: usize) -> Result<Repo
     let alice = Kme::start(&alice_settings, Side::Sequencer, alice_store).await?;
     let bob = Kme::start(&bob_settings, Side::Follower, bob_store).await?;
     let (alice_at, bob_at) = (alice.address.to_string(), bob.address.to_string());
-    let (sae_a, sae_b) = (identity(&pki, "sae-a")?, identity(&pki, "sae-b")?);
+    let sae_a = Identity::from_pki(&pki, "sae-a")?;
+    let sae_b = Identity::from_pki(&pki, "sae-b")?;
     let mut master = Client::connect(&alice_at, &sae_a).await?;
     // The pool counts once Bob's KME has reported what it holds.
     let ready = Instant::now();

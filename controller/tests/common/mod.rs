@@ -148,6 +148,13 @@ impl Link {
         self.spawn(role, &["node", "--config", &config]);
     }
 
+    /// Starts Alice, then Bob, and waits until Bob has stored `keys` keys.
+    pub fn start_both(&mut self, keys: u64) {
+        self.start("alice");
+        self.start("bob");
+        self.wait_for_keys("bob", keys);
+    }
+
     /// Points Bob at `port` instead of Alice (a proxy in between).
     pub fn route_bob_through(&self, port: u16) {
         let file = self.dir.join("bob.toml");
