@@ -144,6 +144,7 @@ fn dark_rate_of(spec: &DetectorSpec, rate: f64) -> f64 {
         DarkCountSpec::FreeRunning { rate_hz } => rate_hz,
         DarkCountSpec::Gated {
             probability_per_gate,
+            ..
         } => probability_per_gate * rate,
     }
 }

@@ -75,6 +75,15 @@ struct Report {
     dark_clicks: u64,
     /// Clicks caused by afterpulses.
     afterpulse_clicks: u64,
+    /// Clicks caused by Raman noise photons from classical channels in the fiber.
+    raman_clicks: u64,
+    /// Raman noise photons per second at the receiver's input inside its filter (the model's
+    /// value, as `qkd plan` reports it).
+    raman_photons_per_s: f64,
+    /// Total loss of the fiber in dB (per-km loss plus extra loss).
+    fiber_loss_db: f64,
+    /// Differential group delay of the fiber at the end of the run, ps (0 without PMD).
+    dgd_ps: f64,
     /// Timestamps the tagger delivered (detectors and sync).
     tags: u64,
     /// Events the tagger lost to its throughput limit.
@@ -166,6 +175,10 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
         sifted_x: stats.sifted[0][1],
         dark_clicks: stats.by_origin[1],
         afterpulse_clicks: stats.by_origin[2],
+        raman_clicks: stats.by_origin[3],
+        raman_photons_per_s: spec.fiber.raman_photons_per_s(),
+        fiber_loss_db: spec.fiber.loss_db(),
+        dgd_ps: world.node().fiber.dgd_ps(),
         tags,
         missed_tags: missed,
         wall_s,
@@ -209,8 +222,8 @@ fn print_table(r: &Report) {
         r.sifted_x
     );
     println!(
-        "  noise           {} dark, {} afterpulse clicks; {} tags, {} missed",
-        r.dark_clicks, r.afterpulse_clicks, r.tags, r.missed_tags
+        "  noise           {} dark, {} afterpulse, {} Raman clicks; {} tags, {} missed",
+        r.dark_clicks, r.afterpulse_clicks, r.raman_clicks, r.tags, r.missed_tags
     );
     println!(
         "  speed           {:.2} M events/s ({:.3} s wall)",

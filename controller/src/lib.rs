@@ -10,6 +10,7 @@ pub mod kme;
 pub mod link;
 pub mod node;
 pub mod plan;
+pub mod plot;
 pub mod progress;
 pub mod recording;
 pub mod sim;

@@ -1,17 +1,22 @@
 //! `qkd plan`: the key rate to expect from given hardware at a given distance, asymptotically
 //! (infinitely many decoys, GLLP) and for finite blocks (Lim et al. 2014 on expected counts),
-//! next to the repeaterless bound that no rate may exceed.
+//! next to the repeaterless bound that no rate may exceed. A deployed fiber's Raman noise, PMD
+//! and extra loss ([`FiberFlags`]) enter through the same world functions the emulator uses;
+//! `--coexistence` answers how much classical launch power the link tolerates.
 
-use anyhow::{Result, bail};
-use qkd_firmware_sim::world::{LinkPreset, LinkSpec};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use qkd_firmware_sim::world::{Direction, LinkPreset, LinkSpec};
 use qkd_postprocess::bits::binary_entropy;
 use qkd_postprocess::estimate::{
     BasisCounts, Channel, asymptotic_rate, finite_key, gain_and_error, plob_bound,
 };
 use serde::Serialize;
 
-use crate::flags::in_range;
+use crate::flags::{FiberFlags, in_range};
 use crate::link::decoy_settings;
+use crate::plot::{Curve, LinePlot};
 
 /// Gate used to turn free-running dark-count rates into a background per pulse (slot recovery's
 /// default gate).
@@ -42,6 +47,16 @@ pub struct PlanArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Report the largest classical launch power, per direction, that still gives a positive
+    /// finite-key rate at this distance (with the other fiber flags as given).
+    #[arg(long)]
+    coexistence: bool,
+    /// Also draw the finite-key rate against distance for several classical launch powers to
+    /// this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    #[command(flatten)]
+    fiber: FiberFlags,
 }
 
 /// The finite-key expectation for one block.
@@ -68,9 +83,20 @@ struct Plan {
     distance_km: f64,
     /// Overall transmittance including Bob's optics and detectors.
     transmittance: f64,
-    /// Background yield per pulse.
+    /// Total loss of the fiber in dB (per-km loss plus extra loss).
+    fiber_loss_db: f64,
+    /// Background yield per pulse (dark counts and Raman noise, all detectors).
     background: f64,
-    /// Misalignment error.
+    /// Detection window the background is counted in, s (a gated detector's gate, else slot
+    /// recovery's gate).
+    detection_window_s: f64,
+    /// Raman noise photons per second at the receiver's input inside its filter.
+    raman_photons_per_s: f64,
+    /// Raman noise clicks per detection window, all detectors: η_Bob·η_det·photons/s·window.
+    raman_clicks_per_window: f64,
+    /// Mean differential group delay of the fiber in ps (PMD coefficient × √L).
+    mean_dgd_ps: f64,
+    /// Misalignment error, including PMD's depolarization.
     misalignment: f64,
     /// Signal mean photon number maximising the asymptotic rate.
     mu: f64,
@@ -88,16 +114,42 @@ struct Plan {
     finite_key: Option<FiniteKeyPlan>,
 }
 
-/// The channel a preset's hardware makes at `distance_km`.
+/// What the fiber and detectors add to the channel: background and depolarization.
+#[derive(Debug, Clone, Copy)]
+struct Noise {
+    window_s: f64,
+    raman_photons_per_s: f64,
+    raman_clicks_per_window: f64,
+}
+
+impl Noise {
+    fn of(spec: &LinkSpec) -> Self {
+        let detector = &spec.receiver.detectors[0];
+        let window_s = detector.dark.window_s(GATE_S);
+        let raman_photons_per_s = spec.fiber.raman_photons_per_s();
+        Noise {
+            window_s,
+            raman_photons_per_s,
+            raman_clicks_per_window: raman_photons_per_s
+                * spec.receiver.optics_transmission
+                * detector.efficiency
+                * window_s,
+        }
+    }
+}
+
+/// The channel a preset's hardware makes over its fiber.
 fn channel(spec: &LinkSpec, ec_inefficiency: f64) -> Channel {
-    let fiber = spec.fiber.transmission();
     let detector = &spec.receiver.detectors[0];
-    let background = 4.0 * detector.dark.per_gate(GATE_S);
+    let noise = Noise::of(spec);
+    let background = 4.0 * detector.dark.per_gate(noise.window_s) + noise.raman_clicks_per_window;
     let pz = spec.source.basis_z_probability;
     Channel {
-        transmittance: fiber * spec.receiver.optics_transmission * detector.efficiency,
+        transmittance: spec.fiber.transmission()
+            * spec.receiver.optics_transmission
+            * detector.efficiency,
         background,
-        misalignment: spec.fiber.misalignment,
+        misalignment: (1.0 - spec.fiber.mean_visibility(spec.source.spectral_width_ghz)) / 2.0,
         ec_inefficiency,
         sifting: pz * spec.receiver.basis_z_probability
             + (1.0 - pz) * (1.0 - spec.receiver.basis_z_probability),
@@ -159,6 +211,228 @@ fn finite_block(spec: &LinkSpec, c: &Channel, mu: f64, args: &PlanArgs) -> Optio
     Some((length.max(0.0), pulses))
 }
 
+/// Lowest and highest classical launch power searched by `--coexistence`, dBm (the flag's range).
+const POWER_RANGE_DBM: (f64, f64) = (-100.0, 40.0);
+/// Resolution of the coexistence search, dB.
+const POWER_RESOLUTION_DB: f64 = 0.01;
+
+/// The plan for `spec` with error-correction inefficiency `f`.
+fn evaluate(preset: LinkPreset, spec: &LinkSpec, f: f64, args: &PlanArgs) -> Plan {
+    let c = channel(spec, f);
+    let noise = Noise::of(spec);
+    let rep_rate = spec.source.rep_rate_hz as f64;
+    let (mu, rate) = maximise(0.0, 1.5, |mu| asymptotic_rate(mu, &c));
+    let (gain, qber) = gain_and_error(mu, &c);
+    let decoy = spec
+        .source
+        .intensities
+        .get(1)
+        .map_or(0.0, |d| d.mean_photon_number);
+    let (finite_mu, finite_rate) = maximise(decoy + 1e-3, 1.5, |mu| {
+        finite_block(spec, &c, mu, args).map_or(0.0, |(l, pulses)| l / pulses)
+    });
+    let finite_key = finite_block(spec, &c, finite_mu, args)
+        .filter(|_| finite_rate > 0.0)
+        .map(|(length, pulses)| FiniteKeyPlan {
+            block_bits: args.block_bits,
+            mu: finite_mu,
+            expected_block_length: length,
+            block_seconds: pulses / rep_rate,
+            secret_key_rate_per_pulse: finite_rate,
+            secret_key_rate_bps: finite_rate * rep_rate,
+        });
+    Plan {
+        preset: preset.name(),
+        distance_km: spec.fiber.length_km,
+        transmittance: c.transmittance,
+        fiber_loss_db: spec.fiber.loss_db(),
+        background: c.background,
+        detection_window_s: noise.window_s,
+        raman_photons_per_s: noise.raman_photons_per_s,
+        raman_clicks_per_window: noise.raman_clicks_per_window,
+        mean_dgd_ps: qkd_firmware_sim::world::pmd::mean_dgd_ps(
+            spec.fiber.pmd_ps_per_sqrt_km,
+            spec.fiber.length_km,
+        ),
+        misalignment: c.misalignment,
+        mu,
+        gain,
+        qber,
+        secret_key_rate_per_pulse: rate,
+        secret_key_rate_bps: rate * rep_rate,
+        plob_bound_per_pulse: plob_bound(c.transmittance),
+        finite_key,
+    }
+}
+
+/// Expected finite-key secret bits per second of `spec`, 0 without key.
+fn finite_rate_bps(preset: LinkPreset, spec: &LinkSpec, f: f64, args: &PlanArgs) -> f64 {
+    evaluate(preset, spec, f, args)
+        .finite_key
+        .map_or(0.0, |fk| fk.secret_key_rate_bps)
+}
+
+/// The largest launch power in one direction that still keys.
+#[derive(Debug, Clone, Serialize)]
+struct PowerLimit {
+    direction: &'static str,
+    /// Largest classical launch power with a positive finite-key rate, dBm (to 0.01 dB); null
+    /// when the link gives no key even without classical light.
+    max_power_dbm: Option<f64>,
+    /// True when the link still keys at the top of the searched range (40 dBm).
+    at_range_limit: bool,
+    /// Expected finite-key rate at that power.
+    secret_key_rate_bps: f64,
+    /// Raman noise photons per second at that power.
+    raman_photons_per_s: f64,
+}
+
+/// What `qkd plan --coexistence --json` prints.
+#[derive(Debug, Clone, Serialize)]
+struct Coexistence {
+    preset: &'static str,
+    distance_km: f64,
+    block_bits: u64,
+    classical_wavelength_nm: f64,
+    quantum_wavelength_nm: f64,
+    filter_nm: f64,
+    /// Effective Raman coefficient in use, 1/(km·nm).
+    raman_coefficient: f64,
+    /// Finite-key rate without classical light.
+    dark_fiber_secret_key_rate_bps: f64,
+    /// One entry per direction: co, then counter.
+    directions: Vec<PowerLimit>,
+}
+
+/// `spec` with classical light of `power_dbm` launched in `direction` (the other classical
+/// settings as the flags gave them).
+fn with_power(spec: &LinkSpec, direction: Direction, power_dbm: f64) -> LinkSpec {
+    let mut spec = spec.clone();
+    let mut classical = spec
+        .fiber
+        .classical
+        .unwrap_or_else(|| qkd_firmware_sim::world::ClassicalSpec::with_power(power_dbm));
+    classical.power_dbm = power_dbm;
+    classical.direction = direction;
+    spec.fiber.classical = Some(classical);
+    spec
+}
+
+fn coexistence(preset: LinkPreset, spec: &LinkSpec, f: f64, args: &PlanArgs) -> Coexistence {
+    let mut dark = spec.clone();
+    dark.fiber.classical = None;
+    let dark_rate = finite_rate_bps(preset, &dark, f, args);
+    let template = with_power(spec, Direction::Co, 0.0);
+    let classical = template.fiber.classical.unwrap_or_else(|| unreachable!());
+    let directions = Direction::ALL
+        .iter()
+        .map(|&(name, direction)| {
+            let rate_at = |p: f64| finite_rate_bps(preset, &with_power(spec, direction, p), f, args);
+            let (low, high) = POWER_RANGE_DBM;
+            let (max_power_dbm, at_range_limit) = if dark_rate <= 0.0 {
+                (None, false)
+            } else if rate_at(high) > 0.0 {
+                (Some(high), true)
+            } else if rate_at(low) <= 0.0 {
+                (None, false)
+            } else {
+                // The rate falls monotonically with the noise: bisect keyed / unkeyed.
+                let (mut keyed, mut unkeyed) = (low, high);
+                while unkeyed - keyed > POWER_RESOLUTION_DB {
+                    let mid = 0.5 * (keyed + unkeyed);
+                    if rate_at(mid) > 0.0 {
+                        keyed = mid;
+                    } else {
+                        unkeyed = mid;
+                    }
+                }
+                (Some(keyed), false)
+            };
+            let at = max_power_dbm.map(|p| with_power(spec, direction, p));
+            PowerLimit {
+                direction: name,
+                max_power_dbm: max_power_dbm.map(|p| (p * 100.0).floor() / 100.0),
+                at_range_limit,
+                secret_key_rate_bps: at
+                    .as_ref()
+                    .map_or(0.0, |s| finite_rate_bps(preset, s, f, args)),
+                raman_photons_per_s: at.as_ref().map_or(0.0, |s| s.fiber.raman_photons_per_s()),
+            }
+        })
+        .collect();
+    Coexistence {
+        preset: preset.name(),
+        distance_km: spec.fiber.length_km,
+        block_bits: args.block_bits,
+        classical_wavelength_nm: classical.wavelength_nm,
+        quantum_wavelength_nm: classical.quantum_wavelength_nm,
+        filter_nm: classical.filter_nm,
+        raman_coefficient: classical.coefficient(),
+        dark_fiber_secret_key_rate_bps: dark_rate,
+        directions,
+    }
+}
+
+/// Launch powers drawn by `--plot`: without classical light, then around the flags' power (or
+/// a decade ladder from −20 dBm).
+fn plot_powers(spec: &LinkSpec) -> Vec<Option<f64>> {
+    let centre = spec.fiber.classical.map(|c| c.power_dbm);
+    let ladder = match centre {
+        Some(p) => vec![p - 10.0, p, p + 10.0],
+        None => vec![-20.0, -10.0, 0.0, 10.0],
+    };
+    std::iter::once(None)
+        .chain(ladder.into_iter().map(Some))
+        .collect()
+}
+
+/// Points per curve of `--plot`.
+const PLOT_POINTS: u32 = 60;
+
+fn plot(preset: LinkPreset, spec: &LinkSpec, f: f64, args: &PlanArgs, path: &PathBuf) -> Result<()> {
+    let direction = spec.fiber.classical.map_or(Direction::Co, |c| c.direction);
+    let max_km = (2.0 * spec.fiber.length_km).max(50.0);
+    let curves = plot_powers(spec)
+        .into_iter()
+        .map(|power| {
+            let points = (1..=PLOT_POINTS)
+                .map(|i| {
+                    let km = max_km * f64::from(i) / f64::from(PLOT_POINTS);
+                    let mut at = spec.clone();
+                    at.fiber.length_km = km;
+                    at = match power {
+                        Some(p) => with_power(&at, direction, p),
+                        None => {
+                            at.fiber.classical = None;
+                            at
+                        }
+                    };
+                    (km, finite_rate_bps(preset, &at, f, args))
+                })
+                .collect();
+            Curve {
+                label: power.map_or("no classical light".into(), |p| {
+                    format!("{p:+.0} dBm {}", direction.name())
+                }),
+                points,
+            }
+        })
+        .collect();
+    let svg = LinePlot {
+        title: format!(
+            "{}: finite-key rate, blocks of {} bits",
+            preset.name(),
+            args.block_bits
+        ),
+        x_label: "fiber length (km)".into(),
+        y_label: "secret key rate (bit/s)".into(),
+        log_y: true,
+        curves,
+    }
+    .to_svg();
+    std::fs::write(path, svg).with_context(|| format!("--plot: cannot write {}", path.display()))
+}
+
 pub fn run(args: &PlanArgs) -> Result<()> {
     let preset = LinkPreset::from_name(&args.preset)?;
     let distance_km = in_range("distance-km", args.distance_km, 0.0, 20_000.0, "km")?;
@@ -175,51 +449,42 @@ pub fn run(args: &PlanArgs) -> Result<()> {
             args.block_bits
         );
     }
-    let spec = preset.spec(distance_km);
-    let c = channel(&spec, f);
-    let rep_rate = spec.source.rep_rate_hz as f64;
-    let (mu, rate) = maximise(0.0, 1.5, |mu| asymptotic_rate(mu, &c));
-    let (gain, qber) = gain_and_error(mu, &c);
-    let decoy = spec
-        .source
-        .intensities
-        .get(1)
-        .map_or(0.0, |d| d.mean_photon_number);
-    let (finite_mu, finite_rate) = maximise(decoy + 1e-3, 1.5, |mu| {
-        finite_block(&spec, &c, mu, args).map_or(0.0, |(l, pulses)| l / pulses)
-    });
-    let finite_key = finite_block(&spec, &c, finite_mu, args)
-        .filter(|_| finite_rate > 0.0)
-        .map(|(length, pulses)| FiniteKeyPlan {
-            block_bits: args.block_bits,
-            mu: finite_mu,
-            expected_block_length: length,
-            block_seconds: pulses / rep_rate,
-            secret_key_rate_per_pulse: finite_rate,
-            secret_key_rate_bps: finite_rate * rep_rate,
-        });
-    let plan = Plan {
-        preset: preset.name(),
-        distance_km,
-        transmittance: c.transmittance,
-        background: c.background,
-        misalignment: c.misalignment,
-        mu,
-        gain,
-        qber,
-        secret_key_rate_per_pulse: rate,
-        secret_key_rate_bps: rate * rep_rate,
-        plob_bound_per_pulse: plob_bound(c.transmittance),
-        finite_key,
-    };
+    let mut spec = preset.spec(distance_km);
+    args.fiber.apply(&mut spec.fiber)?;
+    if let Some(path) = &args.plot {
+        plot(preset, &spec, f, args, path)?;
+    }
+    if args.coexistence {
+        let answer = coexistence(preset, &spec, f, args);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            print_coexistence(&answer);
+        }
+        return Ok(());
+    }
+    let plan = evaluate(preset, &spec, f, args);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(());
     }
     println!(
-        "`{}` at {} km: η = {:.3e}, Y0 = {:.2e}, e_d = {}",
-        plan.preset, plan.distance_km, plan.transmittance, plan.background, plan.misalignment
+        "`{}` at {} km ({:.2} dB): η = {:.3e}, Y0 = {:.2e}, e_d = {:.4}",
+        plan.preset,
+        plan.distance_km,
+        plan.fiber_loss_db,
+        plan.transmittance,
+        plan.background,
+        plan.misalignment
     );
+    if plan.raman_photons_per_s > 0.0 {
+        println!(
+            "  Raman        {:.3e} photons/s at the receiver, {:.3e} clicks per {:.0} ps window",
+            plan.raman_photons_per_s,
+            plan.raman_clicks_per_window,
+            plan.detection_window_s * 1e12
+        );
+    }
     println!(
         "  asymptotic   μ = {:.3}: gain {:.3e}, QBER {:.2} %, {:.3e} bit/pulse = {:.4e} bit/s",
         plan.mu,
@@ -247,4 +512,28 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         plan.plob_bound_per_pulse
     );
     Ok(())
+}
+
+fn print_coexistence(c: &Coexistence) {
+    println!(
+        "`{}` at {} km, classical {} nm, quantum {} nm in {} nm, ρ = {:.2e} /(km·nm); dark fiber {:.4e} bit/s",
+        c.preset,
+        c.distance_km,
+        c.classical_wavelength_nm,
+        c.quantum_wavelength_nm,
+        c.filter_nm,
+        c.raman_coefficient,
+        c.dark_fiber_secret_key_rate_bps
+    );
+    for d in &c.directions {
+        match d.max_power_dbm {
+            Some(p) => println!(
+                "  {:<8} up to {p:+.2} dBm{} ({:.4e} bit/s there)",
+                d.direction,
+                if d.at_range_limit { " or more" } else { "" },
+                d.secret_key_rate_bps
+            ),
+            None => println!("  {:<8} no key at any launch power", d.direction),
+        }
+    }
 }

@@ -117,9 +117,7 @@ fn gated_dark_counts_occur_per_gate() {
     let mut spec = simple_link(100_000_000, 0.1, 0.0, 0.5);
     let p = 1e-4;
     spec.receiver = ReceiverSpec::uniform(qkd_firmware_sim::world::DetectorSpec {
-        dark: DarkCountSpec::Gated {
-            probability_per_gate: p,
-        },
+        dark: DarkCountSpec::gated(p),
         ..ideal_gated(0.5)
     });
     let mut world = PrepareMeasureWorld::new(&spec, 22).unwrap();

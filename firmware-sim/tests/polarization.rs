@@ -27,7 +27,7 @@ fn drift_decays_the_overlap_as_the_random_walk_predicts() {
     let mut overlaps = Vec::with_capacity(runs);
     let mut per_update = (0.0, 0);
     for seed in 0..runs as u64 {
-        let mut fiber = Fiber::new(&spec, Section("f"), SimRng::new(seed, 0)).unwrap();
+        let mut fiber = Fiber::new(&spec, Section("f"), SimRng::new(seed, 0), 10.0).unwrap();
         let end = (seconds * 1e12) as i64;
         let mut updates = 0;
         while fiber.next_change_ps() <= end {
@@ -68,6 +68,7 @@ fn entangled(rotation_a: InitialRotation, rotation_b: InitialRotation) -> Entang
         SpdcSourceSpec {
             pair_rate_hz: 1e6,
             coupling_efficiency: 0.5,
+            ..SpdcSourceSpec::with_rate(1e6)
         },
         [fiber(5.0, rotation_a), fiber(12.0, rotation_b)],
         ReceiverSpec::uniform(snspd_without_noise()),

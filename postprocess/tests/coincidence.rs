@@ -16,6 +16,7 @@ fn link(offset_a: i64, offset_b: i64, drift_b_ppm: f64) -> EntangledLinkSpec {
         SpdcSourceSpec {
             pair_rate_hz: 1e6,
             coupling_efficiency: 0.4,
+            ..SpdcSourceSpec::with_rate(1e6)
         },
         [FiberSpec::standard(3.0), FiberSpec::standard(11.0)],
         ReceiverSpec::uniform(DetectorPreset::Snspd.spec()),

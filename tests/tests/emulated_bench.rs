@@ -370,6 +370,7 @@ fn entangled_spec() -> EntangledLinkSpec {
         SpdcSourceSpec {
             pair_rate_hz: 2e5,
             coupling_efficiency: 0.5,
+            ..SpdcSourceSpec::with_rate(2e5)
         },
         [FiberSpec::standard(3.0), FiberSpec::standard(8.0)],
         ReceiverSpec::uniform(qkd_firmware_sim::world::DetectorPreset::Snspd.spec()),

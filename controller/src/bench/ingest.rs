@@ -86,6 +86,7 @@ fn entangled_streams(seconds: f64, seed: u64) -> Result<([NodeOutput; 2], Entang
         SpdcSourceSpec {
             pair_rate_hz: 1e6,
             coupling_efficiency: 0.4,
+            ..SpdcSourceSpec::with_rate(1e6)
         },
         [FiberSpec::standard(3.0), FiberSpec::standard(11.0)],
         ReceiverSpec::uniform(DetectorPreset::Snspd.spec()),

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use qkd_drivers::emulator::{EmulatedBench, World};
 use qkd_firmware_sim::world::{
-    EntangledLinkSpec, FiberSpec, LinkPreset, ReceiverSpec, SpdcSourceSpec,
+    EntangledLinkSpec, FiberSpec, LinkPreset, LinkSpec, ReceiverSpec, SpdcSourceSpec,
 };
 use qkd_runtime::sources::bbm92::{NodeA, NodeB};
 
@@ -22,19 +22,33 @@ const B_CLOCK_DRIFT_PPM: f64 = 3.0;
 /// The entangled link of `preset`'s detectors over `distance_km` in all, the pair source in the
 /// middle, node B's clock offset and drifting.
 pub(crate) fn spec(preset: LinkPreset, distance_km: f64) -> EntangledLinkSpec {
-    let detector_link = preset.spec(distance_km / 2.0);
+    spec_of(&preset.spec(distance_km))
+}
+
+/// The entangled link with the receivers of a prepare-and-measure bench and its deployed-fiber
+/// properties (loss, PMD, classical light): each arm takes half of the fiber's length and of
+/// its extra loss. Polarization drift stays off, as the BBM92 nodes do not track.
+pub(crate) fn spec_of(detector_link: &LinkSpec) -> EntangledLinkSpec {
+    let fiber = &detector_link.fiber;
     let arm = FiberSpec {
-        length_km: distance_km / 2.0,
-        ..detector_link.fiber.clone()
+        length_km: fiber.length_km / 2.0,
+        extra_loss_db: fiber.extra_loss_db / 2.0,
+        loss_db_per_km: fiber.loss_db_per_km,
+        misalignment: fiber.misalignment,
+        pmd_ps_per_sqrt_km: fiber.pmd_ps_per_sqrt_km,
+        pmd_correlation_s: fiber.pmd_correlation_s,
+        classical: fiber.classical,
+        ..FiberSpec::standard(0.0)
     };
     let receiver = ReceiverSpec {
         controller: qkd_firmware_sim::world::ControllerSpec::None,
-        ..detector_link.receiver
+        ..detector_link.receiver.clone()
     };
     let mut spec = EntangledLinkSpec::new(
         SpdcSourceSpec {
             pair_rate_hz: PAIR_RATE_HZ,
             coupling_efficiency: COUPLING,
+            ..SpdcSourceSpec::with_rate(PAIR_RATE_HZ)
         },
         [arm.clone(), arm],
         receiver,
@@ -45,7 +59,7 @@ pub(crate) fn spec(preset: LinkPreset, distance_km: f64) -> EntangledLinkSpec {
 }
 
 pub(super) async fn run(run: &Run) -> Result<LinkReport> {
-    let mut spec = spec(run.bench.preset, run.bench.distance_km);
+    let mut spec = spec_of(&run.bench.spec);
     spec.eve.intercept_fraction = run.bench.eve_fraction;
     let bench =
         EmulatedBench::entangled(&spec, run.seed).context("the entangled bench cannot be built")?;

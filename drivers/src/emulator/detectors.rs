@@ -38,6 +38,7 @@ fn describe(node: &ReceiverNode) -> Vec<DetectorChannel> {
                     }
                     DarkCountSpec::Gated {
                         probability_per_gate,
+                        ..
                     } => DarkCounts::PerGate(
                         Probability::new(probability_per_gate).unwrap_or_default(),
                     ),

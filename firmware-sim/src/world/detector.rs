@@ -7,6 +7,9 @@
 //!   (non-paralysable: excitations during dead time are lost and do not extend it).
 //! - Free-running dark events form a Poisson process of rate `rate_hz`; gated detectors have a dark
 //!   event in each gate with probability `probability_per_gate`.
+//! - Background light (Raman noise from classical channels, [`super::raman`]) is a Poisson stream
+//!   of photons at the detector; thinned by the efficiency it excites a free-running detector at
+//!   `flux·η`, and a gated one in a gate of effective width `w` with probability `1 − e^{−flux·η·w}`.
 //! - After each click, with probability `afterpulse_probability` a trapped carrier is released
 //!   `Exp(afterpulse_decay)` after the dead time ends (a gated detector fires at the next gate). Any
 //!   click re-arms the trap, replacing a pending release: the avalanche flushes the trap.
@@ -39,16 +42,42 @@ pub enum DarkCountSpec {
     Gated {
         /// Probability of a dark count in one gate.
         probability_per_gate: f64,
+        /// Effective width of a gate in ps: the time in which an arriving photon can click.
+        #[serde(default = "default_gate_width")]
+        gate_width_ps: f64,
     },
 }
 
+/// A nanosecond gate (assumed for gated detectors that state no width).
+fn default_gate_width() -> f64 {
+    1_000.0
+}
+
 impl DarkCountSpec {
+    /// Gated with dark-count probability `probability_per_gate` and a nanosecond gate.
+    pub fn gated(probability_per_gate: f64) -> Self {
+        DarkCountSpec::Gated {
+            probability_per_gate,
+            gate_width_ps: default_gate_width(),
+        }
+    }
+
+    /// Detection window in seconds: a gated detector's gate, else `free_running_window_s` (the
+    /// window a node's slot recovery keeps around each expected arrival).
+    pub fn window_s(&self, free_running_window_s: f64) -> f64 {
+        match *self {
+            DarkCountSpec::FreeRunning { .. } => free_running_window_s,
+            DarkCountSpec::Gated { gate_width_ps, .. } => gate_width_ps * 1e-12,
+        }
+    }
+
     /// Probability of a dark count within a gate (or detection window) of `gate_s` seconds.
     pub fn per_gate(&self, gate_s: f64) -> f64 {
         match *self {
             DarkCountSpec::FreeRunning { rate_hz } => rate_hz * gate_s,
             DarkCountSpec::Gated {
                 probability_per_gate,
+                ..
             } => probability_per_gate,
         }
     }
@@ -115,8 +144,10 @@ impl DetectorPreset {
             // 0.08-0.30, 1e-6..1e-5 per gate, gate-based dead time, 50-100 ps, 1-6 %.
             DetectorPreset::IngaasGated => DetectorSpec {
                 efficiency: 0.20,
+                // A GHz gate's effective width: ~100–200 ps for self-differencing detectors.
                 dark: DarkCountSpec::Gated {
                     probability_per_gate: 4e-6,
+                    gate_width_ps: 150.0,
                 },
                 dead_time_ps: 10_000,
                 afterpulse_probability: 0.03,
@@ -137,6 +168,8 @@ pub enum ClickOrigin {
     Dark = 1,
     /// Release of a carrier trapped in an earlier avalanche.
     Afterpulse = 2,
+    /// A background photon: Raman noise from classical channels in the fiber.
+    Raman = 3,
 }
 
 /// No event scheduled.
@@ -159,10 +192,14 @@ pub struct Detector {
     afterpulse_decay_ps: f64,
     jitter_sigma_ps: f64,
     dark: DarkProcess,
+    /// Background photons (Raman noise), none until [`Detector::set_background`].
+    background: DarkProcess,
+    gate_width_ps: f64,
     gated: bool,
     enabled: bool,
     dead_until: i64,
     next_dark: i64,
+    next_background: i64,
     next_afterpulse: i64,
     rng: SimRng,
 }
@@ -175,6 +212,7 @@ impl Detector {
         rng: SimRng,
     ) -> Result<Self, ConfigError> {
         let efficiency = section.probability("efficiency", spec.efficiency, 1.0)?;
+        let mut gate_width_ps = 0.0;
         let (dark, gated) = match spec.dark {
             DarkCountSpec::FreeRunning { rate_hz } => {
                 let rate = section.check("dark.rate_hz", rate_hz, 0.0, 1e9, "Hz")?;
@@ -189,7 +227,9 @@ impl Detector {
             }
             DarkCountSpec::Gated {
                 probability_per_gate,
+                gate_width_ps: width,
             } => {
+                gate_width_ps = section.check("dark.gate_width_ps", width, 1.0, 1e9, "ps")?;
                 let p =
                     section.probability("dark.probability_per_gate", probability_per_gate, 1.0)?;
                 let process = if p > 0.0 {
@@ -222,10 +262,13 @@ impl Detector {
             afterpulse_decay_ps,
             jitter_sigma_ps: jitter_fwhm / FWHM_PER_SIGMA,
             dark,
+            background: DarkProcess::None,
+            gate_width_ps,
             gated,
             enabled: true,
             dead_until: i64::MIN,
             next_dark: NEVER,
+            next_background: NEVER,
             next_afterpulse: NEVER,
             rng,
         })
@@ -264,8 +307,26 @@ impl Detector {
         } else if !enabled {
             self.enabled = false;
             self.next_dark = NEVER;
+            self.next_background = NEVER;
             self.next_afterpulse = NEVER;
         }
+    }
+
+    /// Background photons reaching the detector at `photons_per_s` (before its efficiency),
+    /// from the next [`Detector::schedule_first_dark`] on.
+    pub fn set_background(&mut self, photons_per_s: f64) {
+        let rate = photons_per_s * self.efficiency;
+        self.background = if !(rate > 0.0) {
+            DarkProcess::None
+        } else if self.gated {
+            DarkProcess::Gated {
+                skip: GeometricSkip::new(-(-rate * self.gate_width_ps * 1e-12).exp_m1()),
+            }
+        } else {
+            DarkProcess::FreeRunning {
+                mean_gap_ps: 1e12 / rate,
+            }
+        };
     }
 
     /// Sets the dead time from now on.
@@ -273,9 +334,15 @@ impl Detector {
         self.dead_time_ps = dead_time_ps;
     }
 
-    /// Schedules the first dark event at or after `now`; call once before running.
+    /// Schedules the first dark event and background photon at or after `now`; call once
+    /// before running.
     pub fn schedule_first_dark(&mut self, now: i64, gates: &Gates) {
-        self.next_dark = match self.dark {
+        self.next_dark = self.first_event(self.dark, now, gates);
+        self.next_background = self.first_event(self.background, now, gates);
+    }
+
+    fn first_event(&mut self, process: DarkProcess, now: i64, gates: &Gates) -> i64 {
+        match process {
             DarkProcess::None => NEVER,
             DarkProcess::FreeRunning { mean_gap_ps } => {
                 now.saturating_add((self.rng.exponential() * mean_gap_ps) as i64)
@@ -284,7 +351,21 @@ impl Detector {
                 let first = gates.first_at_or_after(now);
                 self.gate_after_skip(first, &skip, gates)
             }
-        };
+        }
+    }
+
+    /// The event of `process` after the one at `t`.
+    fn next_event(&mut self, process: DarkProcess, t: i64, gates: &Gates) -> i64 {
+        match process {
+            DarkProcess::None => NEVER,
+            DarkProcess::FreeRunning { mean_gap_ps } => {
+                t.saturating_add((self.rng.exponential() * mean_gap_ps).max(1.0) as i64)
+            }
+            DarkProcess::Gated { skip } => {
+                let next_gate = gates.nearest(t) + 1;
+                self.gate_after_skip(next_gate, &skip, gates)
+            }
+        }
     }
 
     fn gate_after_skip(&mut self, from_gate: u64, skip: &GeometricSkip, gates: &Gates) -> i64 {
@@ -298,31 +379,28 @@ impl Detector {
     /// Time of the next dark event or afterpulse, [`NEVER`] if none.
     #[inline]
     pub fn next_internal_event(&self) -> i64 {
-        self.next_dark.min(self.next_afterpulse)
+        self.next_dark
+            .min(self.next_background)
+            .min(self.next_afterpulse)
     }
 
-    /// Handles the detector's next internal event (dark count or afterpulse) and returns the click
-    /// it caused, if any.
+    /// Handles the detector's next internal event (dark count, background photon or
+    /// afterpulse) and returns the click it caused, if any.
     pub fn fire_internal(&mut self, gates: &Gates) -> Option<(i64, ClickOrigin)> {
-        if self.next_afterpulse <= self.next_dark {
+        let (t, origin) = if self.next_afterpulse <= self.next_dark.min(self.next_background) {
             let t = self.next_afterpulse;
             self.next_afterpulse = NEVER;
-            self.avalanche(t, gates)
-                .then_some((t, ClickOrigin::Afterpulse))
-        } else {
+            (t, ClickOrigin::Afterpulse)
+        } else if self.next_dark <= self.next_background {
             let t = self.next_dark;
-            self.next_dark = match self.dark {
-                DarkProcess::None => NEVER,
-                DarkProcess::FreeRunning { mean_gap_ps } => {
-                    t.saturating_add((self.rng.exponential() * mean_gap_ps).max(1.0) as i64)
-                }
-                DarkProcess::Gated { skip } => {
-                    let next_gate = gates.nearest(t) + 1;
-                    self.gate_after_skip(next_gate, &skip, gates)
-                }
-            };
-            self.avalanche(t, gates).then_some((t, ClickOrigin::Dark))
-        }
+            self.next_dark = self.next_event(self.dark, t, gates);
+            (t, ClickOrigin::Dark)
+        } else {
+            let t = self.next_background;
+            self.next_background = self.next_event(self.background, t, gates);
+            (t, ClickOrigin::Raman)
+        };
+        self.avalanche(t, gates).then_some((t, origin))
     }
 
     /// One or more photons reach the detector at `t` (already thinned by efficiency).

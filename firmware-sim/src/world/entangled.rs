@@ -141,6 +141,7 @@ fn node(
     side: &str,
     seed: u64,
     base: u64,
+    spectral_width_ghz: f64,
 ) -> Result<ReceiverNode, ConfigError> {
     let fiber_name = format!("fiber_{side}");
     let receiver_name = format!("receiver_{side}");
@@ -149,6 +150,7 @@ fn node(
         fiber,
         Section(&fiber_name),
         SimRng::new(seed, base + stream::FIBER),
+        spectral_width_ghz,
     )?;
     let receiver = Receiver::new(receiver, Section(&receiver_name), |i| {
         SimRng::new(seed, base + stream::DETECTOR + i as u64)
@@ -180,6 +182,13 @@ impl EntangledWorld {
         let pair_rate = section.check("pair_rate_hz", spec.source.pair_rate_hz, 0.0, 1e10, "Hz")?;
         let coupling =
             section.probability("coupling_efficiency", spec.source.coupling_efficiency, 1.0)?;
+        let width = section.check(
+            "spectral_width_ghz",
+            spec.source.spectral_width_ghz,
+            0.0,
+            super::source::MAX_SPECTRAL_WIDTH_GHZ,
+            "GHz",
+        )?;
         let a = node(
             &spec.fiber_a,
             &spec.receiver_a,
@@ -187,6 +196,7 @@ impl EntangledWorld {
             "a",
             seed,
             0,
+            width,
         )?;
         let b = node(
             &spec.fiber_b,
@@ -195,6 +205,7 @@ impl EntangledWorld {
             "b",
             seed,
             stream::NODE_B,
+            width,
         )?;
         let first = usize::from(b.fiber.delay_ps() < a.fiber.delay_ps());
         let nodes = [a, b];

@@ -1,4 +1,6 @@
-//! Optical fiber: loss, propagation delay, a fixed misalignment, and polarization that drifts.
+//! Optical fiber: loss, propagation delay, a fixed misalignment, polarization that drifts,
+//! polarization mode dispersion ([`super::pmd`]) and Raman noise from classical channels sharing
+//! it ([`super::raman`]).
 //!
 //! Drift follows the random-walk channel model of Czegledi et al. (2016): the fiber's rotation of
 //! the Poincaré sphere is multiplied, step after step, by independent small rotations whose
@@ -10,7 +12,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::param::{ConfigError, Section};
+use super::pmd::{Pmd, mean_dgd_ps};
 use super::polarization::{Rotation, Stokes, dot};
+use super::raman::ClassicalSpec;
 use super::rng::SimRng;
 
 /// Group delay of standard single-mode fiber at 1550 nm (group index ≈ 1.468), in ps per km.
@@ -29,6 +33,10 @@ fn default_loss() -> f64 {
 
 fn default_delay() -> f64 {
     SMF_DELAY_PS_PER_KM
+}
+
+fn default_pmd_correlation() -> f64 {
+    3600.0
 }
 
 /// The fiber's polarization rotation when the run starts.
@@ -87,6 +95,19 @@ pub struct FiberSpec {
     /// Scheduled polarization steps.
     #[serde(default)]
     pub steps: Vec<StepSpec>,
+    /// Loss of splices, connectors and patch panels in dB, on top of the per-km loss; taken as
+    /// lumped at the receiver's end, so it attenuates Raman noise as much as the photons.
+    #[serde(default)]
+    pub extra_loss_db: f64,
+    /// PMD coefficient in ps/√km (modern fiber 0.04–0.1, old installed fiber up to ~1).
+    #[serde(default)]
+    pub pmd_ps_per_sqrt_km: f64,
+    /// Correlation time of the PMD vector's drift, in seconds.
+    #[serde(default = "default_pmd_correlation")]
+    pub pmd_correlation_s: f64,
+    /// Classical channels sharing the fiber (none by default).
+    #[serde(default)]
+    pub classical: Option<ClassicalSpec>,
 }
 
 impl FiberSpec {
@@ -100,12 +121,36 @@ impl FiberSpec {
             drift_rad_per_sqrt_s: 0.0,
             initial_rotation: InitialRotation::Identity,
             steps: Vec::new(),
+            extra_loss_db: 0.0,
+            pmd_ps_per_sqrt_km: 0.0,
+            pmd_correlation_s: default_pmd_correlation(),
+            classical: None,
         }
     }
 
-    /// Power transmission of the span, `10^(−loss·length/10)`.
+    /// Total loss of the span in dB.
+    pub fn loss_db(&self) -> f64 {
+        self.loss_db_per_km * self.length_km + self.extra_loss_db
+    }
+
+    /// Power transmission of the span, `10^(−loss/10)`.
     pub fn transmission(&self) -> f64 {
-        10f64.powf(-self.loss_db_per_km * self.length_km / 10.0)
+        10f64.powf(-self.loss_db() / 10.0)
+    }
+
+    /// Raman noise photons per second inside the quantum filter at the receiver's input.
+    pub fn raman_photons_per_s(&self) -> f64 {
+        self.classical.as_ref().map_or(0.0, |c| {
+            c.noise_photons_per_s(self.length_km, self.loss_db_per_km)
+                * 10f64.powf(-self.extra_loss_db / 10.0)
+        })
+    }
+
+    /// Polarization visibility `1 − 2e_d` times the PMD visibility expected for light of
+    /// spectral FWHM `spectral_width_ghz`, averaged over the Maxwell-distributed DGD.
+    pub fn mean_visibility(&self, spectral_width_ghz: f64) -> f64 {
+        let dgd = mean_dgd_ps(self.pmd_ps_per_sqrt_km, self.length_km);
+        (1.0 - 2.0 * self.misalignment) * super::pmd::mean_visibility(dgd, spectral_width_ghz)
     }
 }
 
@@ -120,7 +165,10 @@ struct Step {
 pub struct Fiber {
     transmission: f64,
     delay_ps: i64,
+    /// Visibility without PMD, `1 − 2e_d`.
     visibility: f64,
+    pmd: Option<Pmd>,
+    raman_photons_per_s: f64,
     rotation: Rotation,
     /// Per-component standard deviation of one drift update's rotation vector.
     drift_sigma_per_update: f64,
@@ -151,11 +199,13 @@ fn random_axis(rng: &mut SimRng) -> Stokes {
 }
 
 impl Fiber {
-    /// Validates `spec` and prepares the span; `rng` drives its drift, random axes and rotation.
+    /// Validates `spec` and prepares the span for light of spectral FWHM `spectral_width_ghz`;
+    /// `rng` drives its drift, random axes, rotation and PMD.
     pub fn new(
         spec: &FiberSpec,
         section: Section<'_>,
         mut rng: SimRng,
+        spectral_width_ghz: f64,
     ) -> Result<Self, ConfigError> {
         let length = section.check("length_km", spec.length_km, 0.0, 20_000.0, "km")?;
         section.check("loss_db_per_km", spec.loss_db_per_km, 0.0, 100.0, "dB/km")?;
@@ -168,6 +218,19 @@ impl Fiber {
             1e4,
             "rad/√s",
         )?;
+        section.check("extra_loss_db", spec.extra_loss_db, 0.0, 1000.0, "dB")?;
+        let pmd = section.check(
+            "pmd_ps_per_sqrt_km",
+            spec.pmd_ps_per_sqrt_km,
+            0.0,
+            100.0,
+            "ps/√km",
+        )?;
+        let pmd_correlation =
+            section.check("pmd_correlation_s", spec.pmd_correlation_s, 1e-3, 1e9, "s")?;
+        if let Some(classical) = &spec.classical {
+            classical.validate(Section(&section.nested("classical")))?;
+        }
         let rotation = match spec.initial_rotation {
             InitialRotation::Identity => Rotation::IDENTITY,
             InitialRotation::Random => super::polarization::random_rotation(&mut rng),
@@ -203,10 +266,20 @@ impl Fiber {
         } else {
             (0, 0.0, i64::MAX)
         };
+        let pmd = (pmd > 0.0).then(|| {
+            Pmd::new(
+                mean_dgd_ps(pmd, length),
+                pmd_correlation,
+                spectral_width_ghz,
+                &mut rng,
+            )
+        });
         Ok(Fiber {
             transmission: spec.transmission(),
             delay_ps: (delay * length).round() as i64,
             visibility: 1.0 - 2.0 * misalignment,
+            pmd,
+            raman_photons_per_s: spec.raman_photons_per_s(),
             rotation,
             drift_sigma_per_update,
             drift_update_ps,
@@ -228,9 +301,19 @@ impl Fiber {
         self.delay_ps
     }
 
-    /// Polarization visibility `1 - 2·e_d`.
+    /// Polarization visibility now: `1 − 2e_d` times the PMD visibility at the current DGD.
     pub fn visibility(&self) -> f64 {
-        self.visibility
+        self.visibility * self.pmd.as_ref().map_or(1.0, Pmd::visibility)
+    }
+
+    /// The current differential group delay in ps (0 without PMD).
+    pub fn dgd_ps(&self) -> f64 {
+        self.pmd.as_ref().map_or(0.0, Pmd::dgd_ps)
+    }
+
+    /// Raman noise photons per second reaching the receiver inside its filter.
+    pub fn raman_photons_per_s(&self) -> f64 {
+        self.raman_photons_per_s
     }
 
     /// The rotation the fiber applies now.
@@ -238,15 +321,25 @@ impl Fiber {
         self.rotation
     }
 
-    /// Emulated time of the next change of the rotation, `i64::MAX` if none.
+    /// Emulated time of the next change of the rotation or the PMD, `i64::MAX` if none.
     #[inline]
     pub fn next_change_ps(&self) -> i64 {
-        let step = self.steps.get(self.next_step).map_or(i64::MAX, |s| s.at_ps);
-        step.min(self.next_drift_ps)
+        self.next_step_ps()
+            .min(self.next_drift_ps)
+            .min(self.next_pmd_ps())
     }
 
-    /// Applies the drift update or step due at [`Self::next_change_ps`].
+    fn next_pmd_ps(&self) -> i64 {
+        self.pmd.as_ref().map_or(i64::MAX, Pmd::next_update_ps)
+    }
+
+    /// Applies the drift update, step or PMD update due at [`Self::next_change_ps`].
     pub fn change(&mut self) {
+        let rotation_due = self.next_step_ps().min(self.next_drift_ps);
+        if let Some(pmd) = self.pmd.as_mut().filter(|p| p.next_update_ps() < rotation_due) {
+            pmd.update(&mut self.rng);
+            return;
+        }
         let step_due = self
             .steps
             .get(self.next_step)
@@ -272,6 +365,10 @@ impl Fiber {
         }
     }
 
+    fn next_step_ps(&self) -> i64 {
+        self.steps.get(self.next_step).map_or(i64::MAX, |s| s.at_ps)
+    }
+
     /// Time between drift updates in ps (0 without drift).
     pub fn drift_update_ps(&self) -> i64 {
         self.drift_update_ps
@@ -291,7 +388,7 @@ mod tests {
     #[test]
     fn loss_and_delay_follow_length() {
         let fiber =
-            Fiber::new(&FiberSpec::standard(50.0), Section("f"), SimRng::new(0, 0)).unwrap();
+            Fiber::new(&FiberSpec::standard(50.0), Section("f"), SimRng::new(0, 0), 10.0).unwrap();
         assert!((fiber.transmission() - 0.1).abs() < 1e-12);
         assert_eq!(fiber.delay_ps(), 244_850_000);
     }
@@ -302,6 +399,7 @@ mod tests {
             &FiberSpec::standard(-1.0),
             Section("fiber"),
             SimRng::new(0, 0),
+            10.0,
         )
         .unwrap_err();
         assert!(
@@ -313,7 +411,7 @@ mod tests {
             axis: [0.0; 3],
             angle_rad: 1.0,
         };
-        assert!(Fiber::new(&spec, Section("fiber"), SimRng::new(0, 0)).is_err());
+        assert!(Fiber::new(&spec, Section("fiber"), SimRng::new(0, 0), 10.0).is_err());
     }
 
     #[test]
@@ -324,7 +422,7 @@ mod tests {
             angle_rad: std::f64::consts::PI,
             axis: Some([0.0, 0.0, 1.0]),
         });
-        let mut fiber = Fiber::new(&spec, Section("f"), SimRng::new(0, 0)).unwrap();
+        let mut fiber = Fiber::new(&spec, Section("f"), SimRng::new(0, 0), 10.0).unwrap();
         assert_eq!(fiber.next_change_ps(), 500_000_000_000);
         fiber.change();
         let s = fiber.rotation().apply(H);

@@ -101,6 +101,7 @@ impl ReceiverNode {
         slotted: bool,
     ) -> Self {
         receiver.update_tables(&fiber.rotation(), fiber.visibility());
+        receiver.set_background(fiber.raman_photons_per_s());
         for d in &receiver.detectors {
             tagger.cover_jitter(d.jitter_sigma_ps());
         }

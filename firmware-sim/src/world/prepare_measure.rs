@@ -20,7 +20,7 @@ use super::node::{NodeOutput, ReceiverNode};
 use super::param::{ConfigError, Section};
 use super::receiver::{Receiver, ReceiverSpec};
 use super::rng::{GeometricSkip, SimRng, ZeroTruncatedPoisson};
-use super::source::{IntensitySpec, SlotChoice, WcpSource, WcpSourceSpec};
+use super::source::{IntensitySpec, SlotChoice, WcpSource, WcpSourceSpec, default_laser_width};
 use super::stream;
 use super::tagger::{TAGGER_CHANNELS, Tagger, TaggerSpec};
 use qkd_units::pattern::PatternKey;
@@ -119,6 +119,7 @@ impl PrepareMeasureWorld {
             &spec.fiber,
             Section("fiber"),
             SimRng::new(seed, stream::FIBER),
+            spec.source.spectral_width_ghz,
         )?;
         let eve = Eve::new(&spec.eve, Section("eve"), SimRng::new(seed, stream::EVE))?;
         let receiver = Receiver::new(&spec.receiver, Section("receiver"), |i| {
@@ -234,6 +235,7 @@ impl PrepareMeasureWorld {
             basis_z_probability,
             reference_share,
             sync_divider: self.source.sync_divider as u32,
+            spectral_width_ghz: default_laser_width(),
         };
         self.source = self.source.reconfigured(&spec, Section("source"))?;
         self.law = CandidateLaw::new(

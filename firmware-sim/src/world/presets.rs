@@ -59,6 +59,7 @@ fn detector_link(preset: DetectorPreset, rep_rate_hz: u64, distance_km: f64) -> 
             basis_z_probability: 0.8,
             reference_share: 0.0,
             sync_divider: 1000,
+            spectral_width_ghz: 10.0,
         },
         fiber: FiberSpec {
             misalignment: 0.01,
@@ -112,9 +113,7 @@ impl LinkPreset {
                 // the four of them, and nothing else (dead time, afterpulses) is added.
                 let detector = DetectorSpec {
                     efficiency: GYS_ETA_BOB,
-                    dark: DarkCountSpec::Gated {
-                        probability_per_gate: GYS_Y0 / 4.0,
-                    },
+                    dark: DarkCountSpec::gated(GYS_Y0 / 4.0),
                     dead_time_ps: 0,
                     afterpulse_probability: 0.0,
                     afterpulse_decay_ps: 1_000,

@@ -193,6 +193,14 @@ impl Receiver {
         best
     }
 
+    /// Unpolarized background light (Raman noise) entering the receiver at `photons_per_s`:
+    /// through the optics, the basis splitter and each arm's beam splitter (half each way).
+    pub fn set_background(&mut self, photons_per_s: f64) {
+        for (i, d) in self.detectors.iter_mut().enumerate() {
+            d.set_background(photons_per_s * self.optics_transmission * self.arm[i] * 0.5);
+        }
+    }
+
     /// Starts every detector's dark-count process at `now`.
     pub fn start(&mut self, now: i64, gates: &Gates) {
         for d in &mut self.detectors {

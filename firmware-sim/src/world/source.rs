@@ -51,7 +51,24 @@ pub struct WcpSourceSpec {
     /// One sync pulse every this many slots.
     #[serde(default = "default_sync_divider")]
     pub sync_divider: u32,
+    /// Spectral width (FWHM) of the pulses in GHz, which sets what PMD does to them.
+    #[serde(default = "default_laser_width")]
+    pub spectral_width_ghz: f64,
 }
+
+/// A gain-switched telecom laser's pulses are a few tens of ps long and chirped: ~10 GHz wide
+/// (assumed; PMD barely touches them either way).
+pub fn default_laser_width() -> f64 {
+    10.0
+}
+
+/// Type-II SPDC photons in the C band after a ~0.8 nm filter: ~100 GHz wide (assumed).
+pub fn default_pair_width() -> f64 {
+    100.0
+}
+
+/// Widest spectrum accepted, in GHz (a 0.1 µm band around 1550 nm is ~12 THz).
+pub const MAX_SPECTRAL_WIDTH_GHZ: f64 = 1e5;
 
 impl WcpSourceSpec {
     /// Signal `mu` with the two standard decoys (`mu/5` and vacuum), biased towards the signal.
@@ -75,6 +92,7 @@ impl WcpSourceSpec {
             basis_z_probability: 0.5,
             reference_share: 0.0,
             sync_divider: default_sync_divider(),
+            spectral_width_ghz: default_laser_width(),
         }
     }
 }
@@ -106,6 +124,13 @@ impl WcpSource {
         pattern_seed: u64,
     ) -> Result<Self, ConfigError> {
         let rate = section.count("rep_rate_hz", spec.rep_rate_hz, 1, MAX_REP_RATE_HZ)?;
+        section.check(
+            "spectral_width_ghz",
+            spec.spectral_width_ghz,
+            0.0,
+            MAX_SPECTRAL_WIDTH_GHZ,
+            "GHz",
+        )?;
         let count = spec.intensities.len();
         if count == 0 || count > MAX_INTENSITIES {
             return Err(section.inconsistent(
@@ -210,6 +235,20 @@ pub struct SpdcSourceSpec {
     /// Probability that a photon leaves the source into its fiber (heralding / coupling efficiency).
     #[serde(default = "one")]
     pub coupling_efficiency: f64,
+    /// Spectral width (FWHM) of each photon in GHz, which sets what PMD does to it.
+    #[serde(default = "default_pair_width")]
+    pub spectral_width_ghz: f64,
+}
+
+impl SpdcSourceSpec {
+    /// A source of `pair_rate_hz` pairs per second with the default coupling and spectrum.
+    pub fn with_rate(pair_rate_hz: f64) -> Self {
+        SpdcSourceSpec {
+            pair_rate_hz,
+            coupling_efficiency: 1.0,
+            spectral_width_ghz: default_pair_width(),
+        }
+    }
 }
 
 fn one() -> f64 {

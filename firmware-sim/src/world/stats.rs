@@ -14,8 +14,8 @@ use qkd_units::bb84::squash;
 pub struct LinkStats {
     /// Clicks per detector H, V, D, A.
     pub clicks: [u64; 4],
-    /// Clicks by origin: photon, dark, afterpulse.
-    pub by_origin: [u64; 3],
+    /// Clicks by origin: photon, dark, afterpulse, Raman.
+    pub by_origin: [u64; 4],
     /// Slots in which two or more detectors clicked.
     pub double_clicks: u64,
     /// Per intensity class: key slots (not references) with at least one click.
@@ -44,7 +44,7 @@ impl LinkStats {
     pub fn new(classes: usize, seed: u64) -> Self {
         LinkStats {
             clicks: [0; 4],
-            by_origin: [0; 3],
+            by_origin: [0; 4],
             double_clicks: 0,
             clicked_slots: vec![0; classes],
             sifted: vec![[0; 2]; classes],

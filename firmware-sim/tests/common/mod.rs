@@ -33,9 +33,7 @@ pub fn run(spec: &LinkSpec, seed: u64, seconds: f64) -> (PrepareMeasureWorld, Li
 pub fn ideal_gated(efficiency: f64) -> DetectorSpec {
     DetectorSpec {
         efficiency,
-        dark: DarkCountSpec::Gated {
-            probability_per_gate: 0.0,
-        },
+        dark: DarkCountSpec::gated(0.0),
         dead_time_ps: 0,
         afterpulse_probability: 0.0,
         afterpulse_decay_ps: 1_000,
@@ -55,6 +53,7 @@ pub fn simple_link(rep_rate_hz: u64, mu: f64, distance_km: f64, efficiency: f64)
             basis_z_probability: 0.5,
             reference_share: 0.0,
             sync_divider: 1000,
+            spectral_width_ghz: 10.0,
         },
         fiber: FiberSpec::standard(distance_km),
         eve: EveSpec::default(),
