@@ -1,7 +1,7 @@
 //! Checks of command-line values, reported under the flag's own name.
 
 use anyhow::{Result, anyhow, bail};
-use qkd_firmware_sim::world::raman::{WAVELENGTH_RANGE_NM, attenuation_db_per_km};
+use qkd_firmware_sim::world::raman::{MIN_SPACING_NM, WAVELENGTH_RANGE_NM, attenuation_db_per_km};
 use qkd_firmware_sim::world::{ClassicalSpec, Direction, FiberSpec, LinkPreset, LinkSpec};
 use qkd_units::RangeError;
 
@@ -72,6 +72,16 @@ pub struct FiberFlags {
 impl FiberFlags {
     /// Checks the flags and applies them to `fiber`.
     pub fn apply(&self, fiber: &mut FiberSpec) -> Result<()> {
+        self.apply_with_power(fiber, self.classical_power_dbm)
+    }
+
+    /// The same for a search over the launch power: the classical settings apply without
+    /// `--classical-power-dbm` (at `power_dbm` until the search sets its own).
+    pub fn apply_searching_power(&self, fiber: &mut FiberSpec, power_dbm: f64) -> Result<()> {
+        self.apply_with_power(fiber, self.classical_power_dbm.or(Some(power_dbm)))
+    }
+
+    fn apply_with_power(&self, fiber: &mut FiberSpec, power_dbm: Option<f64>) -> Result<()> {
         let (low, high) = WAVELENGTH_RANGE_NM;
         let quantum = self
             .quantum_wavelength_nm
@@ -86,25 +96,25 @@ impl FiberFlags {
         if let Some(db) = self.extra_loss_db {
             fiber.extra_loss_db = in_range("extra-loss-db", db, 0.0, 1000.0, "dB")?;
         }
-        let Some(power) = self.classical_power_dbm else {
+        let Some(power) = power_dbm else {
             let needs_power = [
                 ("--classical-direction", self.classical_direction.is_some()),
-                ("--classical-wavelength-nm", self.classical_wavelength_nm.is_some()),
+                (
+                    "--classical-wavelength-nm",
+                    self.classical_wavelength_nm.is_some(),
+                ),
                 ("--raman-coefficient", self.raman_coefficient.is_some()),
                 ("--filter-nm", self.filter_nm.is_some()),
             ];
             if let Some((flag, _)) = needs_power.iter().find(|(_, given)| *given) {
-                bail!("{flag} describes classical light in the fiber: give --classical-power-dbm too");
+                bail!(
+                    "{flag} describes classical light in the fiber: give --classical-power-dbm too"
+                );
             }
             return Ok(());
         };
-        let mut classical = ClassicalSpec::with_power(in_range(
-            "classical-power-dbm",
-            power,
-            -100.0,
-            40.0,
-            "dBm",
-        )?);
+        let mut classical =
+            ClassicalSpec::with_power(in_range("classical-power-dbm", power, -100.0, 40.0, "dBm")?);
         if let Some(name) = &self.classical_direction {
             classical.direction = Direction::ALL
                 .iter()
@@ -120,10 +130,11 @@ impl FiberFlags {
         if let Some(nm) = quantum {
             classical.quantum_wavelength_nm = nm;
         }
-        if classical.wavelength_nm == classical.quantum_wavelength_nm {
+        if (classical.wavelength_nm - classical.quantum_wavelength_nm).abs() < MIN_SPACING_NM {
             bail!(
-                "--classical-wavelength-nm: {} nm is the quantum channel's wavelength; give them apart",
-                classical.wavelength_nm
+                "--classical-wavelength-nm: {} nm is the quantum channel's wavelength ({} nm); keep them at least {MIN_SPACING_NM} nm apart",
+                classical.wavelength_nm,
+                classical.quantum_wavelength_nm
             );
         }
         if let Some(rho) = self.raman_coefficient {

@@ -39,24 +39,23 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-impl LinePlot {
-    /// The plot as an SVG document.
-    pub fn to_svg(&self) -> String {
-        let transform = |y: f64| if self.log_y { y.log10() } else { y };
-        let points: Vec<Vec<(f64, f64)>> = self
-            .curves
-            .iter()
-            .map(|c| {
-                c.points
-                    .iter()
-                    .filter(|&&(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0))
-                    .map(|&(x, y)| (x, transform(y)))
-                    .collect()
-            })
-            .collect();
-        let all = points.iter().flatten();
+/// The data range drawn and where it lands on the page.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    x0: f64,
+    x1: f64,
+    y0: f64,
+    y1: f64,
+}
+
+impl Frame {
+    const PLOT_W: f64 = WIDTH - LEFT - RIGHT;
+    const PLOT_H: f64 = HEIGHT - TOP - BOTTOM;
+
+    /// The smallest frame holding every point (whole decades on a log axis).
+    fn around<'a>(points: impl Iterator<Item = &'a (f64, f64)>, log_y: bool) -> Self {
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in all {
+        for &(x, y) in points {
             x0 = x0.min(x);
             x1 = x1.max(x);
             y0 = y0.min(y);
@@ -65,7 +64,7 @@ impl LinePlot {
         if x0 > x1 {
             (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
         }
-        if self.log_y {
+        if log_y {
             (y0, y1) = (y0.floor(), y1.ceil());
         }
         if x1 - x0 < 1e-12 {
@@ -74,14 +73,47 @@ impl LinePlot {
         if y1 - y0 < 1e-12 {
             y1 = y0 + 1.0;
         }
-        let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-        let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * plot_w;
-        let py = |y: f64| TOP + (1.0 - (y - y0) / (y1 - y0)) * plot_h;
+        Frame { x0, x1, y0, y1 }
+    }
+
+    fn px(&self, x: f64) -> f64 {
+        LEFT + (x - self.x0) / (self.x1 - self.x0) * Self::PLOT_W
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        TOP + (1.0 - (y - self.y0) / (self.y1 - self.y0)) * Self::PLOT_H
+    }
+}
+
+impl LinePlot {
+    /// The plot as an SVG document.
+    pub fn to_svg(&self) -> String {
+        let points: Vec<Vec<(f64, f64)>> = self
+            .curves
+            .iter()
+            .map(|c| {
+                c.points
+                    .iter()
+                    .filter(|&&(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0))
+                    .map(|&(x, y)| (x, if self.log_y { y.log10() } else { y }))
+                    .collect()
+            })
+            .collect();
+        let frame = Frame::around(points.iter().flatten(), self.log_y);
         let mut svg = String::new();
         let _ = writeln!(
             svg,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
         );
+        self.axes(&mut svg, frame);
+        self.lines(&mut svg, frame, &points);
+        svg.push_str("</svg>\n");
+        svg
+    }
+
+    /// Title, frame, ticks and axis labels.
+    fn axes(&self, svg: &mut String, frame: Frame) {
+        let (plot_w, plot_h) = (Frame::PLOT_W, Frame::PLOT_H);
         let _ = writeln!(
             svg,
             r#"<rect width="100%" height="100%" fill="white"/><text x="{}" y="24" text-anchor="middle" font-size="14">{}</text>"#,
@@ -93,11 +125,11 @@ impl LinePlot {
             r#"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="black"/>"#
         );
         for i in 0..=5 {
-            let x = x0 + (x1 - x0) * f64::from(i) / 5.0;
+            let x = frame.x0 + (frame.x1 - frame.x0) * f64::from(i) / 5.0;
             let _ = writeln!(
                 svg,
                 r#"<line x1="{0}" y1="{1}" x2="{0}" y2="{2}" stroke="black"/><text x="{0}" y="{3}" text-anchor="middle">{4}</text>"#,
-                px(x),
+                frame.px(x),
                 TOP + plot_h,
                 TOP + plot_h + 5.0,
                 TOP + plot_h + 20.0,
@@ -105,14 +137,16 @@ impl LinePlot {
             );
         }
         let y_ticks: Vec<f64> = if self.log_y {
-            let decades = (y1 - y0).round() as i64;
-            let step = (decades / 8).max(1);
+            let decades = (frame.y1 - frame.y0).round() as i64;
+            let step = usize::try_from((decades / 8).max(1)).unwrap_or(1);
             (0..=decades)
-                .step_by(step as usize)
-                .map(|d| y0 + d as f64)
+                .step_by(step)
+                .map(|d| frame.y0 + d as f64)
                 .collect()
         } else {
-            (0..=5).map(|i| y0 + (y1 - y0) * f64::from(i) / 5.0).collect()
+            (0..=5)
+                .map(|i| frame.y0 + (frame.y1 - frame.y0) * f64::from(i) / 5.0)
+                .collect()
         };
         for y in y_ticks {
             let label = if self.log_y {
@@ -125,9 +159,9 @@ impl LinePlot {
                 r#"<line x1="{0}" y1="{2}" x2="{1}" y2="{2}" stroke="black"/><text x="{3}" y="{4}" text-anchor="end">{label}</text>"#,
                 LEFT - 5.0,
                 LEFT,
-                py(y),
+                frame.py(y),
                 LEFT - 8.0,
-                py(y) + 4.0
+                frame.py(y) + 4.0
             );
         }
         let _ = writeln!(
@@ -143,11 +177,15 @@ impl LinePlot {
             TOP + plot_h / 2.0,
             escape(&self.y_label)
         );
-        for (i, (curve, pts)) in self.curves.iter().zip(&points).enumerate() {
+    }
+
+    /// One polyline per curve and its legend entry.
+    fn lines(&self, svg: &mut String, frame: Frame, points: &[Vec<(f64, f64)>]) {
+        for (i, (curve, pts)) in self.curves.iter().zip(points).enumerate() {
             let (dash, colour) = (DASHES[i % DASHES.len()], COLOURS[i % COLOURS.len()]);
             let path: Vec<String> = pts
                 .iter()
-                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                .map(|&(x, y)| format!("{:.1},{:.1}", frame.px(x), frame.py(y)))
                 .collect();
             let _ = writeln!(
                 svg,
@@ -165,8 +203,6 @@ impl LinePlot {
                 escape(&curve.label)
             );
         }
-        svg.push_str("</svg>\n");
-        svg
     }
 }
 

@@ -316,7 +316,7 @@ impl Detector {
     /// from the next [`Detector::schedule_first_dark`] on.
     pub fn set_background(&mut self, photons_per_s: f64) {
         let rate = photons_per_s * self.efficiency;
-        self.background = if !(rate > 0.0) {
+        self.background = if rate.is_nan() || rate <= 0.0 {
             DarkProcess::None
         } else if self.gated {
             DarkProcess::Gated {

@@ -336,7 +336,11 @@ impl Fiber {
     /// Applies the drift update, step or PMD update due at [`Self::next_change_ps`].
     pub fn change(&mut self) {
         let rotation_due = self.next_step_ps().min(self.next_drift_ps);
-        if let Some(pmd) = self.pmd.as_mut().filter(|p| p.next_update_ps() < rotation_due) {
+        if let Some(pmd) = self
+            .pmd
+            .as_mut()
+            .filter(|p| p.next_update_ps() < rotation_due)
+        {
             pmd.update(&mut self.rng);
             return;
         }
@@ -387,8 +391,13 @@ mod tests {
 
     #[test]
     fn loss_and_delay_follow_length() {
-        let fiber =
-            Fiber::new(&FiberSpec::standard(50.0), Section("f"), SimRng::new(0, 0), 10.0).unwrap();
+        let fiber = Fiber::new(
+            &FiberSpec::standard(50.0),
+            Section("f"),
+            SimRng::new(0, 0),
+            10.0,
+        )
+        .unwrap();
         assert!((fiber.transmission() - 0.1).abs() < 1e-12);
         assert_eq!(fiber.delay_ps(), 244_850_000);
     }
