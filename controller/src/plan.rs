@@ -327,9 +327,7 @@ fn with_power(spec: &LinkSpec, direction: Direction, power_dbm: f64) -> LinkSpec
 }
 
 fn coexistence(preset: LinkPreset, spec: &LinkSpec, f: f64, args: &PlanArgs) -> Coexistence {
-    let mut dark = spec.clone();
-    dark.fiber.classical = None;
-    let dark_rate = finite_rate_bps(preset, &dark, f, args);
+    let dark_rate = finite_rate_bps(preset, &without_light(spec), f, args);
     let template = with_power(spec, Direction::Co, 0.0);
     let classical = template.fiber.classical.unwrap_or_else(|| unreachable!());
     let directions = Direction::ALL
@@ -395,6 +393,24 @@ fn plot_powers(spec: &LinkSpec) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// `spec` over `km` of fiber, with classical light of `(direction, power_dbm)` (the other
+/// classical settings as the flags gave them) or none.
+fn at_distance(spec: &LinkSpec, km: f64, light: Option<(Direction, f64)>) -> LinkSpec {
+    let mut at = match light {
+        Some((direction, power_dbm)) => with_power(spec, direction, power_dbm),
+        None => without_light(spec),
+    };
+    at.fiber.length_km = km;
+    at
+}
+
+/// `spec` with no classical light in the fiber.
+fn without_light(spec: &LinkSpec) -> LinkSpec {
+    let mut dark = spec.clone();
+    dark.fiber.classical = None;
+    dark
+}
+
 /// Points per curve of `--plot`.
 const PLOT_POINTS: u32 = 60;
 
@@ -413,12 +429,7 @@ fn plot(
             let points = (1..=PLOT_POINTS)
                 .map(|i| {
                     let km = max_km * f64::from(i) / f64::from(PLOT_POINTS);
-                    let mut at = spec.clone();
-                    at.fiber.length_km = km;
-                    at.fiber.classical = None;
-                    if let Some(p) = power {
-                        at = with_power(&at, direction, p);
-                    }
+                    let at = at_distance(spec, km, power.map(|p| (direction, p)));
                     (km, finite_rate_bps(preset, &at, f, args))
                 })
                 .collect();
@@ -568,6 +579,23 @@ mod tests {
             (measured - expected).abs() <= 5.0 * sigma,
             "{what}: {measured} against {expected} ± {sigma}"
         );
+    }
+
+    #[test]
+    fn plotted_powers_keep_the_flags_other_classical_settings() {
+        let mut spec = LinkPreset::Snspd.spec(50.0);
+        spec.fiber.classical = Some(ClassicalSpec {
+            filter_nm: 1.0,
+            raman_coefficient: Some(5e-9),
+            ..ClassicalSpec::with_power(-10.0)
+        });
+        let at = at_distance(&spec, 80.0, Some((Direction::Counter, 0.0)));
+        let classical = at.fiber.classical.unwrap();
+        assert!((classical.filter_nm - 1.0).abs() < 1e-12);
+        assert_eq!(classical.raman_coefficient, Some(5e-9));
+        assert_eq!(classical.direction, Direction::Counter);
+        assert!(classical.power_dbm.abs() < 1e-12 && (at.fiber.length_km - 80.0).abs() < 1e-12);
+        assert!(at_distance(&spec, 80.0, None).fiber.classical.is_none());
     }
 
     #[test]
