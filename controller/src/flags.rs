@@ -117,9 +117,8 @@ impl FiberFlags {
             ClassicalSpec::with_power(in_range("classical-power-dbm", power, -100.0, 40.0, "dBm")?);
         if let Some(name) = &self.classical_direction {
             classical.direction = Direction::ALL
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, d)| *d)
+                .into_iter()
+                .find(|d| d.name() == name)
                 .ok_or_else(|| {
                     anyhow!("--classical-direction: `{name}` is neither `co` nor `counter`")
                 })?;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use qkd_firmware_sim::world::{Direction, LinkPreset, LinkSpec};
+use qkd_firmware_sim::world::{ClassicalSpec, Direction, LinkPreset, LinkSpec};
 use qkd_postprocess::bits::binary_entropy;
 use qkd_postprocess::estimate::{
     BasisCounts, Channel, asymptotic_rate, finite_key, gain_and_error, plob_bound,
@@ -226,29 +226,12 @@ const POWER_RESOLUTION_DB: f64 = 0.01;
 
 /// The plan for `spec` with error-correction inefficiency `f`.
 fn evaluate(preset: LinkPreset, spec: &LinkSpec, f: f64, args: &PlanArgs) -> Plan {
-    let c = channel(spec, f);
     let noise = Noise::of(spec);
+    let c = channel_with(spec, f, noise);
     let rep_rate = spec.source.rep_rate_hz as f64;
     let (mu, rate) = maximise(0.0, 1.5, |mu| asymptotic_rate(mu, &c));
     let (gain, qber) = gain_and_error(mu, &c);
-    let decoy = spec
-        .source
-        .intensities
-        .get(1)
-        .map_or(0.0, |d| d.mean_photon_number);
-    let (finite_mu, finite_rate) = maximise(decoy + 1e-3, 1.5, |mu| {
-        finite_block(spec, &c, mu, args).map_or(0.0, |(l, pulses)| l / pulses)
-    });
-    let finite_key = finite_block(spec, &c, finite_mu, args)
-        .filter(|_| finite_rate > 0.0)
-        .map(|(length, pulses)| FiniteKeyPlan {
-            block_bits: args.block_bits,
-            mu: finite_mu,
-            expected_block_length: length,
-            block_seconds: pulses / rep_rate,
-            secret_key_rate_per_pulse: finite_rate,
-            secret_key_rate_bps: finite_rate * rep_rate,
-        });
+    let finite_key = finite_key_plan(spec, &c, args);
     Plan {
         preset: preset.name(),
         distance_km: spec.fiber.length_km,
@@ -273,11 +256,33 @@ fn evaluate(preset: LinkPreset, spec: &LinkSpec, f: f64, args: &PlanArgs) -> Pla
     }
 }
 
+/// The finite-key expectation over channel `c` at the best signal intensity (decoys as in the
+/// preset), `None` without key.
+fn finite_key_plan(spec: &LinkSpec, c: &Channel, args: &PlanArgs) -> Option<FiniteKeyPlan> {
+    let rep_rate = spec.source.rep_rate_hz as f64;
+    let decoy = spec
+        .source
+        .intensities
+        .get(1)
+        .map_or(0.0, |d| d.mean_photon_number);
+    let (mu, rate) = maximise(decoy + 1e-3, 1.5, |mu| {
+        finite_block(spec, c, mu, args).map_or(0.0, |(l, pulses)| l / pulses)
+    });
+    finite_block(spec, c, mu, args)
+        .filter(|_| rate > 0.0)
+        .map(|(length, pulses)| FiniteKeyPlan {
+            block_bits: args.block_bits,
+            mu,
+            expected_block_length: length,
+            block_seconds: pulses / rep_rate,
+            secret_key_rate_per_pulse: rate,
+            secret_key_rate_bps: rate * rep_rate,
+        })
+}
+
 /// Expected finite-key secret bits per second of `spec`, 0 without key.
-fn finite_rate_bps(preset: LinkPreset, spec: &LinkSpec, f: f64, args: &PlanArgs) -> f64 {
-    evaluate(preset, spec, f, args)
-        .finite_key
-        .map_or(0.0, |fk| fk.secret_key_rate_bps)
+fn finite_rate_bps(spec: &LinkSpec, f: f64, args: &PlanArgs) -> f64 {
+    finite_key_plan(spec, &channel(spec, f), args).map_or(0.0, |fk| fk.secret_key_rate_bps)
 }
 
 /// The largest launch power in one direction that still keys.
@@ -312,58 +317,70 @@ struct Coexistence {
     directions: Vec<PowerLimit>,
 }
 
+/// The classical settings the flags gave, or the defaults at `power_dbm` without any.
+fn classical_settings(spec: &LinkSpec, power_dbm: f64) -> ClassicalSpec {
+    spec.fiber
+        .classical
+        .unwrap_or_else(|| ClassicalSpec::with_power(power_dbm))
+}
+
 /// `spec` with classical light of `power_dbm` launched in `direction` (the other classical
 /// settings as the flags gave them).
 fn with_power(spec: &LinkSpec, direction: Direction, power_dbm: f64) -> LinkSpec {
     let mut spec = spec.clone();
-    let mut classical = spec
-        .fiber
-        .classical
-        .unwrap_or_else(|| qkd_firmware_sim::world::ClassicalSpec::with_power(power_dbm));
-    classical.power_dbm = power_dbm;
-    classical.direction = direction;
-    spec.fiber.classical = Some(classical);
+    spec.fiber.classical = Some(ClassicalSpec {
+        power_dbm,
+        direction,
+        ..classical_settings(&spec, power_dbm)
+    });
     spec
 }
 
+/// The highest launch power in [`POWER_RANGE_DBM`] that still keys, to
+/// [`POWER_RESOLUTION_DB`], as (power, at the top of the range, rate there); `None` if even
+/// the lowest does not. The rate falls monotonically with the noise, so a bisection finds it.
+fn highest_keying_power(rate_at: impl Fn(f64) -> f64) -> Option<(f64, bool, f64)> {
+    let (low, high) = POWER_RANGE_DBM;
+    let top = rate_at(high);
+    if top > 0.0 {
+        return Some((high, true, top));
+    }
+    let (mut keyed, mut keyed_rate, mut unkeyed) = (low, rate_at(low), high);
+    if keyed_rate <= 0.0 {
+        return None;
+    }
+    while unkeyed - keyed > POWER_RESOLUTION_DB {
+        let mid = 0.5 * (keyed + unkeyed);
+        let rate = rate_at(mid);
+        if rate > 0.0 {
+            (keyed, keyed_rate) = (mid, rate);
+        } else {
+            unkeyed = mid;
+        }
+    }
+    Some((keyed, false, keyed_rate))
+}
+
 fn coexistence(preset: LinkPreset, spec: &LinkSpec, f: f64, args: &PlanArgs) -> Coexistence {
-    let dark_rate = finite_rate_bps(preset, &without_light(spec), f, args);
-    let template = with_power(spec, Direction::Co, 0.0);
-    let classical = template.fiber.classical.unwrap_or_else(|| unreachable!());
+    let dark_rate = finite_rate_bps(&without_light(spec), f, args);
+    let classical = classical_settings(spec, 0.0);
     let directions = Direction::ALL
         .iter()
-        .map(|&(name, direction)| {
-            let rate_at =
-                |p: f64| finite_rate_bps(preset, &with_power(spec, direction, p), f, args);
-            let (low, high) = POWER_RANGE_DBM;
-            let (max_power_dbm, at_range_limit) = if dark_rate <= 0.0 {
-                (None, false)
-            } else if rate_at(high) > 0.0 {
-                (Some(high), true)
-            } else if rate_at(low) <= 0.0 {
-                (None, false)
+        .map(|&direction| {
+            // Classical light only adds noise: without key in the dark, none with light.
+            let limit = if dark_rate > 0.0 {
+                highest_keying_power(|p| finite_rate_bps(&with_power(spec, direction, p), f, args))
             } else {
-                // The rate falls monotonically with the noise: bisect keyed / unkeyed.
-                let (mut keyed, mut unkeyed) = (low, high);
-                while unkeyed - keyed > POWER_RESOLUTION_DB {
-                    let mid = 0.5 * (keyed + unkeyed);
-                    if rate_at(mid) > 0.0 {
-                        keyed = mid;
-                    } else {
-                        unkeyed = mid;
-                    }
-                }
-                (Some(keyed), false)
+                None
             };
-            let at = max_power_dbm.map(|p| with_power(spec, direction, p));
             PowerLimit {
-                direction: name,
-                max_power_dbm: max_power_dbm.map(|p| (p * 100.0).floor() / 100.0),
-                at_range_limit,
-                secret_key_rate_bps: at
-                    .as_ref()
-                    .map_or(0.0, |s| finite_rate_bps(preset, s, f, args)),
-                raman_photons_per_s: at.as_ref().map_or(0.0, |s| s.fiber.raman_photons_per_s()),
+                direction: direction.name(),
+                max_power_dbm: limit.map(|(p, _, _)| (p * 100.0).floor() / 100.0),
+                at_range_limit: limit.is_some_and(|(_, top, _)| top),
+                secret_key_rate_bps: limit.map_or(0.0, |(_, _, rate)| rate),
+                raman_photons_per_s: limit.map_or(0.0, |(p, _, _)| {
+                    with_power(spec, direction, p).fiber.raman_photons_per_s()
+                }),
             }
         })
         .collect();
@@ -430,7 +447,7 @@ fn plot(
                 .map(|i| {
                     let km = max_km * f64::from(i) / f64::from(PLOT_POINTS);
                     let at = at_distance(spec, km, power.map(|p| (direction, p)));
-                    (km, finite_rate_bps(preset, &at, f, args))
+                    (km, finite_rate_bps(&at, f, args))
                 })
                 .collect();
             Curve {
@@ -569,9 +586,7 @@ fn print_coexistence(c: &Coexistence) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qkd_firmware_sim::world::{
-        Basis, ClassicalSpec, LinkStats, NodeOutput, PrepareMeasureWorld,
-    };
+    use qkd_firmware_sim::world::{Basis, LinkStats, NodeOutput, PrepareMeasureWorld};
 
     /// Within five standard deviations.
     fn assert_close(what: &str, measured: f64, expected: f64, sigma: f64) {

@@ -2,7 +2,11 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+use std::process::Command;
+
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{field, json, qkd};
 
 #[path = "../../tests/bounds/lim2014.rs"]
 mod lim2014;
@@ -13,23 +17,6 @@ const AUTH_REFILL_BITS: u64 = 512;
 /// correcting, and the least error rate it plans for.
 const EXPECTED_EC_INEFFICIENCY: f64 = 1.2;
 const MIN_QBER_ESTIMATE: f64 = 0.002;
-
-fn qkd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qkd"))
-        .args(args)
-        .output()
-        .expect("the qkd binary runs")
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let out = qkd(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
 
 #[test]
 fn emulate_json_has_the_contracted_fields() {
@@ -298,12 +285,6 @@ fn link_gives_matching_keys_at_50_km_with_the_contracted_fields() {
 enum Protocol {
     Bb84,
     Bbm92,
-}
-
-fn field(v: &serde_json::Value, name: &str) -> f64 {
-    v[name]
-        .as_f64()
-        .unwrap_or_else(|| unreachable!("field {name} missing in {v}"))
 }
 
 /// Recomputes every block's bound from its reported inputs with the separate implementation of

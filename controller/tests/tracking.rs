@@ -4,26 +4,13 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{field, json, qkd};
 
+/// `qkd bench tracking --json ARGS…`.
 fn tracking(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_qkd"))
-        .args(["bench", "tracking", "--json"])
-        .args(args)
-        .output()
-        .expect("the qkd binary runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
-
-fn field(report: &serde_json::Value, name: &str) -> f64 {
-    report[name]
-        .as_f64()
-        .unwrap_or_else(|| panic!("missing {name}: {report}"))
+    json(&[&["bench", "tracking", "--json"], args].concat())
 }
 
 /// Mean added QBER under 0.5 % and full uptime; returns the report.
@@ -151,10 +138,7 @@ fn paddles_recover_from_a_one_radian_step_from_disclosed_bits() {
 
 #[test]
 fn bad_tracking_flags_are_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_qkd"))
-        .args(["bench", "tracking", "--step-at", "1"])
-        .output()
-        .unwrap();
+    let out = qkd(&["bench", "tracking", "--step-at", "1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--step-at needs --step-rad"));
 }
@@ -176,18 +160,9 @@ fn tracking_through_the_serial_board_matches_the_emulated_controller() {
     assert!((a - b).abs() < 0.001, "emulated {a} vs serial {b}");
 }
 
+/// `qkd link --distance-km 25 --json ARGS…`.
 fn link(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_qkd"))
-        .args(["link", "--distance-km", "25", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    json(&[&["link", "--distance-km", "25", "--json"], args].concat())
 }
 
 /// `qkd link --track`: the fiber starts at a random rotation and drifts (0.1 rad/√s, an aerial
@@ -228,10 +203,7 @@ fn the_link_holds_batches_until_tracking_has_aligned_then_makes_key() {
 
 #[test]
 fn tracking_is_refused_on_the_entangled_link() {
-    let out = Command::new(env!("CARGO_BIN_EXE_qkd"))
-        .args(["link", "--protocol", "bbm92", "--track"])
-        .output()
-        .unwrap();
+    let out = qkd(&["link", "--protocol", "bbm92", "--track"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("BB84 link only"));
 }

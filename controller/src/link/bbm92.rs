@@ -4,7 +4,8 @@
 use anyhow::{Context, Result};
 use qkd_drivers::emulator::{EmulatedBench, World};
 use qkd_firmware_sim::world::{
-    EntangledLinkSpec, FiberSpec, LinkPreset, LinkSpec, ReceiverSpec, SpdcSourceSpec,
+    EntangledLinkSpec, FiberSpec, InitialRotation, LinkPreset, LinkSpec, ReceiverSpec,
+    SpdcSourceSpec,
 };
 use qkd_runtime::sources::bbm92::{NodeA, NodeB};
 
@@ -33,12 +34,10 @@ pub(crate) fn spec_of(detector_link: &LinkSpec) -> EntangledLinkSpec {
     let arm = FiberSpec {
         length_km: fiber.length_km / 2.0,
         extra_loss_db: fiber.extra_loss_db / 2.0,
-        loss_db_per_km: fiber.loss_db_per_km,
-        misalignment: fiber.misalignment,
-        pmd_ps_per_sqrt_km: fiber.pmd_ps_per_sqrt_km,
-        pmd_correlation_s: fiber.pmd_correlation_s,
-        classical: fiber.classical,
-        ..FiberSpec::standard(0.0)
+        drift_rad_per_sqrt_s: 0.0,
+        initial_rotation: InitialRotation::Identity,
+        steps: Vec::new(),
+        ..fiber.clone()
     };
     let receiver = ReceiverSpec {
         controller: qkd_firmware_sim::world::ControllerSpec::None,

@@ -95,9 +95,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    /// Both directions with their command-line names.
-    pub const ALL: [(&'static str, Direction); 2] =
-        [("co", Direction::Co), ("counter", Direction::Counter)];
+    /// Both directions.
+    pub const ALL: [Direction; 2] = [Direction::Co, Direction::Counter];
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
