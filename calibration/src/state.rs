@@ -119,9 +119,7 @@ impl PolarizationCalibration {
     pub fn from_tracker(tracker: &Tracker, controller: &DeviceIdentity) -> Self {
         PolarizationCalibration {
             version: FORMAT_VERSION,
-            saved_unix_s: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            saved_unix_s: unix_now_s(),
             controller: controller.into(),
             setting: tracker.setting().to_vec(),
             curvatures: tracker.curvatures().to_vec(),
@@ -202,16 +200,50 @@ impl PolarizationCalibration {
                 calibration.curvatures.len()
             )));
         }
-        if calibration
-            .setting
+        if let Some(v) = calibration.setting.iter().find(|v| !v.is_finite()) {
+            return Err(malformed(format!(
+                "setting {v} is not a finite actuator value"
+            )));
+        }
+        let (low, high) = CURVATURE_RANGE;
+        if let Some(c) = calibration
+            .curvatures
             .iter()
-            .chain(&calibration.curvatures)
-            .any(|v| !v.is_finite())
+            .find(|&&c| !(c > low && c <= high))
         {
-            return Err(malformed("non-finite value".into()));
+            return Err(malformed(format!(
+                "curvature {c} is outside ({low}, {high}]: the cost must rise away from alignment"
+            )));
+        }
+        if let Some(floor) = calibration.floor.filter(|f| !(0.0..=1.0).contains(f)) {
+            return Err(malformed(format!(
+                "floor {floor} is outside [0, 1] (a cost is an error rate)"
+            )));
+        }
+        let latest = unix_now_s().saturating_add(CLOCK_SLACK_S);
+        if calibration.saved_unix_s > latest {
+            return Err(malformed(format!(
+                "saved_unix_s {} is in the future (now {})",
+                calibration.saved_unix_s,
+                unix_now_s()
+            )));
         }
         Ok(calibration)
     }
+}
+
+/// Curvatures a calibration may hold, per unit² of an actuator: positive (the cost has a
+/// minimum at alignment) and far above any real controller's (μV or millidegree units
+/// included), so a corrupted file cannot pass for one.
+const CURVATURE_RANGE: (f64, f64) = (0.0, 1e6);
+
+/// How far ahead of this machine's clock a save time may be (another machine's clock).
+const CLOCK_SLACK_S: u64 = 86_400;
+
+fn unix_now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -279,5 +311,42 @@ mod tests {
             PolarizationCalibration::load(&path, &identity("A1"), 4),
             Err(StateError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn implausible_values_are_refused_naming_the_field() {
+        let path = temp("values");
+        let cases: [(&str, serde_json::Value, &str); 6] = [
+            (
+                "curvatures",
+                serde_json::json!([0.0, 1e-7, 1e-7, 1e-7]),
+                "curvature 0",
+            ),
+            (
+                "curvatures",
+                serde_json::json!([-1e-7, 1e-7, 1e-7, 1e-7]),
+                "curvature -0.0000001",
+            ),
+            (
+                "curvatures",
+                serde_json::json!([1e308, 1e-7, 1e-7, 1e-7]),
+                "curvature 1",
+            ),
+            ("floor", serde_json::json!(-0.01), "floor -0.01"),
+            ("saved_unix_s", serde_json::json!(u64::MAX), "in the future"),
+            ("setting", serde_json::json!([1.0, 2.0, 3.0]), "3 settings"),
+        ];
+        for (field, value, message) in cases {
+            let mut text = serde_json::to_value(calibration()).unwrap();
+            text[field] = value;
+            std::fs::write(&path, text.to_string()).unwrap();
+            let err = PolarizationCalibration::load(&path, &identity("A1"), 4).unwrap_err();
+            assert!(
+                matches!(err, StateError::Malformed { .. }),
+                "{field}: {err}"
+            );
+            assert!(err.to_string().contains(message), "{field}: {err}");
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -43,10 +43,10 @@ pub struct CalibrateArgs {
     #[arg(long, value_enum, default_value_t = ControllerKind::Squeezers)]
     pub controller: ControllerKind,
     /// Integration with the source dark, seconds of link time.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     pub dark_seconds: f64,
     /// Link time of each measurement with the source on, seconds.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub light_seconds: f64,
     /// Write the polarization calibration here (versioned, tied to the controller's identity).
     #[arg(long)]

@@ -33,7 +33,41 @@ pub struct ProbeArgs {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DevicesFile {
+    #[serde(deserialize_with = "unique_names")]
     devices: BTreeMap<String, DeviceConfig>,
+}
+
+/// The devices by name, refusing a name given twice: JSON allows it, and keeping only the
+/// last would leave a device the operator configured silently unused.
+fn unique_names<'de, D>(deserializer: D) -> Result<BTreeMap<String, DeviceConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Names;
+    impl<'de> serde::de::Visitor<'de> for Names {
+        type Value = BTreeMap<String, DeviceConfig>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of devices by name")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut devices = BTreeMap::new();
+            while let Some((name, config)) = map.next_entry::<String, DeviceConfig>()? {
+                if devices.insert(name.clone(), config).is_some() {
+                    return Err(serde::de::Error::custom(format!(
+                        "device `{name}` is named twice"
+                    )));
+                }
+            }
+            if devices.is_empty() {
+                return Err(serde::de::Error::custom("no devices: name at least one"));
+            }
+            Ok(devices)
+        }
+    }
+    deserializer.deserialize_map(Names)
 }
 
 /// What one device answered.

@@ -10,6 +10,7 @@ use qkd_firmware_sim::world::{Basis, LinkStats, NodeOutput, PrepareMeasureWorld}
 use serde::Serialize;
 
 use crate::flags::{Bench, BenchFlags, in_range};
+use crate::limits;
 use crate::progress::Progress;
 use crate::recording::PtuRecording;
 
@@ -88,6 +89,9 @@ struct Report {
     tags: u64,
     /// Events the tagger lost to its throughput limit.
     missed_tags: u64,
+    /// Tags stamped before the tagger's time 0, left out of a `--record`ing (which cannot
+    /// hold them): jitter at the start of a 0 km link.
+    tags_before_start: u64,
     /// Wall-clock time of the emulation.
     wall_s: f64,
     /// Detection events emulated per wall-clock second (one core).
@@ -107,6 +111,11 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
 
     let mut recorder = match &args.record {
         Some(path) => {
+            limits::ensure_disk(
+                path,
+                &format!("--record over --seconds {seconds}"),
+                recording_bytes(&spec, seed, seconds)?,
+            )?;
             let info = RecordingInfo {
                 resolution_ps: spec.tagger.resolution_ps,
                 input_channels: 4,
@@ -142,6 +151,7 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
     }
     stats.finish(world.source());
     progress.finish();
+    let tags_before_start = recorder.as_ref().map_or(0, PtuRecording::before_start);
     if let Some(writer) = recorder {
         writer.finish()?;
     }
@@ -181,6 +191,7 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
         dgd_ps: world.node().fiber.dgd_ps(),
         tags,
         missed_tags: missed,
+        tags_before_start,
         wall_s,
         events_per_s: stats.total_clicks() as f64 / wall_s.max(1e-9),
     };
@@ -190,6 +201,28 @@ pub fn run(args: &EmulateArgs) -> Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// A generous estimate of a recording's size: the tag rate of a first step of the same world,
+/// three standard deviations up, at 4 bytes a record, plus an overflow record per wrap of the
+/// 2^25 ps time field (never more than one per tag) and the header.
+fn recording_bytes(
+    spec: &qkd_firmware_sim::world::LinkSpec,
+    seed: u64,
+    seconds: f64,
+) -> Result<u64> {
+    const RECORD_BYTES: f64 = 4.0;
+    const WRAP_S: f64 = (1u64 << 25) as f64 * 1e-12;
+    const HEADER_BYTES: f64 = 65_536.0;
+    let mut pilot = PrepareMeasureWorld::new(spec, seed).context("the bench cannot be built")?;
+    let pilot_ps = STEP_PS.min((seconds * 1e12).round() as i64).max(1);
+    let mut out = NodeOutput::default();
+    pilot.run_until(pilot_ps, &mut out);
+    let tags = out.tag_times_ps.len() as f64;
+    let tags_per_s = (tags + 3.0 * tags.sqrt() + 1.0) / (pilot_ps as f64 * 1e-12);
+    let records = tags_per_s * seconds;
+    let overflows = records.min(seconds / WRAP_S);
+    Ok(((records + overflows) * RECORD_BYTES + HEADER_BYTES).min(u64::MAX as f64) as u64)
 }
 
 fn percent(rate: Option<f64>) -> String {
@@ -225,6 +258,12 @@ fn print_table(r: &Report) {
         "  noise           {} dark, {} afterpulse, {} Raman clicks; {} tags, {} missed",
         r.dark_clicks, r.afterpulse_clicks, r.raman_clicks, r.tags, r.missed_tags
     );
+    if r.tags_before_start > 0 {
+        println!(
+            "  recording       {} tags before the tagger's time 0 left out",
+            r.tags_before_start
+        );
+    }
     println!(
         "  speed           {:.2} M events/s ({:.3} s wall)",
         r.events_per_s / 1e6,

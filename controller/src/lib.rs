@@ -7,6 +7,7 @@ pub mod devices;
 pub mod emulate;
 pub mod flags;
 pub mod kme;
+pub mod limits;
 pub mod link;
 pub mod node;
 pub mod plan;

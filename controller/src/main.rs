@@ -71,8 +71,67 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", message(&err));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes on one line, as `{:#}` prints them, leaving out a cause whose
+/// text its wrapper already shows (many errors print their source in their own message).
+fn message(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use clap::builder::ValueParser;
+
+    #[test]
+    fn an_os_error_shown_by_its_wrapper_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("calibration file /x: {0}")]
+        struct Wrapper(#[source] std::io::Error);
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        let err = anyhow::Error::new(Wrapper(io)).context("loading");
+        assert_eq!(
+            message(&err),
+            format!("loading: calibration file /x: {text}")
+        );
+    }
+
+    /// A negative number given to a numeric flag reaches the range check (which names the
+    /// allowed range) instead of clap's "unexpected argument".
+    #[test]
+    fn every_numeric_flag_takes_negative_numbers() {
+        fn visit(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let f64_parser = ValueParser::from(clap::value_parser!(f64)).type_id();
+            for arg in command.get_arguments() {
+                let numeric = arg.get_value_parser().type_id() == f64_parser;
+                if numeric && !arg.is_allow_negative_numbers_set() {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                visit(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        visit(&Cli::command(), "qkd", &mut missing);
+        assert!(missing.is_empty(), "{missing:?}");
     }
 }

@@ -33,16 +33,16 @@ pub struct PlanArgs {
     distance_km: f64,
     /// Error-correction inefficiency f assumed (1 is the Shannon limit). Default: the
     /// literature's 1.22 for `gys`, else 1.1 (Cascade measures 1.03–1.06 here; margin kept).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     ec_inefficiency: Option<f64>,
     /// Key-basis bits per block for the finite-key estimate.
     #[arg(long, default_value_t = 1_000_000)]
     block_bits: u64,
     /// Secrecy parameter ε_sec of the finite-key estimate.
-    #[arg(long, default_value_t = 1e-10)]
+    #[arg(long, default_value_t = 1e-10, allow_negative_numbers = true)]
     eps_sec: f64,
     /// Correctness parameter ε_cor of the finite-key estimate.
-    #[arg(long, default_value_t = 1e-15)]
+    #[arg(long, default_value_t = 1e-15, allow_negative_numbers = true)]
     eps_cor: f64,
     /// Print JSON.
     #[arg(long)]

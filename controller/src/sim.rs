@@ -89,7 +89,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = LightPathArg::Epc)]
     pub light_path: LightPathArg,
     /// Stop after this many seconds instead of waiting for Ctrl-C.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub for_seconds: Option<f64>,
 }
 

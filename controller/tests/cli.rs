@@ -106,7 +106,10 @@ fn bad_input_is_refused_naming_the_flag_and_range() {
             vec!["--distance-km", "-5"],
             "--distance-km: -5 km is outside the allowed range [0, 20000] km",
         ),
-        (vec!["--mu", "NaN"], "--mu: NaN is not a value"),
+        (
+            vec!["--mu", "NaN"],
+            "--mu: NaN is not a number; the allowed range is [0, 100]",
+        ),
         (
             vec!["--eve-fraction", "1.5"],
             "--eve-fraction: 1.5 is outside the allowed range [0, 1]",
@@ -125,6 +128,43 @@ fn bad_input_is_refused_naming_the_flag_and_range() {
         assert!(stderr.contains(message), "{full:?}: {stderr}");
         assert!(out.stdout.is_empty(), "nothing on stdout on error");
     }
+}
+
+#[test]
+fn link_flags_are_refused_naming_what_is_wrong() {
+    for (args, message) in [
+        (
+            vec!["--drift-rate", "-1"],
+            "--drift-rate: -1 rad/√s is outside the allowed range [0, 100] rad/√s",
+        ),
+        (
+            vec!["--reference-share", "2"],
+            "--reference-share sets up polarization tracking: give --track too",
+        ),
+        (
+            vec!["--controller", "paddles"],
+            "--controller sets up polarization tracking: give --track too",
+        ),
+        (
+            vec!["--track", "--reference-share", "2"],
+            "--reference-share: 2 is outside the allowed range [0.001, 0.5]",
+        ),
+    ] {
+        let mut full = vec!["link"];
+        full.extend(args);
+        let out = qkd(&full);
+        assert_eq!(out.status.code(), Some(2), "{full:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{full:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let out = qkd(&["calibrate", "--load", "/nonexistent/calibration.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
 }
 
 #[test]
@@ -879,24 +919,112 @@ fn devices_probe_reports_each_configured_device() {
 }
 
 #[test]
-fn a_failed_recording_leaves_no_file_behind() {
-    // At 0 km the detector jitter puts the first tags before time 0, which PTU cannot hold.
-    let dir = std::env::temp_dir().join(format!("qkd-failed-record-{}", std::process::id()));
+fn a_devices_file_without_devices_or_with_a_name_twice_is_refused() {
+    let dir = std::env::temp_dir().join(format!("qkd-devices-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("devices.json");
+    // No devices, or one name twice (JSON allows it; the first would go unused).
+    for (text, message) in [
+        (r#"{"devices": {}}"#, "no devices: name at least one"),
+        (
+            r#"{"devices": {"x": {"kind": "mpc320", "port": "/dev/a"},
+                            "x": {"kind": "mpc320", "port": "/dev/b"}}}"#,
+            "device `x` is named twice",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let bad = qkd(&["devices", "probe", "--config", &config.to_string_lossy()]);
+        assert_eq!(bad.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_recording_at_zero_km_holds_no_tag_before_its_start() {
+    // Jitter puts the first photons of a 0 km link a few ps before the tagger's time 0: PTU
+    // cannot hold them, so they are left out and counted.
+    let dir = std::env::temp_dir().join(format!("qkd-zero-km-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("run.ptu");
-    let out = qkd(&[
+    let path = file.to_str().unwrap();
+    let run = json(&[
         "emulate",
         "--distance-km",
         "0",
         "--seconds",
         "0.01",
         "--record",
+        path,
+        "--json",
+    ]);
+    let summary = json(&["tags", "inspect", path, "--json"]);
+    let photons: u64 = summary["channels"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let syncs = summary["sync_events"].as_u64().unwrap();
+    assert!(photons > 0);
+    let before_start = run["tags_before_start"].as_u64().unwrap();
+    assert_eq!(
+        photons + syncs + before_start,
+        run["tags"].as_u64().unwrap(),
+        "{summary}"
+    );
+    assert!(summary["first_ps"].as_i64().unwrap() >= 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_recording_larger_than_the_free_disk_is_refused_before_it_starts() {
+    let dir = std::env::temp_dir().join(format!("qkd-big-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("run.ptu");
+    // About 11 TB of tags at 50 km.
+    let out = qkd(&[
+        "emulate",
+        "--seconds",
+        "1e6",
+        "--record",
         file.to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     let error = String::from_utf8_lossy(&out.stderr);
-    assert!(error.contains("negative timestamp"), "{error}");
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        error.contains("--record over --seconds 1000000: needs about")
+            && error.contains("of disk at")
+            && error.contains("free space of the file system"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_benchmark_larger_than_the_memory_limit_is_refused_before_it_starts() {
+    // Under a 2 GB address-space limit; Cascade needs ~14 GB for 10^8 bits, the PA ~6 GB for 2·10^8.
+    for args in [
+        "bench ec --bits 100000000 --frames 1",
+        "bench pa --bits 200000000",
+    ] {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 2000000 && exec {} {args}",
+                env!("CARGO_BIN_EXE_qkd")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args}");
+        let error = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            error.contains("needs about") && error.contains("ulimit -v"),
+            "{args}: {error}"
+        );
+    }
+    let out = qkd(&["bench", "ec", "--bits", "100000", "--frames", "1000000000"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--frames: 1000000000 is outside"));
 }

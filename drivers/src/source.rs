@@ -76,7 +76,7 @@ impl WcpSettings {
 }
 
 /// Alice's records of what she sent in a set of slots, as parallel arrays.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct EmissionRecords {
     /// Slot indices, in the order requested.
     pub slot: Vec<u64>,
@@ -88,6 +88,19 @@ pub struct EmissionRecords {
     pub intensity: Vec<u8>,
     /// Whether the slot carried a publicly known reference state.
     pub reference: Vec<bool>,
+}
+
+/// The number of slots only: bases and bits are Alice's secrets until sifting.
+impl std::fmt::Debug for EmissionRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EmissionRecords({} slots)", self.slot.len())
+    }
+}
+
+impl Drop for EmissionRecords {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.bit);
+    }
 }
 
 impl EmissionRecords {
@@ -168,6 +181,18 @@ pub trait PairSource: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emission_records_debug_shows_no_basis_or_bit() {
+        let records = EmissionRecords {
+            slot: vec![7, 8],
+            basis: vec![Basis::Z, Basis::X],
+            bit: vec![1, 0],
+            intensity: vec![0, 0],
+            reference: vec![false, false],
+        };
+        assert_eq!(format!("{records:?}"), "EmissionRecords(2 slots)");
+    }
 
     fn class(mu: f64, p: f64) -> IntensityClass {
         IntensityClass {

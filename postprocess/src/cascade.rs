@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use qkd_units::mix::{GOLDEN_GAMMA, mix64};
 
+use zeroize::Zeroize;
+
 use crate::bits::Bits;
 
 /// Largest key length (ranges pack into 28-bit fields).
@@ -112,8 +114,20 @@ impl CascadePlan {
 
 /// A key laid out in one pass's shuffle order, packed 64 bits to a word: the parity of any
 /// range costs one XOR per 64 bits, and correcting a bit costs one bit flip.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Permuted(Vec<u64>);
+
+impl std::fmt::Debug for Permuted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Permuted({} words)", self.0.len())
+    }
+}
+
+impl Drop for Permuted {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl Permuted {
     fn new(key: &Bits, order: &[u32]) -> Self {
@@ -378,7 +392,6 @@ impl Shuffles {
 }
 
 /// Alice's side: answers parity questions about her key and counts what she discloses.
-#[derive(Debug)]
 pub struct ParityResponder<'a> {
     key: &'a Bits,
     shuffles: &'a Shuffles,
@@ -387,6 +400,24 @@ pub struct ParityResponder<'a> {
     /// The key in each pass's order, built when that pass is first asked about.
     laid_out: Vec<Option<Permuted>>,
     disclosed: u64,
+}
+
+/// Sizes and counts only: the key, its layouts and its parities stay out of logs.
+impl std::fmt::Debug for ParityResponder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParityResponder")
+            .field("bits", &self.key.len())
+            .field("disclosed", &self.disclosed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ParityResponder<'_> {
+    fn drop(&mut self) {
+        for parities in self.blocks.iter_mut().flatten() {
+            parities.zeroize();
+        }
+    }
 }
 
 impl<'a> ParityResponder<'a> {
@@ -452,7 +483,7 @@ struct Search {
 }
 
 /// Per-pass state on Bob's side.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct PassState {
     alice: Vec<Option<bool>>,
     bob: Vec<bool>,
@@ -545,7 +576,6 @@ enum Stage {
 }
 
 /// Bob's side: drives the questions and corrects his key.
-#[derive(Debug)]
 pub struct Corrector<'a> {
     key: Bits,
     shuffles: &'a Shuffles,
@@ -560,6 +590,23 @@ pub struct Corrector<'a> {
     /// Bits flipped so far: with true answers none is flipped twice.
     flipped: Bits,
     report: CascadeReport,
+}
+
+/// Sizes and counts only: the key, its layouts and its parities stay out of logs.
+impl std::fmt::Debug for Corrector<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Corrector")
+            .field("bits", &self.key.len())
+            .field("passes", &self.passes.len())
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PassState {
+    fn drop(&mut self) {
+        self.bob.zeroize();
+    }
 }
 
 impl<'a> Corrector<'a> {

@@ -23,6 +23,43 @@ use crate::numeric::nearest_with_parity;
 
 type C = Complex<f64>;
 
+/// Working memory that holds values derived from the key: wiped when dropped (and the kept
+/// spectrum after every use), so no transform leaves key material in freed or idle memory.
+#[derive(Default)]
+struct Buffer(Vec<C>);
+
+impl Buffer {
+    fn zeroed(len: usize) -> Self {
+        Buffer(vec![C::default(); len])
+    }
+
+    /// Overwrites every value; `black_box` keeps the compiler from dropping stores to memory
+    /// it sees no later read of.
+    fn wipe(&mut self) {
+        self.0.fill(C::default());
+        std::hint::black_box(&mut self.0);
+    }
+}
+
+impl std::ops::Deref for Buffer {
+    type Target = [C];
+    fn deref(&self) -> &[C] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [C] {
+        &mut self.0
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
 /// Columns gathered at once: 256-byte runs per row; measured best among 8, 16 and 32.
 const GROUP: usize = 16;
 
@@ -52,8 +89,10 @@ pub struct ParityConvolver {
     unpack_row: Vec<C>,
     unpack_col: Vec<C>,
     scratch_len: usize,
-    first: Vec<C>,
-    second: Vec<C>,
+    /// The key's spectrum, then the product's: wiped after each use.
+    first: Buffer,
+    /// The seed's spectrum (public).
+    second: Buffer,
 }
 
 impl std::fmt::Debug for ParityConvolver {
@@ -82,7 +121,7 @@ fn nearest_integer_parity(v: f64) -> (bool, f64) {
 /// more than a power of two apart: at exactly `rows` apart, the same row of all columns would
 /// fall into one cache set and evict itself on every access of the gather and the scatter.
 struct ColumnBlock {
-    data: Vec<C>,
+    data: Buffer,
     stride: usize,
     rows: usize,
 }
@@ -91,7 +130,7 @@ impl ColumnBlock {
     fn new(rows: usize) -> Self {
         let stride = rows + 8;
         Self {
-            data: vec![C::default(); GROUP * stride],
+            data: Buffer::zeroed(GROUP * stride),
             stride,
             rows,
         }
@@ -112,17 +151,17 @@ impl ColumnBlock {
 
 /// A thread's buffers for the row work.
 struct RowWork {
-    scratch: Vec<C>,
-    second_row: Vec<C>,
-    second_mirror: Vec<C>,
+    scratch: Buffer,
+    second_row: Buffer,
+    second_mirror: Buffer,
 }
 
 impl RowWork {
     fn new(convolver: &ParityConvolver) -> Self {
         Self {
-            scratch: vec![C::default(); convolver.scratch_len],
-            second_row: vec![C::default(); convolver.cols],
-            second_mirror: vec![C::default(); convolver.cols],
+            scratch: Buffer::zeroed(convolver.scratch_len),
+            second_row: Buffer::zeroed(convolver.cols),
+            second_mirror: Buffer::zeroed(convolver.cols),
         }
     }
 }
@@ -185,8 +224,8 @@ impl ParityConvolver {
             row_forward,
             row_inverse,
             scratch_len,
-            first: vec![C::default(); half],
-            second: vec![C::default(); half],
+            first: Buffer::zeroed(half),
+            second: Buffer::zeroed(half),
         }
     }
 
@@ -218,6 +257,7 @@ impl ParityConvolver {
         });
         self.rows(&mut first, &second);
         let result = self.inverse_columns(&first, start, count);
+        first.wipe();
         self.first = first;
         self.second = second;
         result
@@ -237,7 +277,7 @@ impl ParityConvolver {
         ];
         let (rows, cols) = (self.rows, self.cols);
         let mut block = ColumnBlock::new(rows);
-        let mut scratch = vec![C::default(); self.scratch_len];
+        let mut scratch = Buffer::zeroed(self.scratch_len);
         for first_col in (0..cols).step_by(GROUP) {
             let width = GROUP.min(cols - first_col);
             for n1 in 0..rows {
@@ -399,11 +439,11 @@ impl ParityConvolver {
         let (rows, cols) = (self.rows, self.cols);
         let scale = 1.0 / (self.len / 2) as f64;
         let mut block = ColumnBlock::new(rows);
-        let mut scratch = vec![C::default(); self.scratch_len];
+        let mut scratch = Buffer::zeroed(self.scratch_len);
         let mut bits = Bits::zeros(count);
         let mut worst: f64 = 0.0;
         let window = start..start + count;
-        let mut staging = vec![C::default(); GROUP * rows];
+        let mut staging = Buffer::zeroed(GROUP * rows);
         for group in groups {
             let first_col = group * GROUP;
             let width = GROUP.min(cols - first_col);

@@ -7,6 +7,7 @@
 //! disclosed to estimate the phase error.
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 use crate::bits::Bits;
 use crate::slots::Detections;
@@ -32,6 +33,12 @@ pub struct Measurements {
 impl std::fmt::Debug for Measurements {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Measurements({} results)", self.slot.len())
+    }
+}
+
+impl Drop for Measurements {
+    fn drop(&mut self) {
+        self.bit.zeroize();
     }
 }
 
@@ -108,6 +115,12 @@ pub struct Preparations {
 impl std::fmt::Debug for Preparations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Preparations({} slots)", self.basis.len())
+    }
+}
+
+impl Drop for Preparations {
+    fn drop(&mut self) {
+        self.bit.zeroize();
     }
 }
 

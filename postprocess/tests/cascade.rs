@@ -181,3 +181,32 @@ fn contradictory_answers_stop_the_correction_instead_of_looping() {
     }
     assert!(stopped > 0, "no frame saw the contradiction");
 }
+
+/// Mid-reconciliation, the two sides' `Debug` shows sizes and counts, never key words, layouts
+/// or parities: no list at all (the derived one printed them all).
+#[test]
+fn debug_output_holds_no_key_material() {
+    let n = 4096;
+    let shuffles = Shuffles::new(n, &CascadePlan::for_qber(n, 0.02), 5).unwrap();
+    let alice = Bits::from_word_fn(n, || u64::MAX);
+    let mut bob = alice.clone();
+    for i in (0..n).step_by(97) {
+        bob.flip(i);
+    }
+    let mut responder = ParityResponder::new(&alice, &shuffles).unwrap();
+    let mut corrector = Corrector::new(bob, &shuffles).unwrap();
+    for _ in 0..5 {
+        let Some(query) = corrector.next_query() else {
+            break;
+        };
+        let answer = responder.answer(&query).unwrap();
+        corrector.absorb(&answer).unwrap();
+    }
+    for text in [format!("{responder:?}"), format!("{corrector:?}")] {
+        assert!(text.len() < 400, "{text}");
+        for leak in ["18446744073709551615", "[", "Permuted", "words"] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+        assert!(text.contains("bits: 4096"), "{text}");
+    }
+}

@@ -720,3 +720,60 @@ pub async fn measure_block<T: Transport>(
         Err(error) => Ok(BlockEnd::Held { report, error }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoy_block() -> (BlockSettings, Sifted) {
+        let settings = BlockSettings {
+            block_bits: 16,
+            decoy: Some(DecoySettings {
+                mu: [0.5, 0.1, 0.0002],
+                p: [0.8, 0.15, 0.05],
+                eps_sec: 1e-10,
+                eps_cor: 1e-15,
+            }),
+            eps_sec: 1e-10,
+            eps_cor: 1e-15,
+            reconciliation: Reconciliation::Cascade,
+        };
+        let block = Sifted {
+            key: Bits::zeros(16),
+            key_class: vec![0; 16],
+            test: Bits::zeros(6),
+            test_class: vec![0, 0, 0, 1, 1, 2],
+        };
+        (settings, block)
+    }
+
+    /// A peer's counts that would wrap when summed are refused class by class first.
+    #[test]
+    fn test_errors_beyond_a_class_bits_are_refused_before_any_sum() {
+        let (settings, block) = decoy_block();
+        let id: BlockId = 1;
+        let err = statistics(&settings, id, &block, &[u64::MAX, u64::MAX, 1]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Violation::TooManyErrors {
+                    class: 0,
+                    bits: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = statistics(&settings, id, &block, &[0, 3, 0]).unwrap_err();
+        assert!(
+            matches!(err, Violation::TooManyErrors { class: 1, .. }),
+            "{err}"
+        );
+        let err = statistics(&settings, id, &block, &[0, 0]).unwrap_err();
+        assert!(
+            matches!(err, Violation::ErrorClasses { classes: 3, got: 2 }),
+            "{err}"
+        );
+        statistics(&settings, id, &block, &[3, 2, 1]).unwrap();
+    }
+}

@@ -55,15 +55,15 @@ impl fmt::Display for RangeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sep = if self.unit.is_empty() { "" } else { " " };
         if self.value.is_nan() {
-            write!(f, "NaN is not a value")?;
+            write!(f, "NaN is not a number; the allowed range is")?;
         } else {
-            write!(f, "{}{sep}{} is outside", self.value, self.unit)?;
+            write!(
+                f,
+                "{}{sep}{} is outside the allowed range",
+                self.value, self.unit
+            )?;
         }
-        write!(
-            f,
-            " the allowed range [{}, {}]{sep}{}",
-            self.min, self.max, self.unit
-        )
+        write!(f, " [{}, {}]{sep}{}", self.min, self.max, self.unit)
     }
 }
 

@@ -10,12 +10,24 @@ use serde::Serialize;
 
 use super::machine::Machine;
 use crate::flags::in_range;
+use crate::limits;
 
 /// Flags of `qkd bench ec`.
+/// Peak resident memory of the benchmark per frame bit: both frames, Cascade's permutations
+/// and parities (measured with `/usr/bin/time -f %M` on release builds at 10^6 and 10^7 bits:
+/// 125 and 128 bytes, rounded up).
+const PEAK_BYTES_PER_BIT: u64 = 140;
+
+/// Most frames one run reconciles.
+const MAX_FRAMES: u64 = 1_000_000;
+
+/// Most bits one run reconciles, all frames together.
+const MAX_TOTAL_BITS: u64 = 10_000_000_000;
+
 #[derive(Debug, clap::Args)]
 pub struct EcArgs {
     /// Bit error rate of the frames.
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = 0.02, allow_negative_numbers = true)]
     qber: f64,
     /// Bits per frame.
     #[arg(long, default_value_t = 100_000)]
@@ -75,9 +87,24 @@ pub fn run(args: &EcArgs) -> Result<()> {
             args.bits
         );
     }
-    if args.frames == 0 {
-        bail!("--frames: give at least one frame");
+    if !(1..=MAX_FRAMES).contains(&args.frames) {
+        bail!(
+            "--frames: {} is outside the allowed range [1, {MAX_FRAMES}]",
+            args.frames
+        );
     }
+    let total_bits = args.bits as u64 * args.frames;
+    if total_bits > MAX_TOTAL_BITS {
+        bail!(
+            "--bits {} --frames {}: {total_bits} bits in all, over the {MAX_TOTAL_BITS} a run may reconcile (about 3 minutes here)",
+            args.bits,
+            args.frames
+        );
+    }
+    limits::ensure_memory(
+        &format!("--bits {}", args.bits),
+        args.bits as u64 * PEAK_BYTES_PER_BIT,
+    )?;
     let setup = Instant::now();
     let shuffles = Shuffles::new(args.bits, &CascadePlan::for_qber(args.bits, qber), 0x5EED)?;
     let setup_s = setup.elapsed().as_secs_f64();
@@ -109,7 +136,7 @@ pub fn run(args: &EcArgs) -> Result<()> {
         trips += u64::from(report.round_trips);
         failures += u64::from(corrected != alice);
     }
-    let total_bits = (args.bits as u64 * args.frames) as f64;
+    let total_bits = total_bits as f64;
     let report = Report {
         machine: Machine::current(),
         qber,

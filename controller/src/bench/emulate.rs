@@ -15,10 +15,10 @@ const STEP_PS: i64 = 10_000_000_000;
 #[derive(Debug, clap::Args)]
 pub struct EmulateBenchArgs {
     /// Fiber length in km.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, allow_negative_numbers = true)]
     distance_km: f64,
     /// Emulated seconds per timed run.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     seconds: f64,
     /// Timed repetitions; the median is reported.
     #[arg(long, default_value_t = 3)]

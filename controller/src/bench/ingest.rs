@@ -27,10 +27,10 @@ const BATCH: usize = 1 << 20;
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
     /// Emulated seconds of the 100 MHz prepare-and-measure stream to ingest.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     seconds: f64,
     /// Seconds of the two entangled streams for the offset search.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     offset_stream_seconds: f64,
     /// Timed repetitions; the median is reported.
     #[arg(long, default_value_t = 3)]

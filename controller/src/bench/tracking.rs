@@ -40,10 +40,11 @@ pub enum Strategy {
 }
 
 /// Which polarization controller the receiver has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ControllerKind {
     /// Four fiber squeezers (OZ Optics EPC style), millivolts.
+    #[default]
     Squeezers,
     /// Three motorised paddles (Thorlabs MPC320 style), degrees.
     Paddles,
@@ -76,16 +77,16 @@ pub struct TrackingArgs {
     pub strategy: Strategy,
     /// Polarization drift rate in rad/√s: the fiber's rotation angle performs a random walk with
     /// variance rate²·t.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     pub drift_rate: f64,
     /// Scored link time in seconds (after alignment).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
     pub seconds: f64,
     /// A sudden rotation of this many radians (random axis) during the scored time.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub step_rad: Option<f64>,
     /// When the step happens, seconds into the scored time (default: half way).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub step_at: Option<f64>,
     /// Polarization controller of the receiver.
     #[arg(long, value_enum, default_value_t = ControllerKind::Squeezers)]
@@ -94,10 +95,10 @@ pub struct TrackingArgs {
     #[arg(long, default_value = "snspd")]
     pub preset: String,
     /// Fiber length in km.
-    #[arg(long, default_value_t = 25.0)]
+    #[arg(long, default_value_t = 25.0, allow_negative_numbers = true)]
     pub distance_km: f64,
     /// Share of slots carrying reference states (reference strategy).
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
     pub reference_share: f64,
     /// Seed of the emulated bench.
     #[arg(long, default_value_t = 1)]

@@ -65,10 +65,10 @@ pub struct LinkArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub block_bits: usize,
     /// Secrecy parameter ε_sec.
-    #[arg(long, default_value_t = 1e-10)]
+    #[arg(long, default_value_t = 1e-10, allow_negative_numbers = true)]
     pub eps_sec: f64,
     /// Correctness parameter ε_cor.
-    #[arg(long, default_value_t = 1e-15)]
+    #[arg(long, default_value_t = 1e-15, allow_negative_numbers = true)]
     pub eps_cor: f64,
     /// Protocol.
     #[arg(long, value_enum, default_value_t = Protocol::Bb84)]
@@ -79,23 +79,27 @@ pub struct LinkArgs {
     pub hybrid_auth: bool,
     /// Polarization drift of the fiber in rad/√s: its rotation angle performs a random walk
     /// with variance rate²·t. Without `--track` the fiber starts aligned and nothing corrects it.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub drift_rate: f64,
     /// Track polarization at Bob with reference states: the fiber starts at a random rotation,
     /// the tracker aligns before any key is made, and batches measured while it is paused are
     /// held out of every block.
     #[arg(long)]
     pub track: bool,
-    /// Bob's polarization controller when tracking.
-    #[arg(long, value_enum, default_value_t = ControllerKind::Squeezers)]
-    pub controller: ControllerKind,
-    /// Share of slots carrying reference states when tracking (they never enter a key).
-    #[arg(long, default_value_t = 0.1)]
-    pub reference_share: f64,
+    /// Bob's polarization controller when tracking (default squeezers).
+    #[arg(long, value_enum)]
+    pub controller: Option<ControllerKind>,
+    /// Share of slots carrying reference states when tracking, they never enter a key
+    /// (default 0.1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub reference_share: Option<f64>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 }
+
+/// Share of slots carrying reference states when tracking without `--reference-share`.
+const DEFAULT_REFERENCE_SHARE: f64 = 0.1;
 
 /// The validated run parameters.
 #[derive(Debug, Clone)]
@@ -122,9 +126,22 @@ fn validate(args: &LinkArgs) -> Result<Run> {
     fiber.drift_rad_per_sqrt_s = in_range("drift-rate", args.drift_rate, 0.0, 100.0, "rad/√s")?;
     if args.track {
         fiber.initial_rotation = InitialRotation::Random;
-        bench.spec.receiver.controller = args.controller.spec();
-        bench.spec.source.reference_share =
-            in_range("reference-share", args.reference_share, 0.001, 0.5, "")?;
+        bench.spec.receiver.controller = args.controller.unwrap_or_default().spec();
+        bench.spec.source.reference_share = in_range(
+            "reference-share",
+            args.reference_share.unwrap_or(DEFAULT_REFERENCE_SHARE),
+            0.001,
+            0.5,
+            "",
+        )?;
+    } else if let Some(flag) = [
+        ("--controller", args.controller.is_some()),
+        ("--reference-share", args.reference_share.is_some()),
+    ]
+    .iter()
+    .find_map(|(flag, given)| given.then_some(flag))
+    {
+        bail!("{flag} sets up polarization tracking: give --track too");
     }
     if args.protocol == Protocol::Bbm92 {
         if args.track || args.drift_rate > 0.0 {

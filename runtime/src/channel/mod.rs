@@ -591,3 +591,19 @@ impl<T: Transport, M: Serialize + DeserializeOwned> Peer<T, M> {
         self.auth.refill(secret, self.role)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer's abort text of any size enters reports at most `MAX_ABORT_REASON_BYTES` long,
+    /// cut on a character boundary.
+    #[test]
+    fn an_abort_reason_is_bounded_on_a_character_boundary() {
+        let huge = "é".repeat(32 << 20);
+        let cut = bounded(huge);
+        assert!(cut.len() <= MAX_ABORT_REASON_BYTES && cut.len() >= MAX_ABORT_REASON_BYTES - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(bounded("short".into()), "short");
+    }
+}
