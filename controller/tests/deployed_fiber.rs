@@ -6,7 +6,7 @@
 
 #[path = "common/cli.rs"]
 mod cli;
-use cli::{field as f, json, qkd};
+use cli::{field as f, json, qkd, refused};
 
 /// Raman noise photons per second at the receiver, Eraerds et al. 2010 (equal attenuation).
 fn raman_photons(power_dbm: f64, km: f64, counter: bool, rho: f64, filter_nm: f64) -> f64 {
@@ -222,11 +222,7 @@ fn fiber_flags_are_refused_with_their_name_and_reason() {
             "--quantum-wavelength-nm: 800 nm",
         ),
     ] {
-        let out = qkd(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(out.stdout.is_empty(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        refused(args, expected);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Running the built `qkd` once and reading what it prints, shared by the command-line tests.
 // Test helpers outside #[test] functions may unwrap: a failure is a failed test.
-#![allow(clippy::expect_used, clippy::panic)]
+// Each test crate uses the helpers it needs.
+#![allow(clippy::expect_used, clippy::panic, dead_code)]
 
 use std::process::{Command, Output};
 
@@ -28,4 +29,16 @@ pub fn field(report: &serde_json::Value, name: &str) -> f64 {
     report[name]
         .as_f64()
         .unwrap_or_else(|| panic!("field {name} missing in {report}"))
+}
+
+/// `qkd ARGS…` fails with exit code 2, nothing on stdout, and `message` in its error.
+pub fn refused(args: &[&str], message: &str) {
+    let out = qkd(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?}: nothing on stdout on error"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(message), "{args:?}: {stderr}");
 }
