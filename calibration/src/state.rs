@@ -220,12 +220,11 @@ impl PolarizationCalibration {
                 "floor {floor} is outside [0, 1] (a cost is an error rate)"
             )));
         }
-        let latest = unix_now_s().saturating_add(CLOCK_SLACK_S);
-        if calibration.saved_unix_s > latest {
+        let now = unix_now_s();
+        if calibration.saved_unix_s > now.saturating_add(CLOCK_SLACK_S) {
             return Err(malformed(format!(
-                "saved_unix_s {} is in the future (now {})",
-                calibration.saved_unix_s,
-                unix_now_s()
+                "saved_unix_s {} is in the future (now {now})",
+                calibration.saved_unix_s
             )));
         }
         Ok(calibration)
@@ -330,7 +329,7 @@ mod tests {
             (
                 "curvatures",
                 serde_json::json!([1e308, 1e-7, 1e-7, 1e-7]),
-                "curvature 1",
+                "is outside (0, 1000000]",
             ),
             ("floor", serde_json::json!(-0.01), "floor -0.01"),
             ("saved_unix_s", serde_json::json!(u64::MAX), "in the future"),

@@ -222,7 +222,8 @@ fn recording_bytes(
     let tags_per_s = (tags + 3.0 * tags.sqrt() + 1.0) / (pilot_ps as f64 * 1e-12);
     let records = tags_per_s * seconds;
     let overflows = records.min(seconds / WRAP_S);
-    Ok(((records + overflows) * RECORD_BYTES + HEADER_BYTES).min(u64::MAX as f64) as u64)
+    // `as` saturates: an absurd estimate becomes u64::MAX, which no disk has.
+    Ok(((records + overflows) * RECORD_BYTES + HEADER_BYTES) as u64)
 }
 
 fn percent(rate: Option<f64>) -> String {

@@ -16,6 +16,14 @@ pub fn key_in_range(key: &str, value: f64, min: f64, max: f64, unit: &'static st
     RangeError::check(value, min, max, unit).map_err(|e| anyhow!("{key}: {e}"))
 }
 
+/// The first of `flags` the user gave, for refusing flags that mean nothing without another.
+pub fn first_given<'a>(flags: &[(&'a str, bool)]) -> Option<&'a str> {
+    flags
+        .iter()
+        .find(|(_, given)| *given)
+        .map(|(flag, _)| *flag)
+}
+
 /// The flags that choose an emulated bench, shared by every command that emulates one.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchFlags {
@@ -97,7 +105,7 @@ impl FiberFlags {
             fiber.extra_loss_db = in_range("extra-loss-db", db, 0.0, 1000.0, "dB")?;
         }
         let Some(power) = power_dbm else {
-            let needs_power = [
+            if let Some(flag) = first_given(&[
                 ("--classical-direction", self.classical_direction.is_some()),
                 (
                     "--classical-wavelength-nm",
@@ -105,8 +113,7 @@ impl FiberFlags {
                 ),
                 ("--raman-coefficient", self.raman_coefficient.is_some()),
                 ("--filter-nm", self.filter_nm.is_some()),
-            ];
-            if let Some((flag, _)) = needs_power.iter().find(|(_, given)| *given) {
+            ]) {
                 bail!(
                     "{flag} describes classical light in the fiber: give --classical-power-dbm too"
                 );

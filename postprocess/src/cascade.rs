@@ -496,6 +496,12 @@ struct PassState {
     queued: Vec<bool>,
 }
 
+impl Drop for PassState {
+    fn drop(&mut self) {
+        self.bob.zeroize();
+    }
+}
+
 /// Alice's parities Bob has learned in one pass, by block and node of the block's implicit
 /// binary search tree (heap numbering: the block is node 1, node `i` splits into `2i`, `2i+1`).
 /// Small trees live in an array; the few nodes touched in half-key blocks live in a map.
@@ -600,12 +606,6 @@ impl std::fmt::Debug for Corrector<'_> {
             .field("passes", &self.passes.len())
             .field("report", &self.report)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PassState {
-    fn drop(&mut self) {
-        self.bob.zeroize();
     }
 }
 

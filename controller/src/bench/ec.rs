@@ -12,7 +12,6 @@ use super::machine::Machine;
 use crate::flags::in_range;
 use crate::limits;
 
-/// Flags of `qkd bench ec`.
 /// Peak resident memory of the benchmark per frame bit: both frames, Cascade's permutations
 /// and parities (measured with `/usr/bin/time -f %M` on release builds at 10^6 and 10^7 bits:
 /// 125 and 128 bytes, rounded up).
@@ -24,6 +23,7 @@ const MAX_FRAMES: u64 = 1_000_000;
 /// Most bits one run reconciles, all frames together.
 const MAX_TOTAL_BITS: u64 = 10_000_000_000;
 
+/// Flags of `qkd bench ec`.
 #[derive(Debug, clap::Args)]
 pub struct EcArgs {
     /// Bit error rate of the frames.

@@ -30,7 +30,7 @@ use qkd_runtime::sources::BatchBudget;
 use tokio::sync::broadcast;
 
 use crate::bench::tracking::ControllerKind;
-use crate::flags::{Bench, BenchFlags, in_range};
+use crate::flags::{Bench, BenchFlags, first_given, in_range};
 use crate::progress::Progress;
 
 pub use report::LinkReport;
@@ -134,13 +134,10 @@ fn validate(args: &LinkArgs) -> Result<Run> {
             0.5,
             "",
         )?;
-    } else if let Some(flag) = [
+    } else if let Some(flag) = first_given(&[
         ("--controller", args.controller.is_some()),
         ("--reference-share", args.reference_share.is_some()),
-    ]
-    .iter()
-    .find_map(|(flag, given)| given.then_some(flag))
-    {
+    ]) {
         bail!("{flag} sets up polarization tracking: give --track too");
     }
     if args.protocol == Protocol::Bbm92 {
